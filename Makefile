@@ -1,0 +1,49 @@
+# vidmill: the two commands a newcomer needs are `make run` and `make test`.
+# Both install whatever Debian packages are missing first (as root, or
+# through sudo), so they work on a fresh Debian 12 machine.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+
+# GStreamer 1.22 with the plugins the pipelines use, and ffmpeg for ffprobe
+# (the independent reader the tests check outputs with) and the benchmarks.
+DEBIAN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools ffmpeg
+
+.PHONY: deps build run test lint bench-pipelines clean
+
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo is missing: install Rust with rustup"; exit 1; }
+
+build: deps
+	$(CARGO) build --release --bin vidmill
+
+run: build
+	@./scripts/run.sh
+
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: lint
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+bench-pipelines: deps
+	$(CARGO) run --release -p vidmill-bench --bin bench-pipelines
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,430 @@
+//! Conversion to web-playable MP4 (H.264 + AAC, `moov` first): remux without
+//! re-encoding when the source already qualifies, transcode otherwise.
+
+use std::path::{Path, PathBuf};
+
+use gst::prelude::*;
+use serde::Serialize;
+
+use crate::control::Control;
+use crate::error::{MediaError, Result};
+use crate::facts::MediaFacts;
+use crate::graph::{self, make};
+use crate::output::TempOutput;
+use crate::runner::{PositionTap, Running};
+
+/// H.264 profiles every browser decodes.
+const PLAYABLE_PROFILES: &[&str] = &[
+    "constrained-baseline",
+    "baseline",
+    "main",
+    "high",
+    "progressive-high",
+    "constrained-high",
+];
+
+/// What to make and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvertSpec {
+    pub output: PathBuf,
+    /// x264 speed preset (ultrafast … veryslow).
+    pub preset: String,
+    /// x264 constant rate factor, 0–51.
+    pub crf: u32,
+    /// Output height cap; taller sources are scaled down (and so transcoded).
+    pub max_height: u32,
+    /// AAC bitrate in bits per second.
+    pub audio_bitrate: u32,
+    /// When false, always transcode.
+    pub allow_remux: bool,
+}
+
+impl ConvertSpec {
+    pub fn new(output: impl Into<PathBuf>) -> Self {
+        Self {
+            output: output.into(),
+            preset: "veryfast".into(),
+            crf: 23,
+            max_height: 1080,
+            audio_bitrate: 128_000,
+            allow_remux: true,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.crf > 51 {
+            return Err(MediaError::Invalid(format!("crf {} is above 51", self.crf)));
+        }
+        if self.max_height < 16 {
+            return Err(MediaError::Invalid(format!(
+                "max_height {} is below 16",
+                self.max_height
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether the video was copied or re-encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Remux,
+    Transcode,
+}
+
+/// What a conversion produced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConvertReport {
+    pub method: Method,
+    pub width: u32,
+    pub height: u32,
+    pub has_audio: bool,
+    pub size_bytes: u64,
+}
+
+/// Why the source cannot be remuxed as it is, or `None` when it can.
+pub fn remux_blocker(facts: &MediaFacts, max_height: u32) -> Option<String> {
+    let v = &facts.video;
+    if v.codec != "h264" {
+        return Some(format!("video codec is {}, not H.264", v.codec));
+    }
+    if let Some(p) = v
+        .profile
+        .as_deref()
+        .filter(|p| !PLAYABLE_PROFILES.contains(p))
+    {
+        return Some(format!("H.264 profile {p} is not playable in browsers"));
+    }
+    if v.bit_depth.is_some_and(|d| d != 8) {
+        return Some("video is not 8-bit".into());
+    }
+    if v.chroma_format.as_deref().is_some_and(|c| c != "4:2:0") {
+        return Some("video is not 4:2:0".into());
+    }
+    if v.interlaced {
+        return Some("video is interlaced".into());
+    }
+    if !v.orientation.is_identity() {
+        return Some("video needs rotating".into());
+    }
+    if v.pixel_aspect_ratio.0 != v.pixel_aspect_ratio.1 {
+        return Some("pixels are not square".into());
+    }
+    if v.width % 2 == 1 || v.height % 2 == 1 {
+        return Some("dimensions are odd".into());
+    }
+    if v.height > max_height {
+        return Some(format!("height {} is above {max_height}", v.height));
+    }
+    match &facts.audio {
+        Some(a) if a.codec != "aac" => Some(format!("audio codec is {}, not AAC", a.codec)),
+        _ => None,
+    }
+}
+
+/// The method `spec` would use for `facts`.
+pub fn plan(facts: &MediaFacts, spec: &ConvertSpec) -> Method {
+    if spec.allow_remux && remux_blocker(facts, spec.max_height).is_none() {
+        Method::Remux
+    } else {
+        Method::Transcode
+    }
+}
+
+/// Converts `input` (probed as `facts`) to the MP4 `spec.output`.
+pub fn convert(
+    input: &Path,
+    facts: &MediaFacts,
+    spec: &ConvertSpec,
+    ctl: &Control,
+) -> Result<ConvertReport> {
+    transcode_or_remux(input, facts, spec, ctl, None)
+}
+
+/// A second consumer of the decoded, prepared video (the frame extractor),
+/// fed from a `tee` so one decode serves both.
+pub(crate) trait VideoTap {
+    /// Adds the consumer to the pipeline and returns its first element.
+    fn attach(&self, pipeline: &gst::Pipeline) -> Result<gst::Element>;
+}
+
+pub(crate) fn transcode_or_remux(
+    input: &Path,
+    facts: &MediaFacts,
+    spec: &ConvertSpec,
+    ctl: &Control,
+    tap_frames: Option<&dyn VideoTap>,
+) -> Result<ConvertReport> {
+    crate::init()?;
+    spec.validate()?;
+    let method = match tap_frames {
+        Some(_) => Method::Transcode,
+        None => plan(facts, spec),
+    };
+    let out = TempOutput::new(&spec.output)?;
+    let pipeline = gst::Pipeline::new();
+    let mux = make("mp4mux")?;
+    mux.set_property("faststart", true);
+    mux.set_property(
+        "faststart-file",
+        out.scratch(".moov").to_string_lossy().as_ref(),
+    );
+    let sink = make("filesink")?;
+    sink.set_property("location", out.path().to_string_lossy().as_ref());
+    graph::add_chain(&pipeline, &[&mux, &sink])?;
+
+    let tap = PositionTap::default();
+    let (width, height) = match method {
+        Method::Remux => {
+            add_remux_routes(&pipeline, input, facts, &mux, &tap)?;
+            facts.video.display_size()
+        }
+        Method::Transcode => {
+            let size = graph::output_size(&facts.video, spec.max_height);
+            add_transcode_routes(&pipeline, input, facts, spec, size, &mux, &tap, tap_frames)?;
+            size
+        }
+    };
+    let mut running = Running::start(pipeline, gst::State::Playing, ctl, tap, facts.duration())?;
+    running.run_to_eos()?;
+    running.report_done();
+    drop(running);
+    let size_bytes = out.commit()?;
+    Ok(ConvertReport {
+        method,
+        width,
+        height,
+        has_audio: facts.audio.is_some(),
+        size_bytes,
+    })
+}
+
+/// Parsed streams go straight to the muxer: `h264parse` and `aacparse`
+/// convert byte-stream and ADTS framing to what MP4 stores.
+fn add_remux_routes(
+    pipeline: &gst::Pipeline,
+    input: &Path,
+    facts: &MediaFacts,
+    mux: &gst::Element,
+    tap: &PositionTap,
+) -> Result<()> {
+    let video_head = make("h264parse")?;
+    pipeline.add(&video_head)?;
+    graph::link_request(
+        &video_head.static_pad("src").ok_or_else(no_pad)?,
+        mux,
+        "video_%u",
+    )?;
+    let audio_head = match facts.audio {
+        Some(_) => {
+            let parse = make("aacparse")?;
+            pipeline.add(&parse)?;
+            graph::link_request(
+                &parse.static_pad("src").ok_or_else(no_pad)?,
+                mux,
+                "audio_%u",
+            )?;
+            Some(parse)
+        }
+        None => None,
+    };
+    let tap = tap.clone();
+    graph::add_source(
+        pipeline,
+        input,
+        Box::new(move |_, pad| {
+            tap.attach(pad);
+            link_to(pad, &video_head)
+        }),
+        audio_head.map(|head| -> graph::Route { Box::new(move |_, pad| link_to(pad, &head)) }),
+    )
+}
+
+/// Each stream is decoded; video is made upright, scaled and encoded with
+/// x264, audio encoded to AAC.
+#[allow(clippy::too_many_arguments)]
+fn add_transcode_routes(
+    pipeline: &gst::Pipeline,
+    input: &Path,
+    facts: &MediaFacts,
+    spec: &ConvertSpec,
+    size: (u32, u32),
+    mux: &gst::Element,
+    tap: &PositionTap,
+    tap_frames: Option<&dyn VideoTap>,
+) -> Result<()> {
+    let (prep_head, prep_tail) = graph::add_video_prep(pipeline, facts.video.orientation, size)?;
+    drop_orientation_tags(&prep_tail);
+    let queue = make("queue")?;
+    let encoder = make("x264enc")?;
+    encoder.set_property_from_str("speed-preset", &spec.preset);
+    // "qual" is x264's constant rate factor mode; quantizer is the CRF.
+    encoder.set_property_from_str("pass", "qual");
+    encoder.set_property("quantizer", spec.crf);
+    let parse = make("h264parse")?;
+    graph::add_chain(pipeline, &[&queue, &encoder, &parse])?;
+    graph::link_request(
+        &parse.static_pad("src").ok_or_else(no_pad)?,
+        mux,
+        "video_%u",
+    )?;
+    match tap_frames {
+        Some(frames) => {
+            let tee = make("tee")?;
+            pipeline.add(&tee)?;
+            prep_tail.link(&tee)?;
+            tee.link(&queue)?;
+            let frames_head = frames.attach(pipeline)?;
+            tee.link(&frames_head)?;
+        }
+        None => prep_tail.link(&queue)?,
+    }
+
+    let audio_head = match facts.audio {
+        Some(_) => {
+            let queue = make("queue")?;
+            let convert = make("audioconvert")?;
+            let resample = make("audioresample")?;
+            let encoder = aac_encoder(spec.audio_bitrate)?;
+            graph::add_chain(pipeline, &[&queue, &convert, &resample, &encoder])?;
+            graph::link_request(
+                &encoder.static_pad("src").ok_or_else(no_pad)?,
+                mux,
+                "audio_%u",
+            )?;
+            Some(queue)
+        }
+        None => None,
+    };
+    let tap = tap.clone();
+    graph::add_source(
+        pipeline,
+        input,
+        Box::new(move |pipeline, pad| {
+            tap.attach(pad);
+            graph::decode_into(pipeline, pad, &prep_head)
+        }),
+        audio_head.map(|head| -> graph::Route {
+            Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &head))
+        }),
+    )
+}
+
+/// libav's AAC encoder, or the VisualOn one where libav is missing.
+fn aac_encoder(bitrate: u32) -> Result<gst::Element> {
+    match make("avenc_aac") {
+        Ok(e) => {
+            e.set_property("bitrate", bitrate as i32);
+            Ok(e)
+        }
+        Err(_) => {
+            let e = make("voaacenc")?;
+            e.set_property("bitrate", bitrate as i32);
+            Ok(e)
+        }
+    }
+}
+
+/// The picture is already turned upright; a rotation tag passed on to the
+/// muxer would make players turn it a second time.
+fn drop_orientation_tags(element: &gst::Element) {
+    let Some(pad) = element.static_pad("src") else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Tag(tag) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if tag.tag().get::<gst::tags::ImageOrientation>().is_none() {
+            return gst::PadProbeReturn::Ok;
+        }
+        // Replaced rather than dropped: a dropped sticky event is offered
+        // again before every buffer.
+        let mut tags = tag.tag_owned();
+        tags.make_mut().remove::<gst::tags::ImageOrientation>();
+        info.data = Some(gst::PadProbeData::Event(gst::event::Tag::new(tags)));
+        gst::PadProbeReturn::Ok
+    });
+}
+
+fn link_to(pad: &gst::Pad, element: &gst::Element) -> Result<()> {
+    pad.link(&graph::sink_pad(element)?)
+        .map(|_| ())
+        .map_err(|e| MediaError::Pipeline(format!("link to {}: {e:?}", element.name())))
+}
+
+fn no_pad() -> MediaError {
+    MediaError::Pipeline("element has no src pad".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::{AudioFacts, Orientation, VideoFacts};
+
+    fn h264(profile: &str, height: u32) -> MediaFacts {
+        MediaFacts {
+            container: "mp4".into(),
+            duration: Some(10.0),
+            size_bytes: 1,
+            video: VideoFacts {
+                codec: "h264".into(),
+                profile: Some(profile.into()),
+                bit_depth: Some(8),
+                chroma_format: Some("4:2:0".into()),
+                width: height * 16 / 9,
+                height,
+                pixel_aspect_ratio: (1, 1),
+                ..VideoFacts::default()
+            },
+            audio: Some(AudioFacts {
+                codec: "aac".into(),
+                channels: 2,
+                sample_rate: 48000,
+            }),
+        }
+    }
+
+    #[test]
+    fn browser_ready_h264_is_remuxed() {
+        let spec = ConvertSpec::new("out.mp4");
+        assert_eq!(plan(&h264("high", 1080), &spec), Method::Remux);
+        assert_eq!(
+            plan(&h264("constrained-baseline", 720), &spec),
+            Method::Remux
+        );
+    }
+
+    #[test]
+    fn anything_a_browser_may_not_play_is_transcoded() {
+        let spec = ConvertSpec::new("out.mp4");
+        assert_eq!(plan(&h264("high-10", 1080), &spec), Method::Transcode);
+        assert_eq!(plan(&h264("high", 2160), &spec), Method::Transcode);
+        let mut mp3 = h264("main", 720);
+        if let Some(a) = mp3.audio.as_mut() {
+            a.codec = "mp3".into();
+        }
+        assert_eq!(plan(&mp3, &spec), Method::Transcode);
+        let mut rotated = h264("main", 720);
+        rotated.video.orientation = Orientation {
+            rotation: 90,
+            flipped: false,
+        };
+        assert_eq!(plan(&rotated, &spec), Method::Transcode);
+        let mut yuv444 = h264("high-4:4:4", 720);
+        yuv444.video.chroma_format = Some("4:4:4".into());
+        assert!(remux_blocker(&yuv444, 1080).is_some());
+        let mut vp9 = h264("main", 720);
+        vp9.video.codec = "vp9".into();
+        assert_eq!(plan(&vp9, &spec), Method::Transcode);
+        let no_remux = ConvertSpec {
+            allow_remux: false,
+            ..ConvertSpec::new("out.mp4")
+        };
+        assert_eq!(plan(&h264("high", 720), &no_remux), Method::Transcode);
+    }
+}

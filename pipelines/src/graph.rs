@@ -1,0 +1,261 @@
+//! Building blocks shared by the pipelines: making elements, opening a file
+//! into parsed streams, decoding a stream, and the chain that turns decoded
+//! video into upright, square-pixel frames of the output size.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use gst::prelude::*;
+
+use crate::error::{MediaError, Result};
+use crate::facts::{Orientation, VideoFacts};
+
+/// Makes an element, naming the plugin that is missing when it fails.
+pub(crate) fn make(factory: &str) -> Result<gst::Element> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| MediaError::MissingElement(factory.to_string()))
+}
+
+/// Adds elements to the pipeline and links them in order.
+pub(crate) fn add_chain(bin: &gst::Pipeline, chain: &[&gst::Element]) -> Result<()> {
+    bin.add_many(chain.iter().copied())?;
+    gst::Element::link_many(chain.iter().copied())?;
+    Ok(())
+}
+
+/// Adds elements that were made after the pipeline started and brings them
+/// to its state, last first so that no element pushes into a stopped one.
+pub(crate) fn add_live_chain(bin: &gst::Pipeline, chain: &[&gst::Element]) -> Result<()> {
+    add_chain(bin, chain)?;
+    for e in chain.iter().rev() {
+        e.sync_state_with_parent()?;
+    }
+    Ok(())
+}
+
+/// The kind of one parsed stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamKind {
+    Video,
+    Audio,
+    Other,
+}
+
+pub(crate) fn stream_kind(caps: &gst::CapsRef) -> StreamKind {
+    match caps.structure(0).map(|s| s.name().as_str()) {
+        // MJPEG streams carry image/jpeg caps.
+        Some(n) if n.starts_with("video/") || n == "image/jpeg" => StreamKind::Video,
+        Some(n) if n.starts_with("audio/") => StreamKind::Audio,
+        _ => StreamKind::Other,
+    }
+}
+
+/// What to do with the first video and first audio stream of a file. Each
+/// route gets the parsed (still compressed) stream's pad; other streams are
+/// discarded.
+pub(crate) type Route = Box<dyn Fn(&gst::Pipeline, &gst::Pad) -> Result<()> + Send + Sync>;
+
+/// `filesrc ! parsebin`, with the first video stream sent to `video` and the
+/// first audio stream to `audio` (when given).
+pub(crate) fn add_source(
+    pipeline: &gst::Pipeline,
+    input: &Path,
+    video: Route,
+    audio: Option<Route>,
+) -> Result<()> {
+    let src = make("filesrc")?;
+    src.set_property("location", input.to_string_lossy().as_ref());
+    let parse = make("parsebin")?;
+    add_chain(pipeline, &[&src, &parse])?;
+    let seen_video = AtomicBool::new(false);
+    let seen_audio = AtomicBool::new(false);
+    let weak = pipeline.downgrade();
+    parse.connect_pad_added(move |parse, pad| {
+        let Some(pipeline) = weak.upgrade() else {
+            return;
+        };
+        // Some parsers expose their pad before sending caps; what the pad
+        // can produce still names the media type.
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let routed = match stream_kind(&caps) {
+            StreamKind::Video if !seen_video.swap(true, Ordering::SeqCst) => video(&pipeline, pad),
+            StreamKind::Audio if !seen_audio.swap(true, Ordering::SeqCst) && audio.is_some() => {
+                audio.as_ref().map_or(Ok(()), |route| route(&pipeline, pad))
+            }
+            _ => {
+                discard(pad);
+                Ok(())
+            }
+        };
+        if let Err(e) = routed {
+            gst::element_error!(parse, gst::CoreError::Negotiation, ["{}", e]);
+        }
+    });
+    Ok(())
+}
+
+/// Drops a stream's data at its pad, so an unused stream costs nothing and
+/// its demuxer does not fail with `not-linked` (which some, matroskademux
+/// among them, do as soon as one stream is unlinked).
+fn discard(pad: &gst::Pad) {
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        |_, _| gst::PadProbeReturn::Drop,
+    );
+}
+
+/// Links a parsed stream to a new `decodebin` whose raw output goes to
+/// `sink` (the first element of the caller's chain).
+pub(crate) fn decode_into(
+    pipeline: &gst::Pipeline,
+    parsed: &gst::Pad,
+    sink: &gst::Element,
+) -> Result<()> {
+    let decode = make("decodebin")?;
+    pipeline.add(&decode)?;
+    let target = sink
+        .static_pad("sink")
+        .ok_or_else(|| MediaError::Pipeline("chain has no sink pad".into()))?;
+    decode.connect_pad_added(move |decode, pad| {
+        if target.is_linked() {
+            return;
+        }
+        if let Err(e) = pad.link(&target) {
+            gst::element_error!(
+                decode,
+                gst::CoreError::Negotiation,
+                ["link decoder: {:?}", e]
+            );
+        }
+    });
+    decode.sync_state_with_parent()?;
+    let decode_sink = decode
+        .static_pad("sink")
+        .ok_or_else(|| MediaError::Pipeline("decodebin has no sink pad".into()))?;
+    parsed
+        .link(&decode_sink)
+        .map_err(|e| MediaError::Pipeline(format!("link to decoder: {e:?}")))?;
+    Ok(())
+}
+
+/// Drops every buffer that is not a keyframe before it reaches the decoder,
+/// so only keyframes are decoded.
+pub(crate) fn keyframes_only(parsed: &gst::Pad) {
+    parsed.add_probe(gst::PadProbeType::BUFFER, |_, info| match info.buffer() {
+        Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => gst::PadProbeReturn::Drop,
+        _ => gst::PadProbeReturn::Ok,
+    });
+}
+
+/// The output picture size for a source: display size after rotation and
+/// pixel aspect ratio, scaled down to at most `max_height` lines, even.
+pub fn output_size(v: &VideoFacts, max_height: u32) -> (u32, u32) {
+    let (par_n, par_d) = v.pixel_aspect_ratio;
+    let mut w = v.width as f64;
+    if par_n > 0 && par_d > 0 && par_n != par_d {
+        w = w * par_n as f64 / par_d as f64;
+    }
+    let mut h = v.height as f64;
+    if v.orientation.swaps_axes() {
+        std::mem::swap(&mut w, &mut h);
+    }
+    let cap = max_height.max(2) as f64;
+    if h > cap {
+        w = w * cap / h;
+        h = cap;
+    }
+    (even(w), even(h))
+}
+
+fn even(x: f64) -> u32 {
+    (((x / 2.0).round() as u32) * 2).max(2)
+}
+
+/// `videoconvert ! videoflip ! videoscale ! capsfilter`: decoded frames in,
+/// upright I420 frames of `size` with square pixels out. Returns the first
+/// and last element.
+pub(crate) fn add_video_prep(
+    pipeline: &gst::Pipeline,
+    orientation: Orientation,
+    size: (u32, u32),
+) -> Result<(gst::Element, gst::Element)> {
+    let convert = make("videoconvert")?;
+    // 0 = one thread per core; the 4K → 1080p path is otherwise single-threaded.
+    convert.set_property("n-threads", 0u32);
+    let flip = make("videoflip")?;
+    // Set from the probed orientation, not "auto": a tag that arrives after
+    // the caps would otherwise renegotiate the size mid-stream.
+    flip.set_property_from_str("video-direction", orientation.flip_method());
+    let scale = make("videoscale")?;
+    scale.set_property("n-threads", 0u32);
+    let filter = make("capsfilter")?;
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", size.0 as i32)
+        .field("height", size.1 as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    filter.set_property("caps", &caps);
+    add_live_chain(pipeline, &[&convert, &flip, &scale, &filter])?;
+    Ok((convert, filter))
+}
+
+/// The `sink` pad of an element, which every element used here has.
+pub(crate) fn sink_pad(e: &gst::Element) -> Result<gst::Pad> {
+    e.static_pad("sink")
+        .ok_or_else(|| MediaError::Pipeline(format!("{} has no sink pad", e.name())))
+}
+
+/// Links a pad to a request pad of `element` (a muxer or tee).
+pub(crate) fn link_request(pad: &gst::Pad, element: &gst::Element, template: &str) -> Result<()> {
+    let target = element.request_pad_simple(template).ok_or_else(|| {
+        MediaError::Pipeline(format!("{} gave no {template} pad", element.name()))
+    })?;
+    pad.link(&target)
+        .map_err(|e| MediaError::Pipeline(format!("link to {}: {e:?}", element.name())))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::VideoFacts;
+
+    fn video(w: u32, h: u32, orientation: Orientation) -> VideoFacts {
+        VideoFacts {
+            width: w,
+            height: h,
+            orientation,
+            ..VideoFacts::default()
+        }
+    }
+
+    #[test]
+    fn output_size_caps_height_and_keeps_even_dimensions() {
+        assert_eq!(
+            output_size(&video(3840, 2160, Orientation::default()), 1080),
+            (1920, 1080)
+        );
+        assert_eq!(
+            output_size(&video(1281, 721, Orientation::default()), 1080),
+            (1282, 722)
+        );
+        assert_eq!(
+            output_size(&video(321, 241, Orientation::default()), 120),
+            (160, 120)
+        );
+    }
+
+    #[test]
+    fn output_size_applies_rotation_and_pixel_aspect() {
+        let rotated = Orientation {
+            rotation: 90,
+            flipped: false,
+        };
+        assert_eq!(output_size(&video(1920, 1080, rotated), 1080), (608, 1080));
+        let mut anamorphic = video(720, 576, Orientation::default());
+        anamorphic.pixel_aspect_ratio = (16, 11);
+        assert_eq!(output_size(&anamorphic, 1080), (1048, 576));
+    }
+}

@@ -1,0 +1,349 @@
+//! Probing: what a file is, told apart into "not a video we read"
+//! (`Unsupported`) and "a video whose data is broken" (`Corrupt`).
+//!
+//! GStreamer's Discoverer reads the container and stream caps; a short second
+//! pass over the parsed (not decoded) video stream measures keyframe spacing,
+//! which the frame extractor uses to choose between seeking and decoding
+//! straight through.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gst::prelude::*;
+use gst_pbutils::prelude::*;
+
+use crate::control::Control;
+use crate::error::{MediaError, Result};
+use crate::facts::{AudioFacts, MediaFacts, Orientation, VideoFacts};
+use crate::graph;
+use crate::runner::{self, PositionTap, Running};
+
+/// How long the Discoverer may take on one file.
+const DISCOVER_TIMEOUT: Duration = Duration::from_secs(15);
+/// The keyframe scan stops after this much media time...
+const SCAN_MEDIA: Duration = Duration::from_secs(20);
+/// ...or this many video packets, whichever comes first.
+const SCAN_PACKETS: usize = 1500;
+
+/// Reads what `path` holds. Fails with `Unsupported` for anything that is not
+/// a video (empty, not media, audio only, a still image, an undecodable
+/// codec) and with `Corrupt` for a video whose data cannot be read.
+pub fn probe(path: &Path) -> Result<MediaFacts> {
+    crate::init()?;
+    let meta = std::fs::metadata(path).map_err(|e| MediaError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(MediaError::Invalid(format!(
+            "{} is not a file",
+            path.display()
+        )));
+    }
+    if meta.len() == 0 {
+        return Err(MediaError::Unsupported("the file is empty".into()));
+    }
+    let absolute = std::path::absolute(path).map_err(|e| MediaError::io(path, e))?;
+    let uri = gst::glib::filename_to_uri(&absolute, None)
+        .map_err(|e| MediaError::Invalid(format!("{}: {e}", path.display())))?;
+    let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_nseconds(
+        DISCOVER_TIMEOUT.as_nanos() as u64,
+    ))
+    .map_err(|e| MediaError::Pipeline(format!("discoverer: {e}")))?;
+    let info = discoverer
+        .discover_uri(&uri)
+        .map_err(|e| MediaError::from_gst(&e, None))?;
+    match info.result() {
+        gst_pbutils::DiscovererResult::Ok => {}
+        gst_pbutils::DiscovererResult::MissingPlugins => {
+            return Err(MediaError::Unsupported(
+                "no installed decoder reads this file's codec".into(),
+            ))
+        }
+        gst_pbutils::DiscovererResult::Timeout => {
+            return Err(MediaError::Corrupt(
+                "reading the file's headers timed out".into(),
+            ))
+        }
+        other => {
+            return Err(MediaError::Corrupt(format!(
+                "the file could not be read ({other:?})"
+            )))
+        }
+    }
+
+    let Some(v) = info.video_streams().into_iter().next() else {
+        let what = if info.audio_streams().is_empty() {
+            "the file has no video stream"
+        } else {
+            "the file is audio only"
+        };
+        return Err(MediaError::Unsupported(what.into()));
+    };
+    if v.is_image() {
+        return Err(MediaError::Unsupported(
+            "the file is a still image, not a video".into(),
+        ));
+    }
+    let mut video = video_facts(&v);
+    if video.width == 0 || video.height == 0 {
+        return Err(MediaError::Corrupt(
+            "the video stream has no picture size".into(),
+        ));
+    }
+    let audio = info
+        .audio_streams()
+        .into_iter()
+        .next()
+        .map(|a| audio_facts(&a));
+    let container = info
+        .stream_info()
+        .and_then(|s| s.caps())
+        .map(|c| container_name(&c))
+        .unwrap_or_else(|| "unknown".into());
+    video.keyframe_spacing = keyframe_spacing(path).unwrap_or(None);
+    Ok(MediaFacts {
+        container,
+        duration: info.duration().map(|d| d.nseconds() as f64 / 1e9),
+        size_bytes: meta.len(),
+        video,
+        audio,
+    })
+}
+
+fn video_facts(v: &gst_pbutils::DiscovererVideoInfo) -> VideoFacts {
+    let caps = v.caps();
+    let s = caps.as_ref().and_then(|c| c.structure(0));
+    let field = |name: &str| s.and_then(|s| s.get::<String>(name).ok());
+    let codec = s.map(video_codec).unwrap_or_else(|| "unknown".into());
+    let bit_depth = s.and_then(|s| s.get::<u32>("bit-depth-luma").ok());
+    let mut chroma_format = field("chroma-format");
+    // VP8 has only one layout; the parsers of the others say theirs.
+    if chroma_format.is_none() && codec == "vp8" {
+        chroma_format = Some("4:2:0".into());
+    }
+    let bit_depth = bit_depth.or((codec == "vp8").then_some(8));
+    let pixel_format = chroma_format
+        .as_deref()
+        .and_then(|c| pixel_format(c, bit_depth.unwrap_or(8)));
+    let orientation = v
+        .tags()
+        .and_then(|t| {
+            t.get::<gst::tags::ImageOrientation>()
+                .map(|o| o.get().to_string())
+        })
+        .map(|o| Orientation::from_tag(&o))
+        .unwrap_or_default();
+    let fps = v.framerate();
+    let frame_rate =
+        (fps.numer() > 0 && fps.denom() > 0).then(|| fps.numer() as f64 / fps.denom() as f64);
+    let par = v.par();
+    VideoFacts {
+        codec,
+        profile: field("profile"),
+        pixel_format,
+        bit_depth,
+        chroma_format,
+        width: v.width(),
+        height: v.height(),
+        pixel_aspect_ratio: (par.numer().max(1) as u32, par.denom().max(1) as u32),
+        orientation,
+        frame_rate,
+        interlaced: v.is_interlaced(),
+        keyframe_spacing: None,
+    }
+}
+
+fn video_codec(s: &gst::StructureRef) -> String {
+    let mpegversion = s.get::<i32>("mpegversion").unwrap_or(0);
+    match s.name().as_str() {
+        "video/x-h264" => "h264".into(),
+        "video/x-h265" => "hevc".into(),
+        "video/x-vp8" => "vp8".into(),
+        "video/x-vp9" => "vp9".into(),
+        "video/x-av1" => "av1".into(),
+        "video/mpeg" if mpegversion == 4 => "mpeg4".into(),
+        "video/mpeg" if mpegversion == 2 => "mpeg2video".into(),
+        "video/mpeg" => "mpeg1video".into(),
+        "video/x-divx" | "video/x-xvid" => "mpeg4".into(),
+        "image/jpeg" => "mjpeg".into(),
+        "video/x-theora" => "theora".into(),
+        other => other
+            .trim_start_matches("video/x-")
+            .trim_start_matches("video/")
+            .into(),
+    }
+}
+
+fn audio_facts(a: &gst_pbutils::DiscovererAudioInfo) -> AudioFacts {
+    let codec = a
+        .caps()
+        .and_then(|c| c.structure(0).map(audio_codec))
+        .unwrap_or_else(|| "unknown".into());
+    AudioFacts {
+        codec,
+        channels: a.channels(),
+        sample_rate: a.sample_rate(),
+    }
+}
+
+fn audio_codec(s: &gst::StructureRef) -> String {
+    let mpegversion = s.get::<i32>("mpegversion").unwrap_or(0);
+    let layer = s.get::<i32>("layer").unwrap_or(0);
+    match s.name().as_str() {
+        "audio/mpeg" if mpegversion == 2 || mpegversion == 4 => "aac".into(),
+        "audio/mpeg" if layer == 3 => "mp3".into(),
+        "audio/mpeg" => "mp2".into(),
+        "audio/x-raw" => "pcm".into(),
+        other => other
+            .trim_start_matches("audio/x-")
+            .trim_start_matches("audio/")
+            .into(),
+    }
+}
+
+fn container_name(caps: &gst::CapsRef) -> String {
+    let Some(s) = caps.structure(0) else {
+        return "unknown".into();
+    };
+    let variant = s.get::<String>("variant").unwrap_or_default();
+    match s.name().as_str() {
+        "video/quicktime" if variant.starts_with("iso") => "mp4".into(),
+        "video/quicktime" => "quicktime".into(),
+        "video/x-matroska" => "matroska".into(),
+        "video/webm" => "webm".into(),
+        "video/x-msvideo" => "avi".into(),
+        "video/mpegts" => "mpegts".into(),
+        "application/ogg" | "video/ogg" => "ogg".into(),
+        "video/x-flv" => "flv".into(),
+        "video/mpeg" if s.get::<bool>("systemstream").unwrap_or(false) => "mpeg-ps".into(),
+        // An elementary stream with no container around it.
+        other if other.starts_with("video/") || other == "image/jpeg" => "none".into(),
+        other => other.into(),
+    }
+}
+
+fn pixel_format(chroma: &str, depth: u32) -> Option<String> {
+    let base = match chroma {
+        "4:2:0" => "yuv420p",
+        "4:2:2" => "yuv422p",
+        "4:4:4" => "yuv444p",
+        "4:0:0" => "gray",
+        _ => return None,
+    };
+    Some(if depth > 8 {
+        format!("{base}{depth}le")
+    } else {
+        base.to_string()
+    })
+}
+
+/// Mean seconds between keyframes over the first [`SCAN_MEDIA`] of the
+/// stream, from the parsed packets' keyframe flags (no decoding). When only
+/// one keyframe is seen, the scanned span is a lower bound and is returned.
+fn keyframe_spacing(path: &Path) -> Result<Option<f64>> {
+    let pipeline = gst::Pipeline::new();
+    let seen: Arc<Mutex<Scan>> = Arc::default();
+    let tap = PositionTap::default();
+    let (scan, probe_tap) = (seen.clone(), tap.clone());
+    graph::add_source(
+        &pipeline,
+        path,
+        Box::new(move |pipeline, pad| {
+            let sink = graph::make("fakesink")?;
+            sink.set_property("sync", false);
+            pipeline.add(&sink)?;
+            sink.sync_state_with_parent()?;
+            let scan = scan.clone();
+            let tap = probe_tap.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let Some(buf) = info.buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let t = runner::stream_time(pad, buf.pts().or(buf.dts()));
+                let key = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                if let Ok(mut s) = scan.lock() {
+                    s.packets += 1;
+                    if let Some(t) = t {
+                        tap.set(t);
+                        s.last = Some(t);
+                        if key {
+                            s.keys.push(t);
+                        }
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+            pad.link(&graph::sink_pad(&sink)?)
+                .map_err(|e| MediaError::Pipeline(format!("link scan sink: {e:?}")))?;
+            Ok(())
+        }),
+        None,
+    )?;
+    let ctl = Control {
+        stall_timeout: Duration::from_secs(5),
+        deadline: Some(Duration::from_secs(10)),
+        ..Control::default()
+    };
+    let mut running = Running::start(pipeline, gst::State::Playing, &ctl, tap, None)?;
+    running.wait_for(None, || {
+        let s = seen.lock().ok()?;
+        (s.packets >= SCAN_PACKETS || s.last.is_some_and(|t| t >= SCAN_MEDIA)).then_some(())
+    })?;
+    drop(running);
+    let s = seen
+        .lock()
+        .map_err(|_| MediaError::Pipeline("scan state poisoned".into()))?;
+    Ok(s.spacing())
+}
+
+#[derive(Debug, Default)]
+struct Scan {
+    packets: usize,
+    keys: Vec<Duration>,
+    last: Option<Duration>,
+}
+
+impl Scan {
+    fn spacing(&self) -> Option<f64> {
+        let mut keys = self.keys.clone();
+        keys.sort();
+        keys.dedup();
+        match keys.as_slice() {
+            [] => None,
+            [only] => self
+                .last
+                .map(|l| (l.saturating_sub(*only)).as_secs_f64())
+                .filter(|s| *s > 0.0),
+            [first, .., last] => Some((*last - *first).as_secs_f64() / (keys.len() - 1) as f64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixel_formats_follow_ffmpeg_names() {
+        assert_eq!(pixel_format("4:2:0", 8).as_deref(), Some("yuv420p"));
+        assert_eq!(pixel_format("4:2:0", 10).as_deref(), Some("yuv420p10le"));
+        assert_eq!(pixel_format("4:4:4", 8).as_deref(), Some("yuv444p"));
+        assert_eq!(pixel_format("weird", 8), None);
+    }
+
+    #[test]
+    fn keyframe_spacing_is_the_mean_gap() {
+        let secs = Duration::from_secs;
+        let s = Scan {
+            packets: 10,
+            keys: vec![secs(0), secs(3), secs(6), secs(9)],
+            last: Some(secs(10)),
+        };
+        assert_eq!(s.spacing(), Some(3.0));
+        let one = Scan {
+            packets: 10,
+            keys: vec![secs(0)],
+            last: Some(secs(20)),
+        };
+        assert_eq!(one.spacing(), Some(20.0));
+    }
+}

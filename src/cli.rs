@@ -1,0 +1,217 @@
+//! The command line: offline media commands (`probe`, `convert`, `frames`,
+//! `poster`) that run the pipelines directly on local files, with a progress
+//! bar on a terminal and plain progress lines otherwise.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vidmill_pipelines as media;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vidmill",
+    version,
+    about = "Self-hosted video processing and streaming server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print what a media file holds, as JSON.
+    Probe { file: PathBuf },
+    /// Convert a video to web-playable MP4 (remuxed when it already is H.264).
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        /// x264 speed preset: ultrafast … veryslow.
+        #[arg(long, default_value = "veryfast")]
+        preset: String,
+        /// x264 constant rate factor (0–51, lower is better).
+        #[arg(long, default_value_t = 23)]
+        crf: u32,
+        /// Scale taller videos down to this many lines.
+        #[arg(long, default_value_t = 1080)]
+        max_height: u32,
+        /// Re-encode even when the source could be remuxed.
+        #[arg(long)]
+        no_remux: bool,
+    },
+    /// Extract a frame every N seconds into a ZIP with an index.csv.
+    Frames {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Seconds between frames.
+        #[arg(long)]
+        every: f64,
+        /// `exact`: the frame on screen at each time; `keyframe`: the
+        /// nearest keyframe before it (faster).
+        #[arg(long, default_value = "exact")]
+        accuracy: String,
+        /// `jpeg` or `png`.
+        #[arg(long, default_value = "jpeg")]
+        format: String,
+        #[arg(long, default_value_t = 1080)]
+        max_height: u32,
+    },
+    /// Save one representative frame as JPEG.
+    Poster {
+        input: PathBuf,
+        output: PathBuf,
+        #[arg(long, default_value_t = 1080)]
+        max_height: u32,
+    },
+}
+
+/// Runs the command line; the exit code is non-zero with a one-line reason
+/// on stderr when the command fails.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vidmill: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIDMILL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(command: Command) -> Result<(), media::MediaError> {
+    match command {
+        Command::Probe { file } => {
+            let facts = media::probe(&file)?;
+            println!("{}", to_json(&facts));
+        }
+        Command::Convert {
+            input,
+            output,
+            preset,
+            crf,
+            max_height,
+            no_remux,
+        } => {
+            let facts = media::probe(&input)?;
+            let spec = media::ConvertSpec {
+                preset,
+                crf,
+                max_height,
+                allow_remux: !no_remux,
+                ..media::ConvertSpec::new(absolute(&output))
+            };
+            let report = with_progress("converting", |ctl| {
+                media::convert(&input, &facts, &spec, ctl)
+            })?;
+            println!("{}", to_json(&report));
+        }
+        Command::Frames {
+            input,
+            output,
+            every,
+            accuracy,
+            format,
+            max_height,
+        } => {
+            let spec = media::FramesSpec {
+                accuracy: accuracy.parse()?,
+                format: format.parse()?,
+                max_height,
+                ..media::FramesSpec::new(absolute(&output), every)
+            };
+            let facts = media::probe(&input)?;
+            let report = with_progress("extracting frames", |ctl| {
+                media::frames(&input, &facts, &spec, ctl)
+            })?;
+            println!("{}", to_json(&report));
+        }
+        Command::Poster {
+            input,
+            output,
+            max_height,
+        } => {
+            let facts = media::probe(&input)?;
+            let spec = media::PosterSpec {
+                max_height,
+                ..media::PosterSpec::new(absolute(&output))
+            };
+            let report = with_progress("poster", |ctl| media::poster(&input, &facts, &spec, ctl))?;
+            println!("{}", to_json(&report));
+        }
+    }
+    Ok(())
+}
+
+/// Outputs get a temporary sibling name, which needs a directory part.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// Runs `op` on this thread while another thread shows its progress; Ctrl-C
+/// is not intercepted (the process ends and the temp output goes with it
+/// only if the OS removes it, so the pipeline's temp names are hidden files).
+fn with_progress<T>(
+    label: &str,
+    op: impl FnOnce(&media::Control) -> media::Result<T>,
+) -> media::Result<T> {
+    let (tx, mut rx) = media::progress_channel();
+    let ctl = media::Control {
+        progress: Some(tx),
+        ..media::Control::default()
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let label = label.to_string();
+    let shower = std::thread::spawn(move || {
+        let bar = terminal.then(|| {
+            let bar = indicatif::ProgressBar::new(1000);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg:>18} [{bar:40}] {percent:>3}% {prefix}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(label.clone());
+            bar
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        let Ok(runtime) = runtime else { return };
+        runtime.block_on(async {
+            while rx.changed().await.is_ok() {
+                let p = *rx.borrow_and_update();
+                let eta = p.eta_seconds.map_or("-".into(), |e| format!("{e:.0}s"));
+                match &bar {
+                    Some(bar) => {
+                        bar.set_position((p.percent * 10.0) as u64);
+                        bar.set_prefix(format!("{:.1}x eta {eta}", p.speed));
+                    }
+                    None => eprintln!("{label}: {:.1}% at {:.1}x, eta {eta}", p.percent, p.speed),
+                }
+            }
+        });
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+    });
+    let result = op(&ctl);
+    drop(ctl);
+    let _ = shower.join();
+    result
+}

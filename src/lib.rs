@@ -1,0 +1,5 @@
+//! vidmill: a self-hosted video processing and streaming server in one
+//! binary. This crate is the edges and the wiring: the command line now, the
+//! HTTP and WebSocket server, configuration and storage as they land.
+
+pub mod cli;
