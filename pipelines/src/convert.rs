@@ -254,7 +254,7 @@ fn add_transcode_routes(
     tap: &PositionTap,
     tap_frames: Option<&dyn VideoTap>,
 ) -> Result<()> {
-    let (prep_head, prep_tail) = graph::add_video_prep(pipeline, facts.video.orientation, size)?;
+    let (prep_head, prep_tail) = graph::add_video_prep(pipeline, &facts.video, size)?;
     drop_orientation_tags(&prep_tail);
     let queue = make("queue")?;
     let encoder = make("x264enc")?;

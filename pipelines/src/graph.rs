@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use gst::prelude::*;
 
 use crate::error::{MediaError, Result};
-use crate::facts::{Orientation, VideoFacts};
+use crate::facts::VideoFacts;
 
 /// Makes an element, naming the plugin that is missing when it fails.
 pub(crate) fn make(factory: &str) -> Result<gst::Element> {
@@ -78,10 +78,17 @@ pub(crate) fn add_source(
         // Some parsers expose their pad before sending caps; what the pad
         // can produce still names the media type.
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        tracing::debug!(pad = %pad.name(), caps = %caps, "parsed stream");
         let routed = match stream_kind(&caps) {
-            StreamKind::Video if !seen_video.swap(true, Ordering::SeqCst) => video(&pipeline, pad),
+            StreamKind::Video if !seen_video.swap(true, Ordering::SeqCst) => {
+                decouple(&pipeline, pad).and_then(|pad| video(&pipeline, &pad))
+            }
             StreamKind::Audio if !seen_audio.swap(true, Ordering::SeqCst) && audio.is_some() => {
-                audio.as_ref().map_or(Ok(()), |route| route(&pipeline, pad))
+                decouple(&pipeline, pad).and_then(|pad| {
+                    audio
+                        .as_ref()
+                        .map_or(Ok(()), |route| route(&pipeline, &pad))
+                })
             }
             _ => {
                 discard(pad);
@@ -93,6 +100,20 @@ pub(crate) fn add_source(
         }
     });
     Ok(())
+}
+
+/// Puts a queue after a demuxed stream so each stream runs on its own
+/// thread: the demuxer pushes all streams from one thread, and a muxer that
+/// waits for one stream would otherwise block it from delivering the other.
+fn decouple(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<gst::Pad> {
+    let queue = make("queue")?;
+    pipeline.add(&queue)?;
+    queue.sync_state_with_parent()?;
+    pad.link(&sink_pad(&queue)?)
+        .map_err(|e| MediaError::Pipeline(format!("link stream queue: {e:?}")))?;
+    queue
+        .static_pad("src")
+        .ok_or_else(|| MediaError::Pipeline("queue has no src pad".into()))
 }
 
 /// Drops a stream's data at its pad, so an unused stream costs nothing and
@@ -177,9 +198,10 @@ fn even(x: f64) -> u32 {
 /// and last element.
 pub(crate) fn add_video_prep(
     pipeline: &gst::Pipeline,
-    orientation: Orientation,
+    video: &VideoFacts,
     size: (u32, u32),
 ) -> Result<(gst::Element, gst::Element)> {
+    let orientation = video.orientation;
     let convert = make("videoconvert")?;
     // 0 = one thread per core; the 4K → 1080p path is otherwise single-threaded.
     convert.set_property("n-threads", 0u32);
@@ -190,12 +212,16 @@ pub(crate) fn add_video_prep(
     let scale = make("videoscale")?;
     scale.set_property("n-threads", 0u32);
     let filter = make("capsfilter")?;
-    let caps = gst::Caps::builder("video/x-raw")
+    let mut caps = gst::Caps::builder("video/x-raw")
         .field("format", "I420")
         .field("width", size.0 as i32)
         .field("height", size.1 as i32)
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .build();
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
+    // JPEG is full range; players expect H.264 in limited ("TV") range.
+    if video.codec == "mjpeg" {
+        caps = caps.field("colorimetry", "bt601");
+    }
+    let caps = caps.build();
     filter.set_property("caps", &caps);
     add_live_chain(pipeline, &[&convert, &flip, &scale, &filter])?;
     Ok((convert, filter))

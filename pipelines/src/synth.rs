@@ -143,8 +143,10 @@ impl SynthSpec {
             VideoCodec::Mpeg4 => {
                 format!("avenc_mpeg4 gop-size={k} bitrate=3000000 ! mpeg4videoparse")
             }
+            // avenc_mpeg2video rejects every frame rate with Debian 12's
+            // libav (a time-base mix-up), so mjpegtools' encoder makes MPEG-2.
             VideoCodec::Mpeg2 => {
-                format!("avenc_mpeg2video gop-size={k} bitrate=4000000 ! mpegvideoparse")
+                "video/x-raw,format=I420 ! mpeg2enc format=3 ! mpegvideoparse".into()
             }
             VideoCodec::Mjpeg => "jpegenc quality=85".into(),
             VideoCodec::Theora => format!("theoraenc keyframe-freq={k}"),

@@ -232,8 +232,7 @@ impl FrameJob {
     fn run_decode(&self, input: &Path, facts: &MediaFacts, ctl: &Control) -> Result<()> {
         let pipeline = gst::Pipeline::new();
         let head = self.attach(&pipeline)?;
-        let (prep_head, prep_tail) =
-            graph::add_video_prep(&pipeline, facts.video.orientation, self.size)?;
+        let (prep_head, prep_tail) = graph::add_video_prep(&pipeline, &facts.video, self.size)?;
         prep_tail.link(&head)?;
         let tap = PositionTap::default();
         let route_tap = tap.clone();
@@ -447,8 +446,7 @@ impl<'c> Grabber<'c> {
         let pipeline = gst::Pipeline::new();
         let sink = gst_app::AppSink::builder().sync(false).build();
         pipeline.add(&sink)?;
-        let (prep_head, prep_tail) =
-            graph::add_video_prep(&pipeline, facts.video.orientation, size)?;
+        let (prep_head, prep_tail) = graph::add_video_prep(&pipeline, &facts.video, size)?;
         prep_tail.link(&sink)?;
         graph::add_source(
             &pipeline,
