@@ -246,7 +246,7 @@ pub(crate) fn link_request(pad: &gst::Pad, element: &gst::Element, template: &st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::VideoFacts;
+    use crate::facts::{Orientation, VideoFacts};
 
     fn video(w: u32, h: u32, orientation: Orientation) -> VideoFacts {
         VideoFacts {
