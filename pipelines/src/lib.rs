@@ -17,6 +17,7 @@ mod error;
 mod facts;
 mod frames;
 mod graph;
+mod isobmff;
 mod job;
 mod output;
 mod poster;

@@ -17,6 +17,7 @@ use crate::control::Control;
 use crate::error::{MediaError, Result};
 use crate::facts::{AudioFacts, MediaFacts, Orientation, VideoFacts};
 use crate::graph;
+use crate::isobmff;
 use crate::runner::{self, PositionTap, Running};
 
 /// How long the Discoverer may take on one file.
@@ -40,6 +41,11 @@ pub fn probe(path: &Path) -> Result<MediaFacts> {
     }
     if meta.len() == 0 {
         return Err(MediaError::Unsupported("the file is empty".into()));
+    }
+    if isobmff::lacks_index(path) {
+        return Err(MediaError::Corrupt(
+            "the MP4 has media data but no index (moov): the recording was cut off before it was finished".into(),
+        ));
     }
     let absolute = std::path::absolute(path).map_err(|e| MediaError::io(path, e))?;
     let uri = gst::glib::filename_to_uri(&absolute, None)

@@ -159,3 +159,27 @@ pub fn counter_in(image: &[u8]) -> (u32, usize, usize) {
     let (gray, w, h) = synth::decode_gray(image).expect("decode image");
     (synth::read_counter(&gray, w, h), w, h)
 }
+
+/// The frame ffmpeg shows at `t` seconds (it applies rotation itself), in
+/// 8-bit grey: the independent reference for orientation checks.
+pub fn ffmpeg_frame(path: &Path, t: f64) -> (Vec<u8>, usize, usize) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", &format!("{t}"), "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-f", "image2pipe", "-c:v", "png", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg could not decode {}",
+        path.display()
+    );
+    synth::decode_gray(&out.stdout).expect("decode ffmpeg frame")
+}
+
+/// Mean absolute difference of two grey pictures of the same size.
+pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "pictures differ in size");
+    let sum: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
+    sum as f64 / a.len() as f64
+}

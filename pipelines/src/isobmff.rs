@@ -1,0 +1,93 @@
+//! A look at an MP4/MOV file's top-level boxes without GStreamer: a file
+//! with media data (`mdat`) but no index (`moov`, or `moof` fragments) is a
+//! recording cut off before it was finalised. Telling that from the box
+//! headers takes microseconds; the demuxer would read the whole file first.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// True when `path` is an ISO BMFF file that has `mdat` but no `moov` or
+/// `moof`; false for complete files and for anything that is not ISO BMFF.
+pub(crate) fn lacks_index(path: &Path) -> bool {
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let (mut at, mut first, mut has_mdat) = (0u64, true, false);
+    while at + 8 <= len {
+        let mut header = [0u8; 16];
+        if file.seek(SeekFrom::Start(at)).is_err() || file.read_exact(&mut header[..8]).is_err() {
+            return false;
+        }
+        let kind: [u8; 4] = [header[4], header[5], header[6], header[7]];
+        let kind = &kind;
+        if first && kind != b"ftyp" && kind != b"wide" && kind != b"free" && kind != b"mdat" {
+            return false;
+        }
+        first = false;
+        let mut size = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as u64;
+        if size == 1 {
+            if file.read_exact(&mut header[8..16]).is_err() {
+                return has_mdat || kind == b"mdat";
+            }
+            size = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
+        } else if size == 0 {
+            size = len - at;
+        }
+        match kind {
+            b"moov" | b"moof" => return false,
+            b"mdat" => has_mdat = true,
+            _ => {}
+        }
+        if size < 8 {
+            return false;
+        }
+        at = at.saturating_add(size);
+    }
+    has_mdat
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed(kind: &[u8; 4], body: usize) -> Vec<u8> {
+        let mut b = ((body + 8) as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(kind);
+        b.resize(body + 8, 0);
+        b
+    }
+
+    fn file(parts: &[Vec<u8>], cut: usize) -> tempfile::NamedTempFile {
+        let mut bytes: Vec<u8> = parts.concat();
+        bytes.truncate(bytes.len() - cut);
+        let f = tempfile::NamedTempFile::new().expect("temp");
+        std::fs::write(f.path(), bytes).expect("write");
+        f
+    }
+
+    #[test]
+    fn media_without_an_index_is_detected() {
+        let cut = file(&[boxed(b"ftyp", 16), boxed(b"mdat", 1000)], 500);
+        assert!(lacks_index(cut.path()));
+    }
+
+    #[test]
+    fn complete_and_foreign_files_pass() {
+        let whole = file(
+            &[boxed(b"ftyp", 16), boxed(b"mdat", 100), boxed(b"moov", 50)],
+            0,
+        );
+        assert!(!lacks_index(whole.path()));
+        let fragmented = file(
+            &[boxed(b"ftyp", 16), boxed(b"moof", 20), boxed(b"mdat", 100)],
+            0,
+        );
+        assert!(!lacks_index(fragmented.path()));
+        let other = file(&[b"\x1aE\xdf\xa3 matroska".to_vec()], 0);
+        assert!(!lacks_index(other.path()));
+    }
+}

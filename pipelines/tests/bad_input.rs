@@ -1,0 +1,159 @@
+//! Bad input: every kind is told apart into the right error class, quickly,
+//! and leaves no temp file behind.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use vidmill_pipelines::synth::{AudioCodec, Container, SynthSpec, VideoCodec};
+use vidmill_pipelines::{self as media, MediaError};
+
+/// Probing fails with the expected class within a second or two.
+fn assert_probe_fails(path: &Path, unsupported: bool) {
+    let started = Instant::now();
+    let err = media::probe(path).expect_err("probe must fail");
+    let elapsed = started.elapsed();
+    match (&err, unsupported) {
+        (MediaError::Unsupported(_), true) | (MediaError::Corrupt(_), false) => {}
+        _ => panic!("{}: wrong class: {err:?}", path.display()),
+    }
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "{}: took {elapsed:?}",
+        path.display()
+    );
+    assert!(err.is_input_error());
+}
+
+fn ffmpeg(args: &[&str], out: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .arg(out)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success());
+}
+
+#[test]
+fn empty_random_and_text_files_are_unsupported() {
+    let dir = tempdir();
+    let empty = dir.path().join("empty.mp4");
+    std::fs::write(&empty, b"").expect("write");
+    let random = dir.path().join("random.mp4");
+    let noise: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&random, noise).expect("write");
+    let text = dir.path().join("notes.mov");
+    std::fs::write(&text, "this is not a video\n".repeat(200)).expect("write");
+    for path in [&empty, &random, &text] {
+        assert_probe_fails(path, true);
+    }
+    assert_eq!(
+        leftovers(dir.path(), &[&empty, &random, &text]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn audio_only_and_still_images_are_unsupported() {
+    let dir = tempdir();
+    let audio = dir.path().join("sound.m4a");
+    ffmpeg(
+        &["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac"],
+        &audio,
+    );
+    let png = dir.path().join("still.png");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240",
+            "-frames:v",
+            "1",
+        ],
+        &png,
+    );
+    let jpeg = dir.path().join("still.jpg");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240",
+            "-frames:v",
+            "1",
+        ],
+        &jpeg,
+    );
+    for path in [&audio, &png, &jpeg] {
+        assert_probe_fails(path, true);
+    }
+}
+
+#[test]
+fn an_mp4_cut_before_its_index_is_corrupt() {
+    let dir = tempdir();
+    let spec = SynthSpec {
+        audio: Some(AudioCodec::Aac),
+        ..SynthSpec::new(VideoCodec::H264, Container::Mp4)
+    };
+    let src = make(dir.path(), "whole.mp4", &spec);
+    let bytes = std::fs::read(&src).expect("read");
+    let cut = dir.path().join("cut.mp4");
+    // moov is at the end: half the file has media data and no index.
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    assert_probe_fails(&cut, false);
+}
+
+#[test]
+fn a_truncated_stream_fails_or_converts_what_is_there_without_leftovers() {
+    let dir = tempdir();
+    let spec = SynthSpec {
+        seconds: 4.0,
+        ..SynthSpec::new(VideoCodec::Vp8, Container::Webm)
+    };
+    let src = make(dir.path(), "whole.webm", &spec);
+    let bytes = std::fs::read(&src).expect("read");
+    let cut = dir.path().join("cut.webm");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    std::fs::remove_file(&src).expect("remove");
+    let out = dir.path().join("out.mp4");
+    // A stream cut mid-cluster is still readable up to the cut: either a
+    // shorter, valid MP4 or a Corrupt error, never a hang or a half file.
+    let started = Instant::now();
+    let result = media::probe(&cut).and_then(|facts| {
+        media::convert(
+            &cut,
+            &facts,
+            &media::ConvertSpec::new(&out),
+            &media::Control::default(),
+        )
+    });
+    assert!(started.elapsed() < Duration::from_secs(20));
+    match result {
+        Ok(_) => {
+            let probe = ffprobe(&out);
+            assert_eq!(
+                stream(&probe, "video").expect("video")["codec_name"],
+                "h264"
+            );
+            assert_eq!(leftovers(dir.path(), &[&cut, &out]), Vec::<String>::new());
+        }
+        Err(e) => {
+            assert!(e.is_input_error(), "{e:?}");
+            assert_eq!(leftovers(dir.path(), &[&cut]), Vec::<String>::new());
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_is_an_io_error() {
+    let err = media::probe(Path::new("/nonexistent/video.mp4")).expect_err("missing");
+    assert!(matches!(err, MediaError::Io { .. }), "{err:?}");
+}
