@@ -81,7 +81,7 @@ fn cancel_stops_a_transcode_within_two_seconds_and_leaves_nothing() {
     let dir = tempdir();
     let src = source(dir.path(), 30.0);
     let facts = media::probe(&src).expect("probe");
-    let (tx, mut rx) = media::progress_channel();
+    let (tx, rx) = media::progress_channel();
     let cancel = CancelToken::new();
     let ctl = Control {
         progress: Some(tx),
