@@ -1,8 +1,163 @@
-//! vidmill's stateful core: the supervisor tree of per-video actors, admission,
-//! the progress hub and the SQLite catalog. It uses no HTTP, no GStreamer and
-//! no S3; the root crate plugs those in through the ports declared here.
+//! vidmill's stateful core: the supervisor tree of per-video actors,
+//! admission, the progress hub and the SQLite catalog. It uses no HTTP, no
+//! GStreamer and no S3; the root crate plugs those in through the ports in
+//! [`ports`].
 //!
-//! The actor tree is built in a later step (see DESIGN.md, "The actor tree");
-//! for now this crate holds the vocabulary the edges and the core share.
+//! ```text
+//! ProgressHub      fan-out of progress and state events
+//! Admission        pipeline slots within the CPU budget, fair between owners
+//! VideoSupervisor
+//! └── Video(id) …  one per queued or processing video: its state machine
+//! Catalog          SQLite (WAL): one writer, read connections for queries
+//! ```
+//!
+//! [`Core::start`] recovers what an earlier run left unfinished and returns
+//! the [`Handle`] the edges use.
 
+pub mod admission;
+pub mod catalog;
+pub mod config;
+mod deps;
+pub mod error;
+pub mod handle;
+pub mod hub;
+pub mod model;
+pub mod ports;
 pub mod state;
+mod supervisor;
+mod video;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::Actor;
+
+pub use admission::{system_headroom, Headroom, HeadroomProbe};
+pub use catalog::Catalog;
+pub use config::CoreConfig;
+pub use error::CoreError;
+pub use handle::{Feed, Handle, Stats};
+pub use hub::HubMessage;
+pub use model::*;
+pub use ports::*;
+pub use state::{Stage, VideoState};
+
+use admission::{Admission, AdmissionArgs};
+use deps::Deps;
+use hub::ProgressHub;
+use supervisor::{SupervisorMsg, VideoSupervisor};
+
+/// What start-up found and did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recovery {
+    /// Videos re-queued (queued or processing when the last run stopped).
+    pub requeued: usize,
+    /// Of those, runs the last process did not finish (counted as crashes).
+    pub interrupted: usize,
+    /// Temporary files and directories removed.
+    pub swept: usize,
+    pub took: Duration,
+}
+
+/// The running core.
+#[derive(Debug)]
+pub struct Core;
+
+impl Core {
+    /// Starts the actors, sweeps leftovers of an earlier run, and re-queues
+    /// every video it left queued or processing. `headroom` reads free
+    /// memory and disk (see [`system_headroom`]).
+    pub async fn start(
+        config: CoreConfig,
+        catalog: Catalog,
+        engine: Arc<dyn MediaEngine>,
+        store: Arc<dyn BlobStore>,
+        headroom: HeadroomProbe,
+    ) -> Result<(Handle, Recovery), CoreError> {
+        let started = Instant::now();
+        let swept = sweep(&catalog, &config).await?;
+        let interrupted = catalog.count_interrupted_runs().await?;
+
+        let spawn_err = |e: ractor::SpawnErr| CoreError::Internal(format!("start actor: {e}"));
+        let (hub, _) = Actor::spawn(None, ProgressHub, ())
+            .await
+            .map_err(spawn_err)?;
+        let admission_args = AdmissionArgs {
+            slots: config.cpu_budget.max(1),
+            min_free_memory: config.min_free_memory,
+            min_free_disk: config.min_free_disk,
+            headroom,
+        };
+        let (admission, _) = Actor::spawn(None, Admission, admission_args)
+            .await
+            .map_err(spawn_err)?;
+        let deps = Arc::new(Deps {
+            catalog,
+            hub,
+            admission,
+            engine,
+            store,
+            config,
+        });
+        let (supervisor, _) = Actor::spawn(None, VideoSupervisor { deps: deps.clone() }, ())
+            .await
+            .map_err(spawn_err)?;
+
+        let unfinished = deps.catalog.unfinished().await?;
+        let mut requeued = 0;
+        for video in unfinished
+            .into_iter()
+            .filter(|v| v.state != VideoState::Uploading)
+        {
+            supervisor.cast(SupervisorMsg::Spawn(video))?;
+            requeued += 1;
+        }
+        let recovery = Recovery {
+            requeued,
+            interrupted,
+            swept,
+            took: started.elapsed(),
+        };
+        tracing::info!(requeued, interrupted, swept, took = ?recovery.took, "core started");
+        Ok((Handle { deps, supervisor }, recovery))
+    }
+}
+
+/// Removes every recorded artefact and anything left in the work directory
+/// (each run's files live there and none survives a restart).
+async fn sweep(catalog: &Catalog, config: &CoreConfig) -> Result<usize, CoreError> {
+    let recorded = catalog.artefacts().await?;
+    let work_dir = config.work_dir.clone();
+    let locations: Vec<String> = recorded.iter().map(|a| a.location.clone()).collect();
+    let removed = tokio::task::spawn_blocking(move || {
+        let mut removed = 0;
+        let remove = |path: &std::path::Path| {
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+            gone.is_ok()
+        };
+        for location in &locations {
+            if remove(std::path::Path::new(location)) {
+                removed += 1;
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&work_dir) {
+            for entry in entries.flatten() {
+                if remove(&entry.path()) {
+                    removed += 1;
+                }
+            }
+        }
+        let _ = std::fs::create_dir_all(&work_dir);
+        removed
+    })
+    .await
+    .map_err(|e| CoreError::Internal(format!("sweep: {e}")))?;
+    for a in recorded {
+        catalog.forget_artefact(&a.location).await?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,164 @@
+//! The fair queue: who runs next. The owner with the fewest running
+//! pipelines goes first, ties going to the owner served longest ago; within
+//! one owner, the oldest video. So one user's hundred uploads do not hold
+//! back another user's one.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::model::VideoId;
+
+#[derive(Debug, Default)]
+pub(crate) struct FairQueue {
+    /// Waiting videos per owner, oldest first.
+    waiting: BTreeMap<String, VecDeque<VideoId>>,
+    /// Pipelines running per owner.
+    running: HashMap<String, usize>,
+    /// When each owner was last granted a slot (a counter, not a clock).
+    served: HashMap<String, u64>,
+    clock: u64,
+}
+
+impl FairQueue {
+    pub(crate) fn push(&mut self, owner: &str, video: VideoId) {
+        let queue = self.waiting.entry(owner.to_string()).or_default();
+        if !queue.contains(&video) {
+            queue.push_back(video);
+        }
+    }
+
+    /// Takes a video out of the queue (cancelled or deleted while waiting).
+    pub(crate) fn remove(&mut self, video: &str) -> bool {
+        let mut found = false;
+        for queue in self.waiting.values_mut() {
+            let before = queue.len();
+            queue.retain(|v| v != video);
+            found |= queue.len() != before;
+        }
+        self.waiting.retain(|_, q| !q.is_empty());
+        found
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.values().map(VecDeque::len).sum()
+    }
+
+    fn pick(
+        &self,
+        running: &HashMap<String, usize>,
+        served: &HashMap<String, u64>,
+    ) -> Option<String> {
+        self.waiting
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .min_by_key(|(owner, _)| {
+                (
+                    running.get(*owner).copied().unwrap_or(0),
+                    served.get(*owner).copied().unwrap_or(0),
+                )
+            })
+            .map(|(owner, _)| owner.clone())
+    }
+
+    /// Grants the next slot: the chosen video, now counted as running.
+    pub(crate) fn grant(&mut self) -> Option<(String, VideoId)> {
+        let owner = self.pick(&self.running, &self.served)?;
+        let video = self.waiting.get_mut(&owner)?.pop_front()?;
+        self.waiting.retain(|_, q| !q.is_empty());
+        *self.running.entry(owner.clone()).or_default() += 1;
+        self.clock += 1;
+        self.served.insert(owner.clone(), self.clock);
+        Some((owner, video))
+    }
+
+    /// A running pipeline of `owner` ended.
+    pub(crate) fn finished(&mut self, owner: &str) {
+        if let Some(n) = self.running.get_mut(owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.running.remove(owner);
+            }
+        }
+    }
+
+    /// How many videos start before each waiting one, if no slot frees
+    /// earlier than expected: the grant order played forward.
+    pub(crate) fn positions(&self) -> HashMap<VideoId, usize> {
+        let mut waiting = self.waiting.clone();
+        let mut running = self.running.clone();
+        let mut served = self.served.clone();
+        let mut clock = self.clock;
+        let mut out = HashMap::new();
+        let shadow = |w: &BTreeMap<String, VecDeque<VideoId>>| Self {
+            waiting: w.clone(),
+            ..Self::default()
+        };
+        let mut position = 0;
+        while let Some(owner) = shadow(&waiting).pick(&running, &served) {
+            let Some(video) = waiting.get_mut(&owner).and_then(VecDeque::pop_front) else {
+                break;
+            };
+            waiting.retain(|_, q| !q.is_empty());
+            out.insert(video, position);
+            position += 1;
+            *running.entry(owner.clone()).or_default() += 1;
+            clock += 1;
+            served.insert(owner, clock);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_owners_single_video_goes_next() {
+        let mut q = FairQueue::default();
+        for i in 0..10 {
+            q.push("a", format!("a{i}"));
+        }
+        assert_eq!(q.grant(), Some(("a".into(), "a0".into())));
+        q.push("b", "b0".into());
+        assert_eq!(q.positions().get("b0"), Some(&0));
+        assert_eq!(q.positions().get("a1"), Some(&1));
+        q.finished("a");
+        assert_eq!(
+            q.grant(),
+            Some(("b".into(), "b0".into())),
+            "b starts at the next free slot"
+        );
+        assert_eq!(q.grant(), Some(("a".into(), "a1".into())));
+    }
+
+    #[test]
+    fn owners_alternate_and_each_keeps_its_order() {
+        let mut q = FairQueue::default();
+        for v in ["a0", "a1", "a2"] {
+            q.push("a", v.into());
+        }
+        for v in ["b0", "b1"] {
+            q.push("b", v.into());
+        }
+        let order: Vec<_> = std::iter::from_fn(|| {
+            let g = q.grant();
+            if let Some((owner, _)) = &g {
+                q.finished(owner);
+            }
+            g.map(|(_, v)| v)
+        })
+        .collect();
+        assert_eq!(order, ["a0", "b0", "a1", "b1", "a2"]);
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn removed_videos_leave_the_queue() {
+        let mut q = FairQueue::default();
+        q.push("a", "a0".into());
+        q.push("a", "a0".into());
+        assert_eq!(q.len(), 1, "no duplicates");
+        assert!(q.remove("a0"));
+        assert_eq!(q.grant(), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! The catalog: videos, their event log, temp artefacts and the
+//! notification outbox in SQLite (WAL). One writer connection serialises
+//! every change; a few read connections serve queries concurrently. All
+//! SQLite work runs on blocking threads, never on the async executor.
+
+mod schema;
+mod videos;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::CoreError;
+
+pub use videos::{Artefact, Change, NewVideo, Page};
+
+/// Read connections: queries run in parallel up to this many.
+const READERS: usize = 4;
+
+/// Handle to the catalog; cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: Arc<Path>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("path", &self.path).finish()
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), CoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self, CoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CoreError::Storage(format!("create {}: {e}", dir.display())))?;
+        }
+        let mut writer = Connection::open(path)?;
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(CoreError::Schema(format!(
+                "SQLite refused WAL mode ({mode})"
+            )));
+        }
+        configure(&writer)?;
+        schema::migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure(&c)?;
+                Ok(c)
+            })
+            .collect::<Result<Vec<_>, CoreError>>()?;
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(readers)),
+            path: path.into(),
+        })
+    }
+
+    /// Runs `f` with the writer connection on a blocking thread.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, CoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, CoreError> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer
+                .lock()
+                .map_err(|_| CoreError::Poisoned("catalog writer"))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| CoreError::Internal(format!("catalog task: {e}")))?
+    }
+
+    /// Runs `f` with a read connection on a blocking thread.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, CoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, CoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = readers
+                .lock()
+                .map_err(|_| CoreError::Poisoned("catalog readers"))?
+                .pop();
+            // All readers busy: open a short-lived one rather than wait.
+            let conn = match taken {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                    configure(&c)?;
+                    c
+                }
+            };
+            let result = f(&conn);
+            if let Ok(mut pool) = readers.lock() {
+                if pool.len() < READERS {
+                    pool.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| CoreError::Internal(format!("catalog task: {e}")))?
+    }
+
+    /// The schema version this code writes.
+    pub fn schema_version() -> u32 {
+        schema::latest()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sqlite");
+        drop(Catalog::open(&path).expect("open"));
+        let conn = Connection::open(&path).expect("raw");
+        conn.pragma_update(None, "user_version", 999).expect("bump");
+        drop(conn);
+        let err = Catalog::open(&path).expect_err("refused");
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sqlite");
+        drop(Catalog::open(&path).expect("open"));
+        drop(Catalog::open(&path).expect("reopen"));
+    }
+}

@@ -1,0 +1,80 @@
+//! The catalog's schema as an ordered list of migrations. The database's
+//! `user_version` says how many have run; a database from a newer vidmill
+//! (a higher version than this code knows) is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+use crate::error::CoreError;
+
+/// Each entry moves the schema one version up; never edit a shipped one.
+const MIGRATIONS: &[&str] = &[
+    // 1: videos, their event log, temp artefacts and the notification outbox.
+    "CREATE TABLE videos (
+        id            TEXT PRIMARY KEY,
+        owner         TEXT NOT NULL,
+        filename      TEXT NOT NULL,
+        options       TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        stage         TEXT,
+        attempts      INTEGER NOT NULL DEFAULT 1,
+        crashes       INTEGER NOT NULL DEFAULT 0,
+        in_flight     INTEGER NOT NULL DEFAULT 0,
+        error         TEXT,
+        source        TEXT,
+        outputs       TEXT NOT NULL DEFAULT '{}',
+        last_seq      INTEGER NOT NULL DEFAULT 0,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+    CREATE INDEX videos_by_owner ON videos (owner, id DESC);
+    CREATE INDEX videos_by_state ON videos (state);
+    CREATE TABLE events (
+        video_id      TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        kind          TEXT NOT NULL,
+        payload       TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        PRIMARY KEY (video_id, seq)
+    );
+    CREATE TABLE artefacts (
+        location      TEXT PRIMARY KEY,
+        kind          TEXT NOT NULL,
+        video_id      TEXT,
+        created_at    TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        video_id      TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        kind          TEXT NOT NULL,
+        payload       TEXT NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        delivered_at  TEXT,
+        created_at    TEXT NOT NULL
+    );",
+];
+
+/// The schema version this code writes.
+pub(crate) fn latest() -> u32 {
+    MIGRATIONS.len() as u32
+}
+
+/// Runs the migrations the database has not seen yet, in one transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<u32, CoreError> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > latest() {
+        return Err(CoreError::Schema(format!(
+            "the database has schema version {current}, newer than this vidmill knows ({}); \
+             upgrade vidmill or point database.path elsewhere",
+            latest()
+        )));
+    }
+    let tx = conn.transaction()?;
+    for sql in &MIGRATIONS[current as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", latest())?;
+    tx.commit()?;
+    Ok(latest())
+}

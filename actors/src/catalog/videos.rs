@@ -1,0 +1,554 @@
+//! Catalog queries: videos, their persisted state events, temp artefacts.
+//! Every state or stage change updates the video and appends its event in
+//! one transaction, so a change is never announced without being stored.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::Catalog;
+use crate::error::CoreError;
+use crate::model::{Options, Outputs, SourceInfo, StateEvent, Video, VideoError, VideoId};
+use crate::state::{Stage, VideoState};
+
+/// SQLite's own clock, RFC 3339 UTC with milliseconds.
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+const COLUMNS: &str = "id, owner, filename, options, state, stage, attempts, crashes, error, \
+                       source, outputs, last_seq, created_at, updated_at";
+
+/// A video to create.
+#[derive(Debug, Clone)]
+pub struct NewVideo {
+    pub id: VideoId,
+    pub owner: String,
+    pub filename: String,
+    pub options: Options,
+    pub state: VideoState,
+}
+
+/// A change to a video; `None` fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub state: Option<VideoState>,
+    /// `Some(None)` clears the stage.
+    pub stage: Option<Option<Stage>>,
+    /// `Some(None)` clears the error.
+    pub error: Option<Option<VideoError>>,
+    pub source: Option<SourceInfo>,
+    pub outputs: Option<Outputs>,
+    pub add_attempt: bool,
+    /// Marks whether processing is under way (a crash while it is counts).
+    pub in_flight: Option<bool>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub videos: Vec<Video>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A temporary file, partial upload or multipart upload that exists and
+/// must be removed if the work it belongs to does not finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artefact {
+    /// A path, or a store-specific locator (e.g. an S3 upload id).
+    pub location: String,
+    pub kind: String,
+    pub video_id: Option<VideoId>,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, CoreError> {
+    serde_json::to_string(v).map_err(|e| CoreError::Internal(format!("encode: {e}")))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("{what}: {e}").into(),
+        )
+    })
+}
+
+fn bad(what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into())
+}
+
+fn video_from_row(r: &Row<'_>) -> rusqlite::Result<Video> {
+    let state: String = r.get(4)?;
+    let stage: Option<String> = r.get(5)?;
+    let error: Option<String> = r.get(8)?;
+    let source: Option<String> = r.get(9)?;
+    let outputs: String = r.get(10)?;
+    Ok(Video {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        filename: r.get(2)?,
+        options: parse(&r.get::<_, String>(3)?, "options")?,
+        state: state.parse().map_err(bad)?,
+        stage: stage.map(|s| s.parse()).transpose().map_err(bad)?,
+        attempts: r.get(6)?,
+        crashes: r.get(7)?,
+        error: error.map(|e| parse(&e, "error")).transpose()?,
+        source: source.map(|s| parse(&s, "source")).transpose()?,
+        outputs: parse(&outputs, "outputs")?,
+        last_seq: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
+
+fn get_video(conn: &Connection, id: &str) -> Result<Option<Video>, CoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM videos WHERE id = ?1"),
+            [id],
+            video_from_row,
+        )
+        .optional()?)
+}
+
+/// Appends the video's current state as its next event and returns it.
+fn append_event(conn: &Connection, video: &Video) -> Result<StateEvent, CoreError> {
+    let seq = video.last_seq + 1;
+    let event = StateEvent {
+        video_id: video.id.clone(),
+        owner: video.owner.clone(),
+        seq,
+        state: video.state,
+        stage: video.stage,
+        error: video.error.clone(),
+        outputs: video.outputs.clone(),
+    };
+    conn.execute(
+        &format!("INSERT INTO events (video_id, seq, kind, payload, created_at) VALUES (?1, ?2, 'state', ?3, {NOW})"),
+        params![video.id, seq, json(&event)?],
+    )?;
+    conn.execute(
+        "UPDATE videos SET last_seq = ?2 WHERE id = ?1",
+        params![video.id, seq],
+    )?;
+    Ok(event)
+}
+
+impl Catalog {
+    /// Creates a video and its first event.
+    pub async fn insert(&self, new: NewVideo) -> Result<(Video, StateEvent), CoreError> {
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO videos (id, owner, filename, options, state, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, {NOW}, {NOW})"
+                ),
+                params![new.id, new.owner, new.filename, json(&new.options)?, new.state.as_str()],
+            )?;
+            let video = get_video(&tx, &new.id)?.ok_or_else(|| CoreError::NotFound(new.id.clone()))?;
+            let event = append_event(&tx, &video)?;
+            tx.commit()?;
+            Ok((Video { last_seq: event.seq, ..video }, event))
+        })
+        .await
+    }
+
+    /// Applies `change` and appends the resulting state event. A change that
+    /// alters neither state, stage, error nor outputs records no event.
+    pub async fn apply(
+        &self,
+        id: &str,
+        change: Change,
+    ) -> Result<(Video, Option<StateEvent>), CoreError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            let before = get_video(&tx, &id)?.ok_or_else(|| CoreError::NotFound(id.clone()))?;
+            let mut after = before.clone();
+            if let Some(s) = change.state {
+                after.state = s;
+            }
+            if let Some(s) = change.stage {
+                after.stage = s;
+            }
+            if let Some(e) = change.error {
+                after.error = e;
+            }
+            if let Some(o) = change.outputs {
+                after.outputs = o;
+            }
+            if let Some(s) = change.source {
+                after.source = Some(s);
+            }
+            if change.add_attempt {
+                after.attempts += 1;
+            }
+            tx.execute(
+                &format!(
+                    "UPDATE videos SET state = ?2, stage = ?3, error = ?4, source = ?5, outputs = ?6,
+                     attempts = ?7, in_flight = COALESCE(?8, in_flight), updated_at = {NOW} WHERE id = ?1"
+                ),
+                params![
+                    id,
+                    after.state.as_str(),
+                    after.stage.map(Stage::as_str),
+                    after.error.as_ref().map(json).transpose()?,
+                    after.source.as_ref().map(json).transpose()?,
+                    json(&after.outputs)?,
+                    after.attempts,
+                    change.in_flight,
+                ],
+            )?;
+            let visible = after.state != before.state
+                || after.stage != before.stage
+                || after.error != before.error
+                || after.outputs != before.outputs;
+            let event = if visible { Some(append_event(&tx, &after)?) } else { None };
+            let video = get_video(&tx, &id)?.ok_or_else(|| CoreError::NotFound(id.clone()))?;
+            tx.commit()?;
+            Ok((video, event))
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Video>, CoreError> {
+        let id = id.to_string();
+        self.read(move |conn| get_video(conn, &id)).await
+    }
+
+    /// A video if `owner` owns it: another owner's video reads as missing.
+    pub async fn get_owned(&self, owner: &str, id: &str) -> Result<Option<Video>, CoreError> {
+        let owner = owner.to_string();
+        Ok(self.get(id).await?.filter(|v| v.owner == owner))
+    }
+
+    /// `owner`'s videos, newest first (ids are time-ordered ULIDs, so the
+    /// cursor is simply the last id of the previous page).
+    pub async fn list(
+        &self,
+        owner: &str,
+        state: Option<VideoState>,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<Page, CoreError> {
+        let owner = owner.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM videos WHERE owner = ?1 AND (?2 IS NULL OR state = ?2)
+                 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+            ))?;
+            let mut videos = stmt
+                .query_map(
+                    params![
+                        owner,
+                        state.map(VideoState::as_str),
+                        cursor,
+                        limit as i64 + 1
+                    ],
+                    video_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let next_cursor = if videos.len() > limit as usize {
+                videos.truncate(limit as usize);
+                videos.last().map(|v| v.id.clone())
+            } else {
+                None
+            };
+            Ok(Page {
+                videos,
+                next_cursor,
+            })
+        })
+        .await
+    }
+
+    /// State events of a video after `seq`, in order.
+    pub async fn events_after(&self, id: &str, seq: u64) -> Result<Vec<StateEvent>, CoreError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT payload FROM events WHERE video_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map(params![id, seq], |r| r.get::<_, String>(0))?
+                .map(|p| {
+                    p.map_err(CoreError::from).and_then(|p| {
+                        serde_json::from_str(&p)
+                            .map_err(|e| CoreError::Internal(format!("event payload: {e}")))
+                    })
+                })
+                .collect::<Result<Vec<StateEvent>, CoreError>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Videos left unfinished (uploading, queued or processing), oldest first.
+    pub async fn unfinished(&self) -> Result<Vec<Video>, CoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM videos WHERE state IN ('uploading', 'queued', 'processing') ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], video_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Counts a crash for every video that was processing when the process
+    /// last stopped (its `in_flight` mark survived), and clears the marks.
+    pub async fn count_interrupted_runs(&self) -> Result<usize, CoreError> {
+        self.write(|conn| {
+            Ok(conn.execute(
+                "UPDATE videos SET crashes = crashes + 1, in_flight = 0 WHERE in_flight = 1",
+                [],
+            )?)
+        })
+        .await
+    }
+
+    /// Counts one crash of a video's processing; returns the new count.
+    pub async fn add_crash(&self, id: &str) -> Result<u32, CoreError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE videos SET crashes = crashes + 1, in_flight = 0 WHERE id = ?1",
+                [&id],
+            )?;
+            Ok(
+                conn.query_row("SELECT crashes FROM videos WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    /// Starts the crash count afresh (a user's explicit retry).
+    pub async fn reset_crashes(&self, id: &str) -> Result<(), CoreError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            conn.execute("UPDATE videos SET crashes = 0 WHERE id = ?1", [&id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a video, its events and its artefact records.
+    pub async fn delete(&self, id: &str) -> Result<bool, CoreError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM events WHERE video_id = ?1", [&id])?;
+            tx.execute("DELETE FROM outbox WHERE video_id = ?1", [&id])?;
+            let gone = tx.execute("DELETE FROM videos WHERE id = ?1", [&id])? > 0;
+            tx.commit()?;
+            Ok(gone)
+        })
+        .await
+    }
+
+    /// Number of videos in each state (for metrics).
+    pub async fn count_by_state(&self) -> Result<Vec<(VideoState, u64)>, CoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM videos GROUP BY state")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(s, n)| s.parse().ok().map(|s| (s, n)))
+                .collect())
+        })
+        .await
+    }
+
+    /// Records an artefact before it is created, so a crash cannot leak it.
+    pub async fn record_artefact(&self, artefact: Artefact) -> Result<(), CoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO artefacts (location, kind, video_id, created_at)
+                     VALUES (?1, ?2, ?3, {NOW})"
+                ),
+                params![artefact.location, artefact.kind, artefact.video_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn forget_artefact(&self, location: &str) -> Result<(), CoreError> {
+        let location = location.to_string();
+        self.write(move |conn| {
+            conn.execute("DELETE FROM artefacts WHERE location = ?1", [location])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every recorded artefact (what a start-up sweep must remove).
+    pub async fn artefacts(&self) -> Result<Vec<Artefact>, CoreError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT location, kind, video_id FROM artefacts ORDER BY created_at")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Artefact {
+                        location: r.get(0)?,
+                        kind: r.get(1)?,
+                        video_id: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{new_id, Mp4Output};
+
+    async fn catalog() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
+        (dir, c)
+    }
+
+    fn new(owner: &str) -> NewVideo {
+        NewVideo {
+            id: new_id(),
+            owner: owner.into(),
+            filename: "a.mov".into(),
+            options: Options::default(),
+            state: VideoState::Queued,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_visible_change_is_an_event_in_order() {
+        let (_d, c) = catalog().await;
+        let (v, first) = c.insert(new("alice")).await.expect("insert");
+        assert_eq!(first.seq, 1);
+        let (_, e2) = c
+            .apply(
+                &v.id,
+                Change {
+                    state: Some(VideoState::Processing),
+                    stage: Some(Some(Stage::Probing)),
+                    in_flight: Some(true),
+                    ..Change::default()
+                },
+            )
+            .await
+            .expect("apply");
+        let (_, silent) = c
+            .apply(
+                &v.id,
+                Change {
+                    in_flight: Some(true),
+                    ..Change::default()
+                },
+            )
+            .await
+            .expect("apply");
+        assert!(silent.is_none(), "no visible change, no event");
+        let outputs = Outputs {
+            mp4: Some(Mp4Output {
+                size_bytes: 1,
+                duration: Some(1.0),
+                width: 2,
+                height: 2,
+                method: "remux".into(),
+            }),
+            ..Outputs::default()
+        };
+        let (after, e3) = c
+            .apply(
+                &v.id,
+                Change {
+                    outputs: Some(outputs.clone()),
+                    ..Change::default()
+                },
+            )
+            .await
+            .expect("apply");
+        assert_eq!(after.outputs, outputs);
+        assert_eq!((e2.map(|e| e.seq), e3.map(|e| e.seq)), (Some(2), Some(3)));
+        let replay = c.events_after(&v.id, 1).await.expect("events");
+        assert_eq!(replay.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(replay[0].stage, Some(Stage::Probing));
+    }
+
+    #[tokio::test]
+    async fn listing_pages_newest_first_and_isolates_owners() {
+        let (_d, c) = catalog().await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(c.insert(new("alice")).await.expect("insert").0.id);
+        }
+        c.insert(new("bob")).await.expect("insert");
+        let first = c.list("alice", None, 2, None).await.expect("list");
+        assert_eq!(
+            first
+                .videos
+                .iter()
+                .map(|v| v.id.clone())
+                .collect::<Vec<_>>(),
+            [ids[4].clone(), ids[3].clone()]
+        );
+        let second = c
+            .list("alice", None, 2, first.next_cursor)
+            .await
+            .expect("list");
+        let third = c
+            .list("alice", None, 2, second.next_cursor)
+            .await
+            .expect("list");
+        assert_eq!(third.videos.len(), 1);
+        assert!(third.next_cursor.is_none());
+        assert!(c.get_owned("bob", &ids[0]).await.expect("get").is_none());
+        assert!(c
+            .list("alice", Some(VideoState::Ready), 10, None)
+            .await
+            .expect("list")
+            .videos
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn interrupted_runs_count_as_crashes() {
+        let (_d, c) = catalog().await;
+        let (v, _) = c.insert(new("alice")).await.expect("insert");
+        c.apply(
+            &v.id,
+            Change {
+                in_flight: Some(true),
+                ..Change::default()
+            },
+        )
+        .await
+        .expect("apply");
+        assert_eq!(c.count_interrupted_runs().await.expect("count"), 1);
+        assert_eq!(c.count_interrupted_runs().await.expect("count"), 0);
+        assert_eq!(c.get(&v.id).await.expect("get").expect("video").crashes, 1);
+        assert_eq!(c.add_crash(&v.id).await.expect("crash"), 2);
+    }
+
+    #[tokio::test]
+    async fn artefacts_are_recorded_until_forgotten() {
+        let (_d, c) = catalog().await;
+        let a = Artefact {
+            location: "/tmp/x".into(),
+            kind: "temp".into(),
+            video_id: None,
+        };
+        c.record_artefact(a.clone()).await.expect("record");
+        assert_eq!(c.artefacts().await.expect("list"), vec![a]);
+        c.forget_artefact("/tmp/x").await.expect("forget");
+        assert!(c.artefacts().await.expect("list").is_empty());
+    }
+}

@@ -1,0 +1,36 @@
+//! The core's settings, filled by the root crate from `config.toml`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Where runs keep their temporary files (`{work_dir}/{video id}/`).
+    pub work_dir: PathBuf,
+    /// Cores given to encoding; one pipeline runs per core.
+    pub cpu_budget: usize,
+    /// Media time that may pass without progress before a run is stalled.
+    pub stall_timeout: Duration,
+    /// Refuse new work below this much free disk under `work_dir`.
+    pub min_free_disk: u64,
+    /// Memory a pipeline needs free before it starts.
+    pub min_free_memory: u64,
+    /// Processing crashes after which a video fails `crashed-repeatedly`.
+    pub max_crashes: u32,
+    /// Timeout of every call into an actor.
+    pub call_timeout: Duration,
+}
+
+impl CoreConfig {
+    pub fn new(work_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            work_dir: work_dir.into(),
+            cpu_budget: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            stall_timeout: Duration::from_secs(60),
+            min_free_disk: 1 << 30,
+            min_free_memory: 256 << 20,
+            max_crashes: 3,
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}

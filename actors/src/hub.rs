@@ -1,0 +1,295 @@
+//! The progress hub: fans out progress and state events to subscribers of
+//! one video or of all of an owner's videos.
+//!
+//! State events are never dropped: each subscriber has a bounded queue for
+//! them, and a subscriber whose queue stays full is closed with a reason
+//! rather than allowed to hold memory. Progress is coalesced per video
+//! (latest wins), so a slow reader sees fresh numbers, never a backlog.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{mpsc, Notify};
+
+use crate::model::{ProgressEvent, StateEvent, VideoId};
+
+/// State events a subscriber may have unread before it is closed as too
+/// slow: far more than one video's whole life (about ten events), so only a
+/// reader that has stopped reading hits it.
+pub const STATE_QUEUE: usize = 256;
+
+/// What a subscription listens to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Video(VideoId),
+    Owner(String),
+}
+
+/// One message to a subscriber.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubMessage {
+    State(StateEvent),
+    Progress(ProgressEvent),
+}
+
+/// Latest progress per video, waiting to be read.
+#[derive(Debug, Default)]
+struct ProgressSlot {
+    latest: Mutex<BTreeMap<VideoId, ProgressEvent>>,
+    notify: Notify,
+    closed: Mutex<Option<String>>,
+}
+
+/// The receiving end of a subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    state: mpsc::Receiver<StateEvent>,
+    slot: Arc<ProgressSlot>,
+}
+
+impl Subscription {
+    /// The next event: pending state events first, then the latest progress.
+    /// `None` when the hub closed the subscription ([`Self::close_reason`]).
+    pub async fn next(&mut self) -> Option<HubMessage> {
+        loop {
+            if let Ok(event) = self.state.try_recv() {
+                return Some(HubMessage::State(event));
+            }
+            if let Some(p) = self.take_progress() {
+                return Some(HubMessage::Progress(p));
+            }
+            tokio::select! {
+                biased;
+                event = self.state.recv() => return event.map(HubMessage::State),
+                _ = self.slot.notify.notified() => {}
+            }
+        }
+    }
+
+    fn take_progress(&self) -> Option<ProgressEvent> {
+        let mut latest = self.slot.latest.lock().ok()?;
+        let key = latest.keys().next()?.clone();
+        latest.remove(&key)
+    }
+
+    /// Why the hub closed this subscription, once it has.
+    pub fn close_reason(&self) -> Option<String> {
+        self.slot.closed.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+struct Subscriber {
+    scope: Scope,
+    state: mpsc::Sender<StateEvent>,
+    slot: Arc<ProgressSlot>,
+}
+
+impl Subscriber {
+    fn wants(&self, video_id: &str, owner: &str) -> bool {
+        match &self.scope {
+            Scope::Video(id) => id == video_id,
+            Scope::Owner(o) => o == owner,
+        }
+    }
+}
+
+pub enum HubMsg {
+    Subscribe(Scope, RpcReplyPort<Subscription>),
+    State(StateEvent),
+    Progress(ProgressEvent),
+    Count(RpcReplyPort<usize>),
+}
+
+impl std::fmt::Debug for HubMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Subscribe(s, _) => write!(f, "Subscribe({s:?})"),
+            Self::State(e) => write!(f, "State({} #{})", e.video_id, e.seq),
+            Self::Progress(p) => write!(f, "Progress({})", p.video_id),
+            Self::Count(_) => f.write_str("Count"),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ProgressHub;
+
+#[derive(Default)]
+pub struct HubState {
+    next_id: u64,
+    subscribers: HashMap<u64, Subscriber>,
+}
+
+impl std::fmt::Debug for HubState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubState")
+            .field("subscribers", &self.subscribers.len())
+            .finish()
+    }
+}
+
+impl HubState {
+    fn subscribe(&mut self, scope: Scope) -> Subscription {
+        let (tx, rx) = mpsc::channel(STATE_QUEUE);
+        let slot = Arc::new(ProgressSlot::default());
+        self.next_id += 1;
+        self.subscribers.insert(
+            self.next_id,
+            Subscriber {
+                scope,
+                state: tx,
+                slot: slot.clone(),
+            },
+        );
+        Subscription { state: rx, slot }
+    }
+
+    fn publish_state(&mut self, event: StateEvent) {
+        let mut gone = Vec::new();
+        for (id, sub) in &self.subscribers {
+            if !sub.wants(&event.video_id, &event.owner) {
+                continue;
+            }
+            // Progress from before this change is stale now.
+            if let Ok(mut latest) = sub.slot.latest.lock() {
+                latest.remove(&event.video_id);
+            }
+            match sub.state.try_send(event.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if let Ok(mut reason) = sub.slot.closed.lock() {
+                        *reason =
+                            Some(format!("subscriber fell {STATE_QUEUE} state events behind"));
+                    }
+                    gone.push(*id);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
+            }
+        }
+        for id in gone {
+            // Dropping the sender ends the subscriber's stream.
+            if let Some(sub) = self.subscribers.remove(&id) {
+                sub.slot.notify.notify_one();
+            }
+        }
+    }
+
+    fn publish_progress(&mut self, event: ProgressEvent) {
+        self.subscribers.retain(|_, sub| !sub.state.is_closed());
+        for sub in self.subscribers.values() {
+            if sub.wants(&event.video_id, &event.owner) {
+                if let Ok(mut latest) = sub.slot.latest.lock() {
+                    latest.insert(event.video_id.clone(), event.clone());
+                }
+                sub.slot.notify.notify_one();
+            }
+        }
+    }
+}
+
+impl Actor for ProgressHub {
+    type Msg = HubMsg;
+    type State = HubState;
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<HubMsg>, _: ()) -> Result<HubState, ActorProcessingErr> {
+        Ok(HubState::default())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<HubMsg>,
+        message: HubMsg,
+        state: &mut HubState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            HubMsg::Subscribe(scope, reply) => {
+                let _ = reply.send(state.subscribe(scope));
+            }
+            HubMsg::State(event) => state.publish_state(event),
+            HubMsg::Progress(event) => state.publish_progress(event),
+            HubMsg::Count(reply) => {
+                state.subscribers.retain(|_, s| !s.state.is_closed());
+                let _ = reply.send(state.subscribers.len());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Outputs;
+    use crate::state::VideoState;
+
+    fn state(video: &str, owner: &str, seq: u64) -> StateEvent {
+        StateEvent {
+            video_id: video.into(),
+            owner: owner.into(),
+            seq,
+            state: VideoState::Processing,
+            stage: None,
+            error: None,
+            outputs: Outputs::default(),
+        }
+    }
+
+    fn progress(video: &str, percent: f64) -> ProgressEvent {
+        ProgressEvent {
+            video_id: video.into(),
+            owner: "alice".into(),
+            seq: 1,
+            state: VideoState::Processing,
+            stage: None,
+            percent,
+            speed: 1.0,
+            eta_seconds: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_coalesces_but_state_events_all_arrive() {
+        let mut hub = HubState::default();
+        let mut sub = hub.subscribe(Scope::Owner("alice".into()));
+        for p in [10.0, 20.0, 30.0] {
+            hub.publish_progress(progress("v1", p));
+        }
+        hub.publish_state(state("v2", "alice", 1));
+        hub.publish_state(state("v2", "alice", 2));
+        hub.publish_state(state("v3", "bob", 1));
+        assert_eq!(
+            sub.next().await,
+            Some(HubMessage::State(state("v2", "alice", 1)))
+        );
+        assert_eq!(
+            sub.next().await,
+            Some(HubMessage::State(state("v2", "alice", 2)))
+        );
+        assert_eq!(
+            sub.next().await,
+            Some(HubMessage::Progress(progress("v1", 30.0)))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_reading_is_closed_with_a_reason() {
+        let mut hub = HubState::default();
+        let mut stuck = hub.subscribe(Scope::Video("v1".into()));
+        let mut other = hub.subscribe(Scope::Video("v1".into()));
+        for seq in 0..STATE_QUEUE as u64 + 1 {
+            hub.publish_state(state("v1", "alice", seq));
+            if let Some(HubMessage::State(e)) = other.next().await {
+                assert_eq!(e.seq, seq);
+            }
+        }
+        assert_eq!(hub.subscribers.len(), 1, "only the stuck one was dropped");
+        let mut drained = 0;
+        while stuck.next().await.is_some() {
+            drained += 1;
+        }
+        assert_eq!(drained, STATE_QUEUE);
+        assert!(stuck.close_reason().is_some_and(|r| r.contains("behind")));
+    }
+}

@@ -1,0 +1,156 @@
+//! The records the core keeps and hands to the edges: a video with its
+//! options, source facts, outputs and error, and its persisted events.
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Stage, VideoState};
+
+/// Opaque, URL-safe, time-ordered video id (a ULID).
+pub type VideoId = String;
+
+/// Makes a new video id.
+pub fn new_id() -> VideoId {
+    ulid::Ulid::new().to_string()
+}
+
+/// Which outputs to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Mp4,
+    Frames,
+    Poster,
+}
+
+/// Processing options chosen at upload (API.md query parameters).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Options {
+    pub outputs: Vec<OutputKind>,
+    pub frames_every: f64,
+    pub frames_format: String,
+    pub frames_accuracy: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            outputs: vec![OutputKind::Mp4, OutputKind::Frames],
+            frames_every: 10.0,
+            frames_format: "jpeg".into(),
+            frames_accuracy: "exact".into(),
+        }
+    }
+}
+
+impl Options {
+    pub fn wants(&self, kind: OutputKind) -> bool {
+        self.outputs.contains(&kind)
+    }
+}
+
+/// What probing learned about the source, as the video resource shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub size_bytes: u64,
+    pub container: String,
+    pub duration: Option<f64>,
+    /// Display size (rotation applied).
+    pub width: u32,
+    pub height: u32,
+    pub video_codec: String,
+    pub audio_codec: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mp4Output {
+    pub size_bytes: u64,
+    pub duration: Option<f64>,
+    pub width: u32,
+    pub height: u32,
+    /// "remux" or "transcode".
+    pub method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FramesOutput {
+    pub size_bytes: u64,
+    pub count: u64,
+    pub every: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PosterOutput {
+    pub size_bytes: u64,
+}
+
+/// Outputs published so far; each appears once verified.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outputs {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mp4: Option<Mp4Output>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames: Option<FramesOutput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poster: Option<PosterOutput>,
+}
+
+/// Why a video failed: a stable code (API.md) and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoError {
+    pub code: String,
+    pub message: String,
+}
+
+impl VideoError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One video as the catalog holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Video {
+    pub id: VideoId,
+    pub owner: String,
+    pub filename: String,
+    pub state: VideoState,
+    pub stage: Option<Stage>,
+    pub attempts: u32,
+    pub options: Options,
+    pub source: Option<SourceInfo>,
+    pub outputs: Outputs,
+    pub error: Option<VideoError>,
+    /// Processing runs that ended with the process or the actor crashing.
+    pub crashes: u32,
+    pub last_seq: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A persisted state event (API.md "state" WebSocket message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateEvent {
+    pub video_id: VideoId,
+    pub owner: String,
+    pub seq: u64,
+    pub state: VideoState,
+    pub stage: Option<Stage>,
+    pub error: Option<VideoError>,
+    pub outputs: Outputs,
+}
+
+/// A live progress report (never persisted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressEvent {
+    pub video_id: VideoId,
+    pub owner: String,
+    pub seq: u64,
+    pub state: VideoState,
+    pub stage: Option<Stage>,
+    pub percent: f64,
+    pub speed: f64,
+    pub eta_seconds: Option<f64>,
+}

@@ -1,0 +1,172 @@
+//! The ports the core needs from the outside, implemented by the root crate:
+//! a [`MediaEngine`] (GStreamer there) and a [`BlobStore`] (a directory or
+//! S3). The core depends only on these traits, so its tests can run a
+//! scripted engine and need no GStreamer.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::{FramesOutput, Mp4Output, Options, PosterOutput, SourceInfo};
+use crate::state::Stage;
+
+/// Why the engine failed, in the codes a video's `error` carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Stalled(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    VerificationFailed(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl EngineError {
+    /// The API.md error code for a video that failed this way.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unsupported(_) => "unsupported-media",
+            Self::Corrupt(_) => "corrupt-media",
+            Self::Stalled(_) => "pipeline-stalled",
+            Self::Cancelled => "cancelled",
+            Self::VerificationFailed(_) => "verification-failed",
+            Self::Failed(_) => "pipeline-failed",
+        }
+    }
+}
+
+/// Asks a running engine call to stop; checked often by the engine.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A progress report from the engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EngineProgress {
+    pub percent: f64,
+    pub speed: f64,
+    pub eta_seconds: Option<f64>,
+}
+
+/// One finished output file, not yet verified or published.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Produced {
+    Mp4 { path: PathBuf, report: Mp4Output },
+    Frames { path: PathBuf, report: FramesOutput },
+    Poster { path: PathBuf, report: PosterOutput },
+}
+
+impl Produced {
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Mp4 { path, .. } | Self::Frames { path, .. } | Self::Poster { path, .. } => path,
+        }
+    }
+
+    /// The object name under the video's key prefix.
+    pub fn object_name(&self) -> &'static str {
+        match self {
+            Self::Mp4 { .. } => "video.mp4",
+            Self::Frames { .. } => "frames.zip",
+            Self::Poster { .. } => "poster.jpg",
+        }
+    }
+}
+
+/// What the engine tells the video while it works.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    Stage(Stage),
+    Progress(EngineProgress),
+    /// An output is complete: the video verifies and publishes it at once.
+    Output(Produced),
+}
+
+/// One processing run.
+#[derive(Debug, Clone)]
+pub struct EngineJob {
+    pub source: PathBuf,
+    pub info: SourceInfo,
+    pub options: Options,
+    /// Directory for outputs; it exists and belongs to this run.
+    pub work_dir: PathBuf,
+    pub stall_timeout: Duration,
+}
+
+/// The media side: probe, process, verify. Calls block (they run GStreamer
+/// pipelines); the core makes them on blocking threads, never the executor.
+pub trait MediaEngine: Send + Sync + 'static {
+    /// What the source is; `Unsupported`/`Corrupt` for files it cannot take.
+    fn probe(&self, source: &Path) -> Result<SourceInfo, EngineError>;
+
+    /// Makes the outputs `job.options` asks for, reporting stages, progress
+    /// and each output as it completes through `events`.
+    fn process(
+        &self,
+        job: &EngineJob,
+        cancel: &CancelFlag,
+        events: &(dyn Fn(EngineEvent) + Send + Sync),
+    ) -> Result<(), EngineError>;
+
+    /// Checks an output against the source before it is published.
+    fn verify(&self, output: &Produced, source: &SourceInfo) -> Result<(), EngineError>;
+}
+
+/// A boxed future, as the store port returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Failure of the object store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Durable object storage for sources and outputs, keyed
+/// `videos/{id}/source`, `videos/{id}/video.mp4`, ….
+pub trait BlobStore: Send + Sync + 'static {
+    /// Moves (or copies) a finished local file into the store under `key`,
+    /// atomically: the object is absent or complete. Returns its length.
+    fn put_file<'a>(
+        &'a self,
+        key: &'a str,
+        file: &'a Path,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// A local path to read `key` from, fetching it into `scratch` when the
+    /// store is remote. The path stays valid until `scratch` is removed.
+    fn local_copy<'a>(
+        &'a self,
+        key: &'a str,
+        scratch: &'a Path,
+    ) -> BoxFuture<'a, Result<PathBuf, StoreError>>;
+
+    fn len<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Removes every object whose key starts with `prefix`.
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// The key of a video's object.
+pub fn object_key(video_id: &str, name: &str) -> String {
+    format!("videos/{video_id}/{name}")
+}

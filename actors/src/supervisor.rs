@@ -1,0 +1,208 @@
+//! The video supervisor: spawns a linked video actor per unfinished video,
+//! restarts a crashed one from its last persisted state, and fails a video
+//! with `crashed-repeatedly` once its processing has crashed
+//! `max_crashes` times (counted in the catalog, so crashes of the whole
+//! process count too).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::admission::AdmissionMsg;
+use crate::catalog::Change;
+use crate::deps::Deps;
+use crate::model::{Video, VideoError, VideoId};
+use crate::ports::CancelFlag;
+use crate::state::VideoState;
+use crate::video::{VideoActor, VideoArgs, VideoMsg};
+
+pub enum SupervisorMsg {
+    /// Start (or adopt) the actor of a queued or processing video.
+    Spawn(Video),
+    /// Stop a video's actor; replies `false` when it had none.
+    Stop {
+        id: VideoId,
+        suspend: bool,
+        reply: RpcReplyPort<bool>,
+    },
+    /// Ids of the videos with a live actor.
+    Running(RpcReplyPort<Vec<VideoId>>),
+}
+
+impl std::fmt::Debug for SupervisorMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Spawn(v) => write!(f, "Spawn({})", v.id),
+            Self::Stop { id, suspend, .. } => write!(f, "Stop({id}, suspend: {suspend})"),
+            Self::Running(_) => f.write_str("Running"),
+        }
+    }
+}
+
+pub(crate) struct VideoSupervisor {
+    pub deps: Arc<Deps>,
+}
+
+struct Child {
+    id: VideoId,
+    owner: String,
+    actor: ActorRef<VideoMsg>,
+    cancel: CancelFlag,
+}
+
+#[derive(Default)]
+pub(crate) struct Children {
+    by_actor: HashMap<ActorId, Child>,
+}
+
+impl Children {
+    fn find(&self, id: &str) -> Option<&Child> {
+        self.by_actor.values().find(|c| c.id == id)
+    }
+}
+
+impl VideoSupervisor {
+    async fn spawn_child(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        children: &mut Children,
+        video: Video,
+    ) -> Result<(), ActorProcessingErr> {
+        if children.find(&video.id).is_some() {
+            return Ok(());
+        }
+        let cancel = CancelFlag::default();
+        let (id, owner) = (video.id.clone(), video.owner.clone());
+        let actor = VideoActor {
+            deps: self.deps.clone(),
+        };
+        let args = VideoArgs {
+            video,
+            cancel: cancel.clone(),
+        };
+        match Actor::spawn_linked(None, actor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                children.by_actor.insert(
+                    actor.get_id(),
+                    Child {
+                        id,
+                        owner,
+                        actor,
+                        cancel,
+                    },
+                );
+            }
+            Err(e) => tracing::error!(video = %id, error = %e, "could not start the video's actor"),
+        }
+        Ok(())
+    }
+
+    /// A child crashed: count it, then restart it or give up on the video.
+    async fn crashed(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        children: &mut Children,
+        child: Child,
+        reason: String,
+    ) -> Result<(), ActorProcessingErr> {
+        // Its worker may still run: stop it before anything else starts.
+        child.cancel.cancel();
+        let _ = self.deps.admission.cast(AdmissionMsg::Release {
+            owner: child.owner,
+            video: child.id.clone(),
+        });
+        let crashes = self.deps.catalog.add_crash(&child.id).await?;
+        tracing::warn!(video = %child.id, crashes, "video actor crashed: {reason}");
+        let Some(video) = self.deps.catalog.get(&child.id).await? else {
+            return Ok(());
+        };
+        if crashes >= self.deps.config.max_crashes {
+            self.deps
+                .persist(
+                    &video.id,
+                    Change {
+                        state: Some(VideoState::Failed),
+                        stage: Some(None),
+                        error: Some(Some(VideoError::new(
+                            "crashed-repeatedly",
+                            format!("processing crashed {crashes} times; retry to try again"),
+                        ))),
+                        in_flight: Some(false),
+                        ..Change::default()
+                    },
+                )
+                .await?;
+            self.deps.clean_work_dir(&video.id).await;
+            return Ok(());
+        }
+        self.spawn_child(myself, children, video).await
+    }
+}
+
+impl Actor for VideoSupervisor {
+    type Msg = SupervisorMsg;
+    type State = Children;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<SupervisorMsg>,
+        _: (),
+    ) -> Result<Children, ActorProcessingErr> {
+        Ok(Children::default())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        children: &mut Children,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Spawn(video) => self.spawn_child(&myself, children, video).await?,
+            SupervisorMsg::Stop { id, suspend, reply } => match children.find(&id) {
+                // The child answers once its pipeline has stopped.
+                Some(child) => {
+                    let (tx, rx) = ractor::concurrency::oneshot();
+                    child.actor.cast(VideoMsg::Stop {
+                        suspend,
+                        reply: tx.into(),
+                    })?;
+                    tokio::spawn(async move {
+                        let _ = rx.await;
+                        let _ = reply.send(true);
+                    });
+                }
+                None => {
+                    let _ = reply.send(false);
+                }
+            },
+            SupervisorMsg::Running(reply) => {
+                let _ = reply.send(children.by_actor.values().map(|c| c.id.clone()).collect());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        children: &mut Children,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                children.by_actor.remove(&cell.get_id());
+            }
+            SupervisionEvent::ActorFailed(cell, error) => {
+                if let Some(child) = children.by_actor.remove(&cell.get_id()) {
+                    self.crashed(&myself, children, child, error.to_string())
+                        .await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
