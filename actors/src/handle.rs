@@ -131,7 +131,7 @@ impl Handle {
             })
             .await?;
         let _ = self.deps.hub.cast(HubMsg::State(event));
-        self.supervisor.cast(SupervisorMsg::Spawn(video.clone()))?;
+        self.supervisor.cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
         Ok(video)
     }
 
@@ -198,7 +198,7 @@ impl Handle {
                 },
             )
             .await?;
-        self.supervisor.cast(SupervisorMsg::Spawn(video.clone()))?;
+        self.supervisor.cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
         Ok(video)
     }
 

@@ -109,7 +109,7 @@ impl Core {
             .into_iter()
             .filter(|v| v.state != VideoState::Uploading)
         {
-            supervisor.cast(SupervisorMsg::Spawn(video))?;
+            supervisor.cast(SupervisorMsg::Spawn(Box::new(video)))?;
             requeued += 1;
         }
         let recovery = Recovery {

@@ -8,9 +8,20 @@ use crate::state::{Stage, VideoState};
 /// Opaque, URL-safe, time-ordered video id (a ULID).
 pub type VideoId = String;
 
-/// Makes a new video id.
+/// Makes a new video id. Ids made in the same millisecond still sort in
+/// the order they were made (a monotonic generator), so listing by id is
+/// listing by creation.
 pub fn new_id() -> VideoId {
-    ulid::Ulid::new().to_string()
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let made = GENERATOR
+        .lock()
+        .ok()
+        .and_then(|mut g| g.get_or_insert_with(ulid::Generator::new).generate().ok());
+    // Only a poisoned lock or a 2^80 ids-per-millisecond overflow lands here.
+    match made {
+        Some(id) => id.to_string(),
+        None => ulid::Ulid::from_datetime(std::time::SystemTime::now()).to_string(),
+    }
 }
 
 /// Which outputs to make.

@@ -19,7 +19,7 @@ use crate::video::{VideoActor, VideoArgs, VideoMsg};
 
 pub enum SupervisorMsg {
     /// Start (or adopt) the actor of a queued or processing video.
-    Spawn(Video),
+    Spawn(Box<Video>),
     /// Stop a video's actor; replies `false` when it had none.
     Stop {
         id: VideoId,
@@ -160,7 +160,7 @@ impl Actor for VideoSupervisor {
         children: &mut Children,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Spawn(video) => self.spawn_child(&myself, children, video).await?,
+            SupervisorMsg::Spawn(video) => self.spawn_child(&myself, children, *video).await?,
             SupervisorMsg::Stop { id, suspend, reply } => match children.find(&id) {
                 // The child answers once its pipeline has stopped.
                 Some(child) => {

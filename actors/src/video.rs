@@ -104,6 +104,8 @@ impl VideoActor {
         if let Some(e) = &error {
             tracing::info!(video = %run.video.id, code = %e.code, "video failed: {}", e.message);
         }
+        // Files first: a video reported ready or failed has left nothing behind.
+        self.deps.clean_work_dir(&run.video.id).await;
         self.persist(
             run,
             Change {
@@ -115,7 +117,6 @@ impl VideoActor {
             },
         )
         .await?;
-        self.deps.clean_work_dir(&run.video.id).await;
         self.release(run);
         myself.stop(None);
         Ok(())
@@ -282,6 +283,7 @@ impl VideoActor {
         let Some((suspend, reply)) = run.stopping.take() else {
             return Ok(());
         };
+        self.deps.clean_work_dir(&run.video.id).await;
         if suspend {
             self.persist(
                 run,
@@ -294,7 +296,6 @@ impl VideoActor {
             )
             .await?;
         }
-        self.deps.clean_work_dir(&run.video.id).await;
         self.release(run);
         let _ = reply.send(());
         myself.stop(None);

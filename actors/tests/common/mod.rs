@@ -1,0 +1,353 @@
+//! Test doubles for the core's ports: a directory store (real files) and a
+//! scripted engine whose every run does what the test tells it to, for the
+//! failure paths the real engine cannot produce on demand.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vidmill_actors::*;
+
+/// Objects as files under a directory.
+#[derive(Debug)]
+pub struct DirStore(pub PathBuf);
+
+impl DirStore {
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.0.join(key)
+    }
+}
+
+impl BlobStore for DirStore {
+    fn put_file<'a>(
+        &'a self,
+        key: &'a str,
+        file: &'a Path,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let target = self.path(key);
+            std::fs::create_dir_all(target.parent().expect("parent"))
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            std::fs::rename(file, &target).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            Ok(std::fs::metadata(&target)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?
+                .len())
+        })
+    }
+
+    fn local_copy<'a>(
+        &'a self,
+        key: &'a str,
+        _scratch: &'a Path,
+    ) -> BoxFuture<'a, Result<PathBuf, StoreError>> {
+        Box::pin(async move {
+            let path = self.path(key);
+            if path.exists() {
+                Ok(path)
+            } else {
+                Err(StoreError::NotFound(key.into()))
+            }
+        })
+    }
+
+    fn len<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            std::fs::metadata(self.path(key))
+                .map(|m| m.len())
+                .map_err(|_| StoreError::NotFound(key.into()))
+        })
+    }
+
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let _ = std::fs::remove_dir_all(self.path(prefix.trim_end_matches('/')));
+            Ok(())
+        })
+    }
+}
+
+/// What one run of the scripted engine does, chosen by the source file's
+/// first line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// Converts and extracts frames in `steps` steps of `step_ms`.
+    Work {
+        steps: u32,
+        step_ms: u64,
+    },
+    /// Works until cancelled.
+    Hang,
+    /// Fails with a pipeline error the first `times` runs, then works.
+    FailFirst {
+        times: usize,
+    },
+    Stall,
+    Panic,
+    Unsupported,
+}
+
+impl Script {
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Work { steps, step_ms } => format!("work {steps} {step_ms}"),
+            Self::Hang => "hang".into(),
+            Self::FailFirst { times } => format!("fail {times}"),
+            Self::Stall => "stall".into(),
+            Self::Panic => "panic".into(),
+            Self::Unsupported => "unsupported".into(),
+        }
+    }
+
+    fn decode(text: &str) -> Self {
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        match parts.as_slice() {
+            ["work", steps, ms] => Self::Work {
+                steps: steps.parse().unwrap_or(1),
+                step_ms: ms.parse().unwrap_or(1),
+            },
+            ["hang"] => Self::Hang,
+            ["fail", n] => Self::FailFirst {
+                times: n.parse().unwrap_or(1),
+            },
+            ["stall"] => Self::Stall,
+            ["panic"] => Self::Panic,
+            _ => Self::Unsupported,
+        }
+    }
+}
+
+/// Records what the engine did, for assertions.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub started: Mutex<Vec<String>>,
+    pub running: AtomicUsize,
+    pub max_running: AtomicUsize,
+    pub runs: Mutex<HashMap<String, usize>>,
+}
+
+#[derive(Debug, Default)]
+pub struct ScriptedEngine {
+    pub record: Arc<Record>,
+}
+
+fn script_of(source: &Path) -> Script {
+    Script::decode(&std::fs::read_to_string(source).unwrap_or_default())
+}
+
+fn write(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, name.as_bytes()).expect("write output");
+    path
+}
+
+impl MediaEngine for ScriptedEngine {
+    fn probe(&self, source: &Path) -> Result<SourceInfo, EngineError> {
+        if script_of(source) == Script::Unsupported {
+            return Err(EngineError::Unsupported("not a video".into()));
+        }
+        Ok(SourceInfo {
+            size_bytes: 10,
+            container: "test".into(),
+            duration: Some(1.0),
+            width: 2,
+            height: 2,
+            video_codec: "test".into(),
+            audio_codec: None,
+        })
+    }
+
+    fn process(
+        &self,
+        job: &EngineJob,
+        cancel: &CancelFlag,
+        events: &(dyn Fn(EngineEvent) + Send + Sync),
+    ) -> Result<(), EngineError> {
+        let name = job
+            .work_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let run = {
+            let mut runs = self.record.runs.lock().expect("runs");
+            let n = runs.entry(name.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        self.record.started.lock().expect("started").push(name);
+        let now = self.record.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.record.max_running.fetch_max(now, Ordering::SeqCst);
+        let result = self.script(job, cancel, events, run);
+        self.record.running.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn verify(&self, _: &Produced, _: &SourceInfo) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+impl ScriptedEngine {
+    fn script(
+        &self,
+        job: &EngineJob,
+        cancel: &CancelFlag,
+        events: &(dyn Fn(EngineEvent) + Send + Sync),
+        run: usize,
+    ) -> Result<(), EngineError> {
+        let tick = |ms: u64| -> Result<(), EngineError> {
+            let until = Instant::now() + Duration::from_millis(ms);
+            while Instant::now() < until {
+                if cancel.is_cancelled() {
+                    return Err(EngineError::Cancelled);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        };
+        let (steps, step_ms) = match script_of(&job.source) {
+            Script::Work { steps, step_ms } => (steps, step_ms),
+            Script::FailFirst { times } if run <= times => {
+                return Err(EngineError::Failed("scripted failure".into()))
+            }
+            Script::FailFirst { .. } => (2, 10),
+            Script::Hang => loop {
+                events(EngineEvent::Stage(Stage::Converting));
+                tick(20)?;
+            },
+            Script::Stall => return Err(EngineError::Stalled("no progress for 1s".into())),
+            Script::Panic => panic!("scripted panic"),
+            Script::Unsupported => return Err(EngineError::Unsupported("not a video".into())),
+        };
+        events(EngineEvent::Stage(Stage::Converting));
+        for i in 0..steps {
+            tick(step_ms)?;
+            events(EngineEvent::Progress(EngineProgress {
+                percent: (i + 1) as f64 * 100.0 / steps as f64,
+                speed: 1.0,
+                eta_seconds: None,
+            }));
+        }
+        events(EngineEvent::Output(Produced::Mp4 {
+            path: write(&job.work_dir, "video.mp4"),
+            report: Mp4Output {
+                size_bytes: 9,
+                duration: Some(1.0),
+                width: 2,
+                height: 2,
+                method: "transcode".into(),
+            },
+        }));
+        events(EngineEvent::Stage(Stage::ExtractingFrames));
+        events(EngineEvent::Output(Produced::Frames {
+            path: write(&job.work_dir, "frames.zip"),
+            report: FramesOutput {
+                size_bytes: 10,
+                count: 1,
+                every: job.options.frames_every,
+            },
+        }));
+        events(EngineEvent::Output(Produced::Poster {
+            path: write(&job.work_dir, "poster.jpg"),
+            report: PosterOutput { size_bytes: 10 },
+        }));
+        Ok(())
+    }
+}
+
+/// A running core over a temp directory.
+pub struct TestCore {
+    pub dir: tempfile::TempDir,
+    pub handle: Handle,
+    pub recovery: Recovery,
+    pub engine: Arc<ScriptedEngine>,
+    pub store: Arc<DirStore>,
+}
+
+pub fn config(dir: &Path, cpu_budget: usize) -> CoreConfig {
+    CoreConfig {
+        cpu_budget,
+        ..CoreConfig::new(dir.join("work"))
+    }
+}
+
+pub fn plenty() -> HeadroomProbe {
+    Arc::new(|| Headroom {
+        free_memory: u64::MAX,
+        free_disk: u64::MAX,
+    })
+}
+
+pub async fn start_in(dir: tempfile::TempDir, cpu_budget: usize) -> TestCore {
+    let catalog = Catalog::open(&dir.path().join("db.sqlite")).expect("catalog");
+    let engine = Arc::new(ScriptedEngine::default());
+    let store = Arc::new(DirStore(dir.path().join("objects")));
+    let (handle, recovery) = Core::start(
+        config(dir.path(), cpu_budget),
+        catalog,
+        engine.clone(),
+        store.clone(),
+        plenty(),
+    )
+    .await
+    .expect("start core");
+    TestCore {
+        dir,
+        handle,
+        recovery,
+        engine,
+        store,
+    }
+}
+
+pub async fn start(cpu_budget: usize) -> TestCore {
+    start_in(tempfile::tempdir().expect("tempdir"), cpu_budget).await
+}
+
+impl TestCore {
+    /// Uploads a source whose script is `script`.
+    pub async fn create(&self, owner: &str, script: Script) -> Video {
+        let src = self.dir.path().join(format!("upload-{}", new_id()));
+        std::fs::write(&src, script.encode()).expect("write source");
+        self.handle
+            .create(owner, "clip.mov", Options::default(), &src)
+            .await
+            .expect("create")
+    }
+
+    /// Polls until the video satisfies `done` (never a fixed sleep).
+    pub async fn wait_for(
+        &self,
+        owner: &str,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Video) -> bool,
+    ) -> Video {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v = self.handle.get(owner, id).await.expect("get");
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {v:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn wait_state(&self, owner: &str, id: &str, state: VideoState) -> Video {
+        self.wait_for(owner, id, state.as_str(), |v| v.state == state)
+            .await
+    }
+
+    /// Files left in the work directory.
+    pub fn work_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.path().join("work"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
