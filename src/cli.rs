@@ -60,6 +60,22 @@ enum Command {
         #[arg(long, default_value_t = 1080)]
         max_height: u32,
     },
+    /// Run the processing core on a data directory without the network:
+    /// add files as videos, print state events as JSON lines, exit when idle.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        data: PathBuf,
+        /// A file to add as a new video (repeatable).
+        #[arg(long)]
+        add: Vec<PathBuf>,
+        #[arg(long, default_value = "local")]
+        owner: String,
+        #[arg(long)]
+        cpu_budget: Option<usize>,
+        #[arg(long, default_value_t = 10.0)]
+        frames_every: f64,
+    },
     /// Save one representative frame as JPEG.
     Poster {
         input: PathBuf,
@@ -92,7 +108,22 @@ fn init_logging() {
         .try_init();
 }
 
-fn run(command: Command) -> Result<(), media::MediaError> {
+/// Why a command failed; printed as one line.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Media(#[from] media::MediaError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for CliError {
+    fn from(s: String) -> Self {
+        Self::Other(s)
+    }
+}
+
+fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Probe { file } => {
             let facts = media::probe(&file)?;
@@ -138,6 +169,23 @@ fn run(command: Command) -> Result<(), media::MediaError> {
                 media::frames(&input, &facts, &spec, ctl)
             })?;
             println!("{}", to_json(&report));
+        }
+        Command::Worker {
+            data,
+            add,
+            owner,
+            cpu_budget,
+            frames_every,
+        } => {
+            let args = crate::worker::WorkerArgs {
+                data,
+                add,
+                owner,
+                cpu_budget,
+                frames_every,
+            };
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(crate::worker::run(args))?;
         }
         Command::Poster {
             input,

@@ -3,3 +3,6 @@
 //! HTTP and WebSocket server, configuration and storage as they land.
 
 pub mod cli;
+pub mod engine;
+pub mod store;
+pub mod worker;

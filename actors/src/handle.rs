@@ -131,7 +131,8 @@ impl Handle {
             })
             .await?;
         let _ = self.deps.hub.cast(HubMsg::State(event));
-        self.supervisor.cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
+        self.supervisor
+            .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
         Ok(video)
     }
 
@@ -198,7 +199,8 @@ impl Handle {
                 },
             )
             .await?;
-        self.supervisor.cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
+        self.supervisor
+            .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
         Ok(video)
     }
 

@@ -55,6 +55,11 @@ impl CancelFlag {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+
+    /// The flag itself, for engines whose own cancel token can share it.
+    pub fn as_flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
 }
 
 /// A progress report from the engine.

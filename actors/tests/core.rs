@@ -160,7 +160,10 @@ async fn the_cpu_budget_bounds_concurrent_pipelines() {
             .await;
     }
     let max = core.engine.record.max_running.load(Ordering::SeqCst);
-    assert_eq!(max, 2, "two pipelines at once with cpu_budget 2, never more");
+    assert_eq!(
+        max, 2,
+        "two pipelines at once with cpu_budget 2, never more"
+    );
     let stats = core.handle.stats().await.expect("stats");
     assert_eq!(stats.admission.running, 0);
     assert_eq!(stats.admission.queued, 0);

@@ -15,6 +15,12 @@ impl CancelToken {
         Self::default()
     }
 
+    /// A token that fires when `flag` is set, so a caller's own cancel flag
+    /// can drive an operation without a bridge thread.
+    pub fn from_flag(flag: Arc<AtomicBool>) -> Self {
+        Self(flag)
+    }
+
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }

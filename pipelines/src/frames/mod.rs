@@ -147,6 +147,12 @@ pub struct FramesReport {
     pub size_bytes: u64,
 }
 
+/// How many frames an interval gives over `duration` seconds: one at each
+/// of `0, every, 2·every, …` strictly before the end, at least one.
+pub fn frame_count(every: f64, duration: f64) -> u64 {
+    sampler::target_count(every, duration)
+}
+
 /// Seek per target when targets are further apart than what a seek costs:
 /// an exact seek decodes on average half a keyframe interval, a keyframe
 /// seek one frame, against `every` seconds of decoding straight through.

@@ -1,0 +1,6 @@
+//! Object stores behind the core's `BlobStore` port: the file store now,
+//! S3 when configured (a later step).
+
+mod file;
+
+pub use file::FileStore;
