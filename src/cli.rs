@@ -23,6 +23,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print the effective configuration (file < environment), secrets masked.
+    Config {
+        /// Configuration file; default ./config.toml when it exists.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print what a media file holds, as JSON.
     Probe { file: PathBuf },
     /// Convert a video to web-playable MP4 (remuxed when it already is H.264).
@@ -125,6 +131,11 @@ impl From<String> for CliError {
 
 fn run(command: Command) -> Result<(), CliError> {
     match command {
+        Command::Config { config } => {
+            let c = load_config(config.as_deref())?;
+            let text = toml::to_string(&c.masked()).map_err(|e| e.to_string())?;
+            print!("{text}");
+        }
         Command::Probe { file } => {
             let facts = media::probe(&file)?;
             println!("{}", to_json(&facts));
@@ -202,6 +213,16 @@ fn run(command: Command) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Loads the named file (which must exist), or `./config.toml` when present,
+/// over the defaults, then the environment.
+fn load_config(path: Option<&Path>) -> Result<crate::config::Config, CliError> {
+    let (file, required) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from("config.toml"), false),
+    };
+    crate::config::load(&file, required, std::env::vars()).map_err(|e| CliError::Other(e.to_string()))
 }
 
 /// Outputs get a temporary sibling name, which needs a directory part.

@@ -3,6 +3,7 @@
 //! HTTP and WebSocket server, configuration and storage as they land.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod store;
 pub mod worker;

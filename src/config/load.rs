@@ -1,0 +1,203 @@
+//! Reading the configuration: the file, then `VIDMILL__SECTION__KEY`
+//! environment overrides, then validation. Errors name the key at fault.
+
+use std::path::Path;
+
+use super::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Loads `path` (missing is fine when `required` is false) over the
+/// defaults, then applies environment overrides from `env`.
+pub fn load(
+    path: &Path,
+    required: bool,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut table = match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => toml::Table::new(),
+        Err(e) => {
+            return Err(ConfigError::Read {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("VIDMILL__") else {
+            continue;
+        };
+        let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if parts.len() < 2 || parts.iter().any(String::is_empty) {
+            return Err(ConfigError::Invalid(format!(
+                "{name}: expected VIDMILL__SECTION__KEY"
+            )));
+        }
+        set(&mut table, &parts, env_value(&value));
+    }
+    let config: Config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+    validate(&config)?;
+    Ok(config)
+}
+
+/// An environment value as TOML would read it (numbers, booleans), falling
+/// back to a plain string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table())
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [key] => {
+            table.insert(key.clone(), value);
+        }
+        [section, rest @ ..] => {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                set(inner, rest, value);
+            }
+        }
+        [] => {}
+    }
+}
+
+fn validate(c: &Config) -> Result<(), ConfigError> {
+    let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+    if c.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        return bad(
+            "server.listen",
+            "expected address:port, e.g. 127.0.0.1:8080",
+        );
+    }
+    if !matches!(c.server.log_format.as_str(), "text" | "json") {
+        return bad("server.log_format", "expected text or json");
+    }
+    if c.storage.kind != "file" {
+        return bad("storage.type", "only `file` is available in this build");
+    }
+    if c.media.crf > 51 {
+        return bad("media.crf", "expected 0 to 51");
+    }
+    const PRESETS: &[&str] = &[
+        "ultrafast",
+        "superfast",
+        "veryfast",
+        "faster",
+        "fast",
+        "medium",
+        "slow",
+        "slower",
+        "veryslow",
+    ];
+    if !PRESETS.contains(&c.media.preset.as_str()) {
+        return bad(
+            "media.preset",
+            "expected an x264 preset: ultrafast ... veryslow",
+        );
+    }
+    if !(1..=100).contains(&c.media.jpeg_quality) {
+        return bad("media.jpeg_quality", "expected 1 to 100");
+    }
+    if !(c.media.frames_every.is_finite() && c.media.frames_every >= 0.01) {
+        return bad("media.frames_every", "expected seconds, at least 0.01");
+    }
+    if c.media.max_height < 16 {
+        return bad("media.max_height", "expected at least 16");
+    }
+    if !c.auth.hs256_secret.is_empty() && c.auth.hs256_secret.len() < 16 {
+        return bad("auth.hs256_secret", "use at least 16 characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn the_committed_config_file_is_the_defaults() {
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let parsed = load(&committed, true, none()).expect("config.toml parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_is_typed() {
+        let env = vec![
+            (
+                "VIDMILL__SERVER__LISTEN".to_string(),
+                "127.0.0.1:9000".to_string(),
+            ),
+            ("VIDMILL__MEDIA__CRF".to_string(), "20".to_string()),
+            (
+                "VIDMILL__AUTH__ISSUER".to_string(),
+                "https://id.example".to_string(),
+            ),
+            ("OTHER".to_string(), "ignored".to_string()),
+        ];
+        let c = load(Path::new("/nonexistent.toml"), false, env).expect("load");
+        assert_eq!(c.server.listen, "127.0.0.1:9000");
+        assert_eq!(c.media.crf, 20);
+        assert_eq!(c.auth.issuer, "https://id.example");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[media]\ncrf = 99\n").expect("write");
+        assert!(load(&file, true, none())
+            .expect_err("bad")
+            .to_string()
+            .contains("media.crf"));
+        std::fs::write(&file, "[media]\ncfr = 20\n").expect("write");
+        assert!(load(&file, true, none())
+            .expect_err("unknown")
+            .to_string()
+            .contains("cfr"));
+        std::fs::write(&file, "[server]\nlisten = \"nowhere\"\n").expect("write");
+        assert!(load(&file, true, none())
+            .expect_err("bad")
+            .to_string()
+            .contains("server.listen"));
+        assert!(
+            load(&dir.path().join("missing.toml"), true, none()).is_err(),
+            "a named file must exist"
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let mut c = Config::default();
+        c.auth.hs256_secret = "s3cr3t-s3cr3t-s3cr3t".into();
+        c.notify.smtp_url = "smtp://user:pass@mail.example:587".into();
+        let m = c.masked();
+        assert_eq!(m.auth.hs256_secret, "***");
+        assert_eq!(m.notify.smtp_url, "smtp://***@mail.example:587");
+    }
+}

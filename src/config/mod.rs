@@ -1,0 +1,239 @@
+//! vidmill's one typed configuration. Precedence: built-in defaults <
+//! `config.toml` < environment `VIDMILL__SECTION__KEY` < command-line flags.
+//! Unknown or malformed keys fail at start with the key's name; the
+//! committed `config.toml` documents every key and equals the defaults (a
+//! test holds it to that).
+
+mod load;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{load, ConfigError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub auth: Auth,
+    pub storage: Storage,
+    pub database: Database,
+    pub media: Media,
+    pub limits: Limits,
+    pub signing: Signing,
+    pub notify: Notify,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    /// Address and port to bind; port 0 picks a free one.
+    pub listen: String,
+    /// Base URL used in signed links; empty = derived from `listen`.
+    pub public_url: String,
+    /// `text` or `json` logs.
+    pub log_format: String,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Seconds a client may take to send request headers.
+    pub header_timeout_seconds: u64,
+    /// Seconds of silence allowed while a request body is arriving.
+    pub body_idle_timeout_seconds: u64,
+    /// Seconds SIGTERM waits for requests and pipelines to stop.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            log_format: "text".into(),
+            max_connections: 1024,
+            header_timeout_seconds: 10,
+            body_idle_timeout_seconds: 60,
+            shutdown_grace_seconds: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// HS256 key. Empty with no `hs256_secret_file`: one is generated and
+    /// kept in `<data dir>/hs256.secret` on first run.
+    pub hs256_secret: String,
+    pub hs256_secret_file: String,
+    /// JWKS file with RS256/ES256 public keys.
+    pub jwks_path: String,
+    /// JWKS URL, refreshed (rate-limited) when a token names an unknown key.
+    pub jwks_url: String,
+    /// Required `iss`, when set.
+    pub issuer: String,
+    /// Required `aud`, when set.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway_seconds: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            hs256_secret: String::new(),
+            hs256_secret_file: String::new(),
+            jwks_path: String::new(),
+            jwks_url: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// `file` (the only store built so far; `s3` comes later).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Root of the file store.
+    pub path: PathBuf,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            kind: "file".into(),
+            path: "./data/objects".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Database {
+    /// SQLite file; its directory also holds temp files and the generated key.
+    pub path: PathBuf,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            path: "./data/vidmill.sqlite".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Media {
+    /// Cores given to encoding (one pipeline per core); 0 = all cores.
+    pub cpu_budget: usize,
+    /// Output height cap.
+    pub max_height: u32,
+    /// x264 speed preset for transcodes.
+    pub preset: String,
+    /// x264 constant rate factor (0-51).
+    pub crf: u32,
+    /// JPEG quality of frames and posters (1-100).
+    pub jpeg_quality: u32,
+    /// Seconds between frames when an upload does not say.
+    pub frames_every: f64,
+    /// A pipeline whose media time stops for this long fails as stalled.
+    pub stall_timeout_seconds: u64,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Self {
+            cpu_budget: 0,
+            max_height: 1080,
+            preset: "veryfast".into(),
+            crf: 23,
+            jpeg_quality: 85,
+            frames_every: 10.0,
+            stall_timeout_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_upload_bytes: u64,
+    /// Uploads and new work are refused below this much free disk.
+    pub min_free_disk_bytes: u64,
+    /// Abandoned resumable uploads are removed after this long.
+    pub upload_expiry_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 10 << 30,
+            min_free_disk_bytes: 1 << 30,
+            upload_expiry_seconds: 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Signing {
+    /// Base lifetime of signed output URLs (the video's duration is added).
+    pub ttl_seconds: u64,
+    /// HMAC key for signed URLs; empty = derived from the HS256 secret.
+    pub key: String,
+    pub key_file: String,
+}
+
+impl Default for Signing {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 3600,
+            key: String::new(),
+            key_file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Notify {
+    pub webhook_url: String,
+    pub webhook_secret: String,
+    pub smtp_url: String,
+    pub from: String,
+}
+
+impl Config {
+    /// The directory of the database: home of temp files and generated keys.
+    pub fn data_dir(&self) -> PathBuf {
+        match self.database.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// The configuration with every secret replaced by `***`.
+    pub fn masked(&self) -> Self {
+        let mask = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                "***".into()
+            }
+        };
+        let mut c = self.clone();
+        c.auth.hs256_secret = mask(&c.auth.hs256_secret);
+        c.signing.key = mask(&c.signing.key);
+        c.notify.webhook_secret = mask(&c.notify.webhook_secret);
+        if let Some((scheme, rest)) = c.notify.smtp_url.split_once("://") {
+            if let Some((_, host)) = rest.rsplit_once('@') {
+                c.notify.smtp_url = format!("{scheme}://***@{host}");
+            }
+        }
+        c
+    }
+}
