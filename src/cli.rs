@@ -222,7 +222,8 @@ fn load_config(path: Option<&Path>) -> Result<crate::config::Config, CliError> {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from("config.toml"), false),
     };
-    crate::config::load(&file, required, std::env::vars()).map_err(|e| CliError::Other(e.to_string()))
+    crate::config::load(&file, required, std::env::vars())
+        .map_err(|e| CliError::Other(e.to_string()))
 }
 
 /// Outputs get a temporary sibling name, which needs a directory part.

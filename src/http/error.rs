@@ -1,0 +1,155 @@
+//! The one table that maps every API error to its HTTP status and stable
+//! code (API.md "Error codes"), rendered as RFC 9457 problem details. A 5xx
+//! answer never carries internals: the full error goes to the log.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("no video with that id")]
+    VideoNotFound,
+    #[error("the upload is larger than the {0}-byte limit")]
+    UploadTooLarge(u64),
+    #[error("the upload is empty")]
+    EmptyUpload,
+    #[error("{0}")]
+    UnsupportedMedia(String),
+    #[error("option `{name}`: {why}")]
+    InvalidOption { name: &'static str, why: String },
+    #[error("the link's signature is invalid or has expired")]
+    BadSignature,
+    #[error("the requested range lies outside the {0}-byte object")]
+    RangeNotSatisfiable(u64),
+    #[error("{0} is not available yet")]
+    NotReady(&'static str),
+    #[error("only a failed video can be retried; this one is {0}")]
+    NotFailed(String),
+    #[error("the server is short of disk space; try again later")]
+    InsufficientStorage,
+    #[error("the upload was cut off before it was complete")]
+    UploadInterrupted,
+    #[error("direct upload needs the S3 store")]
+    DirectUploadUnavailable,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Status, code and title: the table.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            Self::InvalidToken(_) => (S::UNAUTHORIZED, "invalid-token", "Invalid or missing token"),
+            Self::VideoNotFound => (S::NOT_FOUND, "video-not-found", "Video not found"),
+            Self::UploadTooLarge(_) => {
+                (S::PAYLOAD_TOO_LARGE, "upload-too-large", "Upload too large")
+            }
+            Self::EmptyUpload => (S::BAD_REQUEST, "empty-upload", "Empty upload"),
+            Self::UnsupportedMedia(_) => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media",
+                "Unsupported media",
+            ),
+            Self::InvalidOption { .. } => (S::BAD_REQUEST, "invalid-option", "Invalid option"),
+            Self::BadSignature => (S::FORBIDDEN, "bad-signature", "Bad signature"),
+            Self::RangeNotSatisfiable(_) => (
+                S::RANGE_NOT_SATISFIABLE,
+                "range-not-satisfiable",
+                "Range not satisfiable",
+            ),
+            Self::NotReady(_) => (S::CONFLICT, "not-ready", "Not ready"),
+            Self::NotFailed(_) => (S::CONFLICT, "not-failed", "Video has not failed"),
+            Self::InsufficientStorage => (
+                S::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                "Insufficient storage",
+            ),
+            Self::UploadInterrupted => (S::BAD_REQUEST, "upload-interrupted", "Upload interrupted"),
+            Self::DirectUploadUnavailable => (
+                S::CONFLICT,
+                "direct-upload-unavailable",
+                "Direct upload unavailable",
+            ),
+            Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, title) = self.parts();
+        let detail = if status.is_server_error() {
+            tracing::error!(code, error = %self, "request failed");
+            match &self {
+                Self::Unavailable(_) => {
+                    "The service is busy or starting; try again shortly.".to_string()
+                }
+                _ => "Something went wrong on our side; it has been logged.".to_string(),
+            }
+        } else {
+            self.to_string()
+        };
+        let body = serde_json::to_vec(&Problem {
+            kind: format!("https://vidmill.dev/errors/{code}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            code,
+        })
+        .unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            Self::InvalidToken(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            Self::RangeNotSatisfiable(len) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            Self::Unavailable(_) | Self::InsufficientStorage => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<vidmill_actors::CoreError> for ApiError {
+    fn from(e: vidmill_actors::CoreError) -> Self {
+        use vidmill_actors::CoreError as C;
+        match e {
+            C::NotFound(_) => Self::VideoNotFound,
+            C::Conflict(m) => Self::NotFailed(m),
+            C::InsufficientStorage(_) => Self::InsufficientStorage,
+            C::Unavailable(m) => Self::Unavailable(m),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
