@@ -23,6 +23,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP and WebSocket server.
+    Serve {
+        /// Configuration file; default ./config.toml when it exists.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Print an HS256 token signed with the configured secret (development).
+    Token {
+        #[arg(long)]
+        sub: String,
+        /// Lifetime: a number with s, m, h or d.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the effective configuration (file < environment), secrets masked.
     Config {
         /// Configuration file; default ./config.toml when it exists.
@@ -95,7 +116,9 @@ enum Command {
 /// on stderr when the command fails.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging();
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -131,6 +154,36 @@ impl From<String> for CliError {
 
 fn run(command: Command) -> Result<(), CliError> {
     match command {
+        Command::Serve { config, listen } => {
+            let mut c = load_config(config.as_deref())?;
+            if let Some(addr) = listen {
+                c.server.listen = addr;
+            }
+            crate::telemetry::init(&c.server.log_format);
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&c.server.listen)
+                    .await
+                    .map_err(|e| format!("server.listen {}: {e}", c.server.listen))?;
+                crate::server::run(c, listener, crate::telemetry::shutdown_signal()).await
+            })?;
+        }
+        Command::Token {
+            sub,
+            ttl,
+            email,
+            config,
+        } => {
+            let c = load_config(config.as_deref())?;
+            let ttl = parse_ttl(&ttl)
+                .ok_or_else(|| format!("--ttl {ttl}: expected a number with s, m, h or d"))?;
+            let auth = crate::app::authenticator(&c)?;
+            println!(
+                "{}",
+                auth.mint(&sub, ttl, email.as_deref())
+                    .map_err(|e| e.to_string())?
+            );
+        }
         Command::Config { config } => {
             let c = load_config(config.as_deref())?;
             let text = toml::to_string(&c.masked()).map_err(|e| e.to_string())?;
@@ -213,6 +266,20 @@ fn run(command: Command) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `90s`, `15m`, `24h`, `7d`.
+fn parse_ttl(text: &str) -> Option<Duration> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
 }
 
 /// Loads the named file (which must exist), or `./config.toml` when present,

@@ -2,11 +2,15 @@
 //! binary. This crate is the edges and the wiring: the command line now, the
 //! HTTP and WebSocket server, configuration and storage as they land.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod metrics;
+pub mod server;
 pub mod signing;
 pub mod store;
+pub mod telemetry;
 pub mod worker;

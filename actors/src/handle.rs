@@ -136,6 +136,12 @@ impl Handle {
         Ok(video)
     }
 
+    /// A video whoever owns it: only for requests that prove their right by
+    /// other means (a signed link).
+    pub async fn get_any(&self, id: &str) -> Result<Option<Video>, CoreError> {
+        self.deps.catalog.get(id).await
+    }
+
     /// A video of `owner`; another owner's reads as missing.
     pub async fn get(&self, owner: &str, id: &str) -> Result<Video, CoreError> {
         self.deps
@@ -262,6 +268,34 @@ impl Handle {
             live,
             seen,
         })
+    }
+
+    /// Records a temporary file (e.g. an upload being received) so that a
+    /// crash cannot leak it: the next start removes it.
+    pub async fn track_temp(&self, path: &Path, kind: &str) -> Result<(), CoreError> {
+        self.deps
+            .catalog
+            .record_artefact(crate::catalog::Artefact {
+                location: path.to_string_lossy().into_owned(),
+                kind: kind.into(),
+                video_id: None,
+            })
+            .await
+    }
+
+    /// The temporary file is gone (removed, or moved into the store).
+    pub async fn untrack_temp(&self, path: &Path) -> Result<(), CoreError> {
+        self.deps
+            .catalog
+            .forget_artefact(&path.to_string_lossy())
+            .await
+    }
+
+    /// Every video's live events, for the server's own bookkeeping (the
+    /// latest progress of each video, metrics).
+    pub async fn subscribe_all(&self) -> Result<Subscription, CoreError> {
+        self.call(&self.deps.hub, |reply| HubMsg::Subscribe(Scope::All, reply))
+            .await
     }
 
     /// How many videos start before each queued one.

@@ -24,6 +24,8 @@ pub const STATE_QUEUE: usize = 256;
 pub enum Scope {
     Video(VideoId),
     Owner(String),
+    /// Everything (the server's own bookkeeping, never a user).
+    All,
 }
 
 /// One message to a subscriber.
@@ -90,6 +92,7 @@ impl Subscriber {
         match &self.scope {
             Scope::Video(id) => id == video_id,
             Scope::Owner(o) => o == owner,
+            Scope::All => true,
         }
     }
 }

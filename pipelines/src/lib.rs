@@ -30,7 +30,8 @@ pub use convert::{convert, plan, remux_blocker, ConvertReport, ConvertSpec, Meth
 pub use error::{MediaError, Result};
 pub use facts::{AudioFacts, MediaFacts, Orientation, VideoFacts};
 pub use frames::{
-    choose_strategy, frame_count, frames, Accuracy, FramesReport, FramesSpec, ImageFormat, Strategy,
+    choose_strategy, frame_count, frames, Accuracy, FramesReport, FramesSpec, ImageFormat,
+    Strategy, MIN_EVERY,
 };
 pub use graph::output_size;
 pub use job::{run_job, JobReport, JobSpec};

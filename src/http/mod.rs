@@ -1,5 +1,60 @@
-//! The HTTP and WebSocket API (API.md): the router and the state every
-//! handler shares.
+//! The HTTP and WebSocket API (API.md): the router, with request metrics and
+//! the body idle timeout around every route.
 
 pub mod error;
+pub mod health;
+pub mod identity;
+pub mod outputs;
 pub mod range;
+pub mod render;
+pub mod upload;
+pub mod videos;
+pub mod ws;
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+use crate::app::App;
+
+async fn record(State(app): State<App>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    app.metrics.request(
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+pub fn router(app: App) -> Router {
+    let idle = Duration::from_secs(app.config.server.body_idle_timeout_seconds);
+    Router::new()
+        .route("/v1/videos", post(upload::create).get(videos::list))
+        .route("/v1/videos/{id}", get(videos::get).delete(videos::delete))
+        .route("/v1/videos/{id}/retry", post(videos::retry))
+        .route("/v1/videos/{id}/events", get(ws::video_events))
+        .route(
+            "/v1/videos/{id}/{output}",
+            get(outputs::serve).head(outputs::serve),
+        )
+        .route("/v1/events", get(ws::owner_events))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        // Uploads enforce their own limit while streaming to disk.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyTimeoutLayer::new(idle))
+        .route_layer(middleware::from_fn_with_state(app.clone(), record))
+        .with_state(app)
+}

@@ -55,10 +55,12 @@ fn has_backwards_spec(value: &str) -> bool {
     let Some(specs) = value.trim().strip_prefix("bytes=") else {
         return false;
     };
-    specs.split(',').any(|spec| match spec.trim().split_once('-') {
-        Some((a, b)) => matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(a), Ok(b)) if b < a),
-        None => false,
-    })
+    specs
+        .split(',')
+        .any(|spec| match spec.trim().split_once('-') {
+            Some((a, b)) => matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(a), Ok(b)) if b < a),
+            None => false,
+        })
 }
 
 fn is_empty_suffix(value: &str) -> bool {

@@ -1,0 +1,160 @@
+//! The state the server's handlers share, built from the configuration: the
+//! core's handle, token checking, URL signing, the object store, and the
+//! latest progress of each processing video.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vidmill_actors::{Handle, HeadroomProbe, ProgressEvent, Video, VideoId};
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::signing::Signer;
+use crate::store::FileStore;
+
+#[derive(Clone)]
+pub struct App {
+    pub handle: Handle,
+    pub auth: Arc<Authenticator>,
+    pub signer: Signer,
+    pub config: Arc<Config>,
+    pub store: Arc<FileStore>,
+    pub headroom: HeadroomProbe,
+    /// Base of signed links, without a trailing slash.
+    pub public_url: String,
+    pub progress: Arc<Mutex<HashMap<VideoId, ProgressEvent>>>,
+    pub metrics: crate::metrics::Metrics,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads a secret given as a value or a file; when neither is set and
+/// `generate_at` is given, one is generated there on first use (mode 0600)
+/// and read back on later runs.
+pub fn secret(
+    value: &str,
+    file: &str,
+    generate_at: Option<&Path>,
+) -> Result<Option<Vec<u8>>, String> {
+    if !value.is_empty() {
+        return Ok(Some(value.as_bytes().to_vec()));
+    }
+    if !file.is_empty() {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+        return Ok(Some(text.trim().as_bytes().to_vec()));
+    }
+    let Some(path) = generate_at else {
+        return Ok(None);
+    };
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return Ok(Some(text.trim().as_bytes().to_vec()));
+    }
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?,
+        &mut bytes,
+    )
+    .map_err(|e| e.to_string())?;
+    let text = hex::encode(bytes);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    write_private(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(text.into_bytes()))
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+/// Where the generated HS256 key lives.
+pub fn generated_key_path(config: &Config) -> PathBuf {
+    config.data_dir().join("hs256.secret")
+}
+
+/// Builds the token checker from the `auth` section.
+pub fn authenticator(config: &Config) -> Result<Authenticator, String> {
+    let a = &config.auth;
+    let hs = secret(
+        &a.hs256_secret,
+        &a.hs256_secret_file,
+        Some(&generated_key_path(config)),
+    )?;
+    let jwks = (!a.jwks_path.is_empty()).then(|| PathBuf::from(&a.jwks_path));
+    Authenticator::new(
+        hs.as_deref(),
+        jwks,
+        &a.issuer,
+        &a.audience,
+        a.leeway_seconds,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Builds the URL signer: its own key, or one derived from the HS256 key.
+pub fn signer(config: &Config) -> Result<Signer, String> {
+    let s = &config.signing;
+    if let Some(key) = secret(&s.key, &s.key_file, None)? {
+        return Ok(Signer::new(&key));
+    }
+    let a = &config.auth;
+    let hs = secret(
+        &a.hs256_secret,
+        &a.hs256_secret_file,
+        Some(&generated_key_path(config)),
+    )?
+    .unwrap_or_default();
+    // A separate key per purpose, so a token secret never signs URLs as is.
+    Ok(Signer::new(
+        Signer::new(&hs)
+            .sign("vidmill", "url-signing-key", 0)
+            .as_bytes(),
+    ))
+}
+
+impl App {
+    /// A signed URL for one output, valid for `signing.ttl` plus the video's
+    /// duration so a player's later range requests still work.
+    pub fn signed_url(&self, video: &Video, output: &str) -> String {
+        let duration = video
+            .source
+            .as_ref()
+            .and_then(|s| s.duration)
+            .unwrap_or(0.0)
+            .ceil() as u64;
+        let exp = unix_now() + self.config.signing.ttl_seconds + duration;
+        let path = format!("/v1/videos/{}/{output}", video.id);
+        let sig = self.signer.sign(&video.owner, &path, exp);
+        format!("{}{path}?exp={exp}&sig={sig}", self.public_url)
+    }
+
+    pub fn latest_progress(&self, id: &str) -> Option<ProgressEvent> {
+        self.progress.lock().ok().and_then(|p| p.get(id).cloned())
+    }
+
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.config.signing.ttl_seconds)
+    }
+}

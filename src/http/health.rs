@@ -1,0 +1,67 @@
+//! `/healthz` (the process answers), `/readyz` (database, storage and the
+//! GStreamer elements usable) and `/metrics`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::app::App;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(app): State<App>) -> Response {
+    let database = app.handle.stats().await.map_err(|e| e.to_string());
+    let root = app.config.storage.path.clone();
+    let storage = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&root)?;
+        let probe = root.join(".readyz");
+        std::fs::write(&probe, b"ok")?;
+        std::fs::remove_file(&probe)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    let missing = vidmill_pipelines::missing_elements().map_err(|e| e.to_string());
+    let gstreamer = match &missing {
+        Ok(m) if m.is_empty() => Ok(()),
+        Ok(m) => Err(format!("missing elements: {}", m.join(", "))),
+        Err(e) => Err(e.clone()),
+    };
+    let checks = [
+        ("database", database.map(|_| ())),
+        ("storage", storage),
+        ("gstreamer", gstreamer),
+    ];
+    let ready = checks.iter().all(|(_, r)| r.is_ok());
+    let body: serde_json::Map<_, _> = checks
+        .into_iter()
+        .map(|(name, r)| {
+            (
+                name.to_string(),
+                json!(r.err().unwrap_or_else(|| "ok".into())),
+            )
+        })
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(app): State<App>) -> Response {
+    let stats = app.handle.stats().await.ok();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(stats.as_ref()),
+    )
+        .into_response()
+}

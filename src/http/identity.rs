@@ -1,0 +1,41 @@
+//! The caller's identity from `Authorization: Bearer`, or from the
+//! `access_token` query parameter where API.md allows it (WebSockets).
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::header;
+use axum::http::request::Parts;
+
+use super::error::ApiError;
+use crate::app::App;
+use crate::auth::Identity;
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// `access_token` from the query string.
+pub fn query_token(parts: &Parts) -> Option<String> {
+    let Query(mut query) = Query::<HashMap<String, String>>::try_from_uri(&parts.uri).ok()?;
+    query.remove("access_token")
+}
+
+impl FromRequestParts<App> for Identity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let token = bearer(parts)
+            .ok_or_else(|| ApiError::InvalidToken("send `Authorization: Bearer <token>`".into()))?;
+        app.auth
+            .verify(token)
+            .map_err(|e| ApiError::InvalidToken(e.to_string()))
+    }
+}

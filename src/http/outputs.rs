@@ -1,0 +1,162 @@
+//! Serving outputs (`video.mp4`, `frames.zip`, `poster.jpg`) with full
+//! range semantics (API.md "Ranges"): 206/416, If-Range, strong ETag,
+//! Last-Modified, 304, HEAD. Bytes stream from the file; nothing is read
+//! whole into memory. Access is by bearer token or by a signed link.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+use vidmill_actors::{object_key, Video};
+
+use super::error::ApiError;
+use super::identity::bearer;
+use super::range::{decide, RangeAnswer};
+use crate::app::{unix_now, App};
+use crate::signing::SignatureError;
+
+/// What each output is and whether the video has it yet.
+fn output(name: &str) -> Option<(&'static str, &'static str, fn(&Video) -> bool)> {
+    match name {
+        "video.mp4" => Some(("video.mp4", "video/mp4", |v| v.outputs.mp4.is_some())),
+        "frames.zip" => Some(("frames.zip", "application/zip", |v| {
+            v.outputs.frames.is_some()
+        })),
+        "poster.jpg" => Some(("poster.jpg", "image/jpeg", |v| v.outputs.poster.is_some())),
+        _ => None,
+    }
+}
+
+/// The video, if the request may read it: a bearer token of its owner, or
+/// a valid signature for this very path.
+async fn authorize(
+    app: &App,
+    id: &str,
+    path: &str,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Video, ApiError> {
+    if let (Some(exp), Some(sig)) = (query.get("exp"), query.get("sig")) {
+        let exp: u64 = exp.parse().map_err(|_| ApiError::BadSignature)?;
+        // A missing video answers like a bad signature: a link reveals nothing.
+        let video = app
+            .handle
+            .get_any(id)
+            .await?
+            .ok_or(ApiError::BadSignature)?;
+        return match app.signer.verify(&video.owner, path, exp, sig, unix_now()) {
+            Ok(()) => Ok(video),
+            Err(SignatureError::Expired | SignatureError::Invalid) => Err(ApiError::BadSignature),
+        };
+    }
+    let mut parts = axum::http::Request::new(()).into_parts().0;
+    parts.headers = headers.clone();
+    let token = bearer(&parts)
+        .ok_or_else(|| ApiError::InvalidToken("send a bearer token or use a signed link".into()))?;
+    let who = app
+        .auth
+        .verify(token)
+        .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+    Ok(app.handle.get(&who.sub, id).await?)
+}
+
+fn etag_matches(header: Option<&HeaderValue>, etag: &str) -> bool {
+    header.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.trim() == "*"
+            || v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag)
+    })
+}
+
+/// If-Range holds when it names the current strong ETag or the exact
+/// Last-Modified date.
+fn if_range_holds(header: Option<&HeaderValue>, etag: &str, last_modified: &str) -> bool {
+    match header.and_then(|v| v.to_str().ok()).map(str::trim) {
+        None => true,
+        Some(v) if v.starts_with('"') => v == etag,
+        Some(v) => v == last_modified,
+    }
+}
+
+pub async fn serve(
+    State(app): State<App>,
+    method: Method,
+    Path((id, name)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some((object, content_type, present)) = output(&name) else {
+        return Err(ApiError::VideoNotFound);
+    };
+    let path = format!("/v1/videos/{id}/{object}");
+    let video = authorize(&app, &id, &path, &headers, &query).await?;
+    if !present(&video) {
+        return Err(ApiError::NotReady(object));
+    }
+    let file_path = app
+        .store
+        .path(&object_key(&video.id, object))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut file = tokio::fs::File::open(&file_path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", file_path.display())))?;
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let len = meta.len();
+    let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+    let nanos = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let etag = format!("\"{len:x}-{nanos:x}\"");
+    let last_modified = httpdate::fmt_http_date(modified);
+
+    let mut response = Response::builder()
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, &etag)
+        .header(header::LAST_MODIFIED, &last_modified)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "private, max-age=3600");
+    if etag_matches(headers.get(header::IF_NONE_MATCH), &etag) {
+        return response
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .map_err(|e| ApiError::Internal(e.to_string()));
+    }
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let answer = match if_range_holds(headers.get(header::IF_RANGE), &etag, &last_modified) {
+        true => decide(range, len),
+        false => RangeAnswer::Full,
+    };
+    let (status, start, count) = match answer {
+        RangeAnswer::Full => (StatusCode::OK, 0, len),
+        RangeAnswer::Partial { start, end } => {
+            response = response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeAnswer::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(len)),
+    };
+    response = response
+        .status(status)
+        .header(header::CONTENT_LENGTH, count);
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        file.seek(SeekFrom::Start(start))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        app.metrics.bytes_served(count);
+        // 256 KiB reads: few syscalls, little memory per connection.
+        Body::from_stream(ReaderStream::with_capacity(file.take(count), 256 << 10))
+    };
+    response
+        .body(body)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+        .map(IntoResponse::into_response)
+}

@@ -1,0 +1,344 @@
+//! `POST /v1/videos`: an upload streamed to a temporary file (never held in
+//! memory), size-limited, probed before answering, then handed to the core.
+//! Every refusal leaves nothing behind: no record, no object, no temp file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use vidmill_actors::{new_id, Options, OutputKind};
+use vidmill_pipelines as media;
+
+use super::error::ApiError;
+use super::render;
+use crate::app::App;
+use crate::auth::Identity;
+
+/// Parses the upload options of API.md from the query string.
+pub fn parse_options(
+    query: &HashMap<String, String>,
+    default_every: f64,
+) -> Result<Options, ApiError> {
+    let invalid = |name: &'static str, why: &str| ApiError::InvalidOption {
+        name,
+        why: why.into(),
+    };
+    for key in query.keys() {
+        if ![
+            "outputs",
+            "frames_every",
+            "frames_format",
+            "frames_accuracy",
+            "filename",
+            "upload",
+        ]
+        .contains(&key.as_str())
+        {
+            return Err(ApiError::InvalidOption {
+                name: "query",
+                why: format!("unknown option `{key}`"),
+            });
+        }
+    }
+    let mut options = Options {
+        frames_every: default_every,
+        ..Options::default()
+    };
+    if let Some(list) = query.get("outputs") {
+        let mut outputs = Vec::new();
+        for name in list.split(',').map(str::trim) {
+            let kind = match name {
+                "mp4" => OutputKind::Mp4,
+                "frames" => OutputKind::Frames,
+                _ => return Err(invalid("outputs", "expected a list of mp4, frames")),
+            };
+            if !outputs.contains(&kind) {
+                outputs.push(kind);
+            }
+        }
+        if outputs.is_empty() {
+            return Err(invalid("outputs", "name at least one of mp4, frames"));
+        }
+        options.outputs = outputs;
+    }
+    if let Some(every) = query.get("frames_every") {
+        options.frames_every = every
+            .parse::<f64>()
+            .ok()
+            .filter(|e| e.is_finite() && *e >= media::MIN_EVERY && *e <= 86_400.0)
+            .ok_or_else(|| invalid("frames_every", "expected seconds between 0.01 and 86400"))?;
+    }
+    if let Some(format) = query.get("frames_format") {
+        format
+            .parse::<media::ImageFormat>()
+            .map_err(|_| invalid("frames_format", "expected jpeg or png"))?;
+        options.frames_format = if format == "png" {
+            "png".into()
+        } else {
+            "jpeg".into()
+        };
+    }
+    if let Some(accuracy) = query.get("frames_accuracy") {
+        accuracy
+            .parse::<media::Accuracy>()
+            .map_err(|_| invalid("frames_accuracy", "expected exact or keyframe"))?;
+        options.frames_accuracy = accuracy.clone();
+    }
+    Ok(options)
+}
+
+/// A temporary upload file that removes itself (and its record) unless
+/// handed over to the core.
+struct TempUpload {
+    path: PathBuf,
+    app: App,
+    kept: bool,
+}
+
+impl TempUpload {
+    async fn create(app: &App) -> Result<(Self, tokio::fs::File), ApiError> {
+        let dir = app.config.data_dir().join("uploads");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| ApiError::Internal(format!("{}: {e}", dir.display())))?;
+        let path = dir.join(format!("{}.part", new_id()));
+        app.handle.track_temp(&path, "upload").await?;
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+        Ok((
+            Self {
+                path,
+                app: app.clone(),
+                kept: false,
+            },
+            file,
+        ))
+    }
+}
+
+impl Drop for TempUpload {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let _ = std::fs::remove_file(&self.path);
+        let (app, path) = (self.app.clone(), self.path.clone());
+        tokio::spawn(async move {
+            let _ = app.handle.untrack_temp(&path).await;
+        });
+    }
+}
+
+/// Copies a body stream to `file`, enforcing the size limit as it goes.
+async fn receive<S, E>(
+    mut stream: S,
+    file: &mut tokio::fs::File,
+    limit: u64,
+) -> Result<u64, ApiError>
+where
+    S: futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut total = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            tracing::debug!(error = %e, "upload body ended early");
+            ApiError::UploadInterrupted
+        })?;
+        total += chunk.len() as u64;
+        if total > limit {
+            return Err(ApiError::UploadTooLarge(limit));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("write upload: {e}")))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::Internal(format!("flush upload: {e}")))?;
+    Ok(total)
+}
+
+async fn check_disk(app: &App) -> Result<(), ApiError> {
+    let probe = app.headroom.clone();
+    let free = tokio::task::spawn_blocking(move || probe().free_disk)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if free < app.config.limits.min_free_disk_bytes {
+        return Err(ApiError::InsufficientStorage);
+    }
+    Ok(())
+}
+
+async fn probe(path: &Path) -> Result<(), ApiError> {
+    let path = path.to_path_buf();
+    let probed = tokio::task::spawn_blocking(move || media::probe(&path))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match probed {
+        Ok(_) => Ok(()),
+        Err(e @ (media::MediaError::Unsupported(_) | media::MediaError::Corrupt(_))) => Err(
+            ApiError::UnsupportedMedia(format!("the file is not a video vidmill can read: {e}")),
+        ),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"))
+}
+
+fn is_raw_media(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("video/") || v.starts_with("application/octet-stream"))
+}
+
+pub async fn create(
+    State(app): State<App>,
+    who: Identity,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if query.get("upload").is_some_and(|u| u == "direct") {
+        return Err(ApiError::DirectUploadUnavailable);
+    }
+    let options = parse_options(&query, app.config.media.frames_every)?;
+    let limit = app.config.limits.max_upload_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::UploadTooLarge(limit));
+    }
+    if declared == Some(0) {
+        return Err(ApiError::EmptyUpload);
+    }
+    check_disk(&app).await?;
+    let multipart = is_multipart(request.headers());
+    if !multipart && !is_raw_media(request.headers()) {
+        return Err(ApiError::UnsupportedMedia(
+            "send multipart/form-data with a `file` part, or the raw bytes as video/* or application/octet-stream".into(),
+        ));
+    }
+    let (mut temp, mut file) = TempUpload::create(&app).await?;
+    let mut filename = query.get("filename").cloned();
+    let size = if multipart {
+        let mut form =
+            Multipart::from_request(request, &app)
+                .await
+                .map_err(|e| ApiError::InvalidOption {
+                    name: "body",
+                    why: e.to_string(),
+                })?;
+        let mut size = None;
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|_| ApiError::UploadInterrupted)?
+        {
+            if field.name() != Some("file") {
+                continue;
+            }
+            if filename.is_none() {
+                filename = field.file_name().map(String::from);
+            }
+            size = Some(receive(field, &mut file, limit).await?);
+            break;
+        }
+        size.ok_or_else(|| ApiError::InvalidOption {
+            name: "file",
+            why: "the form has no `file` part".into(),
+        })?
+    } else {
+        let body: Body = request.into_body();
+        receive(body.into_data_stream(), &mut file, limit).await?
+    };
+    drop(file);
+    if size == 0 {
+        return Err(ApiError::EmptyUpload);
+    }
+    if declared.is_some_and(|n| n != size) {
+        return Err(ApiError::UploadInterrupted);
+    }
+    probe(&temp.path).await?;
+    let name = filename
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "upload".into());
+    let video = app
+        .handle
+        .create(&who.sub, &name, options, &temp.path)
+        .await?;
+    temp.kept = true;
+    app.handle.untrack_temp(&temp.path).await?;
+    let location = format!("/v1/videos/{}", video.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(render::video(&app, &video, None)),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn options_parse_and_name_the_bad_one() {
+        let o = parse_options(
+            &q(&[
+                ("outputs", "frames"),
+                ("frames_every", "2.5"),
+                ("frames_format", "png"),
+                ("frames_accuracy", "keyframe"),
+            ]),
+            10.0,
+        )
+        .expect("valid");
+        assert_eq!(o.outputs, vec![OutputKind::Frames]);
+        assert_eq!(
+            (
+                o.frames_every,
+                o.frames_format.as_str(),
+                o.frames_accuracy.as_str()
+            ),
+            (2.5, "png", "keyframe")
+        );
+        for (k, v) in [
+            ("frames_every", "0"),
+            ("frames_every", "abc"),
+            ("outputs", "gif"),
+            ("frames_format", "bmp"),
+            ("frames_accuracy", "roughly"),
+            ("colour", "blue"),
+        ] {
+            match parse_options(&q(&[(k, v)]), 10.0) {
+                Err(ApiError::InvalidOption { name, .. }) => {
+                    assert!(name == k || name == "query", "{k}: {name}")
+                }
+                other => panic!("{k}={v} accepted: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! WebSocket events (API.md "WebSocket events"): refused before the upgrade
+//! when the token is bad (401) or the video is not the caller's (404); then
+//! a snapshot, replayed state events after `since`, and live events.
+//! Progress may be coalesced, state events never dropped; a client that
+//! stops reading is closed with 1013, one that sends frames over 64 KiB
+//! with 1009; pings go out every 20 s.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use serde_json::json;
+use vidmill_actors::{Feed, HubMessage, Video};
+
+use super::error::ApiError;
+use super::identity::{bearer, query_token};
+use super::render;
+use crate::app::App;
+
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A client that has not answered two pings is gone.
+const PONG_DEADLINE: Duration = Duration::from_secs(45);
+/// A send that cannot complete this fast means the client is not reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_FRAME: usize = 64 << 10;
+
+/// Identity from the header or, for browsers, `?access_token=`.
+#[derive(Debug)]
+pub struct WsIdentity(String);
+
+impl FromRequestParts<App> for WsIdentity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let token = bearer(parts)
+            .map(String::from)
+            .or_else(|| query_token(parts))
+            .ok_or_else(|| {
+                ApiError::InvalidToken("send a bearer token or ?access_token=".into())
+            })?;
+        let who = app
+            .auth
+            .verify(&token)
+            .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+        Ok(Self(who.sub))
+    }
+}
+
+fn since(query: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
+    query
+        .get("since")
+        .map(|s| {
+            s.parse::<u64>().map_err(|_| ApiError::InvalidOption {
+                name: "since",
+                why: "expected a sequence number".into(),
+            })
+        })
+        .transpose()
+}
+
+pub async fn video_events(
+    State(app): State<App>,
+    WsIdentity(owner): WsIdentity,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let feed = app
+        .handle
+        .subscribe(&owner, Some(&id), since(&query)?)
+        .await?;
+    Ok(accept(app, owner, feed, upgrade))
+}
+
+pub async fn owner_events(
+    State(app): State<App>,
+    WsIdentity(owner): WsIdentity,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let feed = app.handle.subscribe(&owner, None, None).await?;
+    Ok(accept(app, owner, feed, upgrade))
+}
+
+fn accept(app: App, owner: String, feed: Feed, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .max_frame_size(MAX_FRAME)
+        .max_message_size(MAX_FRAME)
+        .on_upgrade(move |socket| async move {
+            app.metrics.ws_opened();
+            let reason = pump(&app, &owner, feed, socket).await;
+            tracing::debug!(owner, reason, "websocket closed");
+            app.metrics.ws_closed();
+        })
+}
+
+async fn send(socket: &mut WebSocket, value: serde_json::Value) -> Result<(), &'static str> {
+    match tokio::time::timeout(
+        SEND_TIMEOUT,
+        socket.send(Message::Text(value.to_string().into())),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("client gone"),
+        Err(_) => Err("slow"),
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
+}
+
+/// The video a state event belongs to, for rendering its signed URLs.
+async fn video_of(
+    app: &App,
+    owner: &str,
+    id: &str,
+    cache: &mut HashMap<String, Video>,
+) -> Option<Video> {
+    if let Some(v) = cache.get(id) {
+        return Some(v.clone());
+    }
+    let v = app.handle.get(owner, id).await.ok()?;
+    cache.insert(id.to_string(), v.clone());
+    Some(v)
+}
+
+async fn pump(app: &App, owner: &str, mut feed: Feed, mut socket: WebSocket) -> &'static str {
+    let mut videos: HashMap<String, Video> = HashMap::new();
+    for v in std::mem::take(&mut feed.snapshot) {
+        let positions = app.handle.queue_positions().await.unwrap_or_default();
+        let snapshot = json!({"type": "snapshot", "video": render::video(app, &v, positions.get(&v.id).copied())});
+        videos.insert(v.id.clone(), v);
+        if send(&mut socket, snapshot).await.is_err() {
+            return "client gone during snapshot";
+        }
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut last_pong = Instant::now();
+    loop {
+        tokio::select! {
+            event = feed.next() => {
+                let message = match event {
+                    Some(HubMessage::State(e)) => {
+                        videos.remove(&e.video_id);
+                        let Some(v) = video_of(app, owner, &e.video_id, &mut videos).await else { continue };
+                        render::state_event(app, &v, &e)
+                    }
+                    Some(HubMessage::Progress(p)) => json!({
+                        "type": "progress", "video_id": p.video_id, "seq": p.seq, "state": p.state,
+                        "stage": p.stage, "percent": p.percent, "speed": p.speed, "eta_seconds": p.eta_seconds,
+                    }),
+                    None => {
+                        close(&mut socket, 1013, "too slow: events were not read").await;
+                        return "dropped by the hub";
+                    }
+                };
+                match send(&mut socket, message).await {
+                    Ok(()) => {}
+                    Err("slow") => {
+                        close(&mut socket, 1013, "too slow: events were not read").await;
+                        return "slow";
+                    }
+                    Err(e) => return e,
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
+                Some(Ok(Message::Close(_))) | None => return "client closed",
+                Some(Ok(_)) => {}
+                Some(Err(_)) => {
+                    close(&mut socket, 1009, "frame too large or malformed").await;
+                    return "bad frame";
+                }
+            },
+            _ = ping.tick() => {
+                if last_pong.elapsed() > PONG_DEADLINE {
+                    close(&mut socket, 1001, "no pong").await;
+                    return "no pong";
+                }
+                if tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Vec::new().into()))).await.is_err() {
+                    close(&mut socket, 1013, "too slow").await;
+                    return "slow";
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `vidmill serve`: builds the core and the API from the configuration,
+//! accepts connections (header timeout, connection cap) and shuts down
+//! gracefully: on the shutdown signal it stops accepting, drains requests
+//! until the grace period ends, and puts running pipelines back in the
+//! queue so the next start resumes them.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage};
+
+use crate::app::{self, App};
+use crate::config::Config;
+use crate::engine::{EngineSettings, GstEngine};
+use crate::store::FileStore;
+
+/// Starts everything on `listener` and serves until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = build(config, addr).await?;
+    let grace = Duration::from_secs(app.config.server.shutdown_grace_seconds);
+    let header_timeout = Duration::from_secs(app.config.server.header_timeout_seconds);
+    let permits = Arc::new(Semaphore::new(app.config.server.max_connections.max(1)));
+    let handle = app.handle.clone();
+    let router = crate::http::router(app);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.map_err(|e| e.to_string())?,
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining connections and pipelines");
+    let drained = tokio::time::timeout(grace, async {
+        let (_, stopped) = tokio::join!(graceful.shutdown(), handle.shutdown());
+        stopped
+    })
+    .await;
+    match drained {
+        Ok(Ok(())) => tracing::info!("stopped cleanly"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the core did not stop cleanly"),
+        Err(_) => tracing::warn!("grace period over; stopping now"),
+    }
+    Ok(())
+}
+
+async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let auth = app::authenticator(&config)?;
+    let signer = app::signer(&config)?;
+    let catalog =
+        Catalog::open(&config.database.path).map_err(|e| format!("database.path: {e}"))?;
+    let mut core_config = CoreConfig::new(data_dir.join("work"));
+    if config.media.cpu_budget > 0 {
+        core_config.cpu_budget = config.media.cpu_budget;
+    }
+    core_config.stall_timeout = Duration::from_secs(config.media.stall_timeout_seconds);
+    core_config.min_free_disk = config.limits.min_free_disk_bytes;
+    let engine = Arc::new(GstEngine::new(EngineSettings {
+        preset: config.media.preset.clone(),
+        crf: config.media.crf,
+        max_height: config.media.max_height,
+        jpeg_quality: config.media.jpeg_quality,
+    }));
+    let store = Arc::new(FileStore::new(&config.storage.path));
+    let headroom = core::system_headroom(data_dir.clone());
+    let (handle, recovery) = Core::start(
+        core_config,
+        catalog,
+        engine,
+        store.clone(),
+        headroom.clone(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tracing::info!(requeued = recovery.requeued, interrupted = recovery.interrupted, took = ?recovery.took, "recovered");
+    let public_url = match config.server.public_url.trim_end_matches('/') {
+        "" => format!("http://{addr}"),
+        url => url.to_string(),
+    };
+    let app = App {
+        handle: handle.clone(),
+        auth: Arc::new(auth),
+        signer,
+        config: Arc::new(config),
+        store,
+        headroom,
+        public_url,
+        progress: Arc::default(),
+        metrics: crate::metrics::Metrics::new(),
+    };
+    track_progress(&app).await?;
+    Ok(app)
+}
+
+/// Keeps the latest progress of each processing video for the video JSON.
+async fn track_progress(app: &App) -> Result<(), String> {
+    let mut events = app
+        .handle
+        .subscribe_all()
+        .await
+        .map_err(|e| e.to_string())?;
+    let progress = app.progress.clone();
+    tokio::spawn(async move {
+        while let Some(message) = events.next().await {
+            let Ok(mut latest) = progress.lock() else {
+                break;
+            };
+            match message {
+                HubMessage::Progress(p) => {
+                    latest.insert(p.video_id.clone(), p);
+                }
+                HubMessage::State(e) if e.state != core::VideoState::Processing => {
+                    latest.remove(&e.video_id);
+                }
+                HubMessage::State(_) => {}
+            }
+        }
+    });
+    Ok(())
+}
