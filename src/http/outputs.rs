@@ -20,16 +20,28 @@ use super::range::{decide, RangeAnswer};
 use crate::app::{unix_now, App};
 use crate::signing::SignatureError;
 
-/// What each output is and whether the video has it yet.
-fn output(name: &str) -> Option<(&'static str, &'static str, fn(&Video) -> bool)> {
-    match name {
-        "video.mp4" => Some(("video.mp4", "video/mp4", |v| v.outputs.mp4.is_some())),
-        "frames.zip" => Some(("frames.zip", "application/zip", |v| {
+/// One servable output: its object name, content type, and whether a
+/// video has it yet.
+struct Output {
+    object: &'static str,
+    content_type: &'static str,
+    present: fn(&Video) -> bool,
+}
+
+fn output(name: &str) -> Option<Output> {
+    let (object, content_type, present): (_, _, fn(&Video) -> bool) = match name {
+        "video.mp4" => ("video.mp4", "video/mp4", |v| v.outputs.mp4.is_some()),
+        "frames.zip" => ("frames.zip", "application/zip", |v| {
             v.outputs.frames.is_some()
-        })),
-        "poster.jpg" => Some(("poster.jpg", "image/jpeg", |v| v.outputs.poster.is_some())),
-        _ => None,
-    }
+        }),
+        "poster.jpg" => ("poster.jpg", "image/jpeg", |v| v.outputs.poster.is_some()),
+        _ => return None,
+    };
+    Some(Output {
+        object,
+        content_type,
+        present,
+    })
 }
 
 /// The video, if the request may read it: a bearer token of its owner, or
@@ -90,7 +102,12 @@ pub async fn serve(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Some((object, content_type, present)) = output(&name) else {
+    let Some(Output {
+        object,
+        content_type,
+        present,
+    }) = output(&name)
+    else {
         return Err(ApiError::VideoNotFound);
     };
     let path = format!("/v1/videos/{id}/{object}");
