@@ -271,7 +271,9 @@ pub async fn create(
     if size == 0 {
         return Err(ApiError::EmptyUpload);
     }
-    if declared.is_some_and(|n| n != size) {
+    // A raw body shorter than declared was cut off (a multipart body's
+    // length covers the whole form; its parser notices a cut itself).
+    if !multipart && declared.is_some_and(|n| n != size) {
         return Err(ApiError::UploadInterrupted);
     }
     probe(&temp.path).await?;

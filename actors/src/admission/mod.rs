@@ -67,19 +67,16 @@ pub struct Headroom {
 /// Reads free memory and disk; a function so tests can fix the numbers.
 pub type HeadroomProbe = std::sync::Arc<dyn Fn() -> Headroom + Send + Sync>;
 
-/// Reads free memory and the free space of the disk holding `dir`.
+/// Reads free memory (sysinfo) and the space an unprivileged process may
+/// still use on the filesystem holding `dir` (statvfs: sysinfo's disk list
+/// misses overlay and container mounts).
 pub fn system_headroom(dir: PathBuf) -> HeadroomProbe {
     std::sync::Arc::new(move || {
         let mut sys = sysinfo::System::new();
         sys.refresh_memory();
-        let disks = sysinfo::Disks::new_with_refreshed_list();
-        let dir = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-        let free_disk = disks
-            .list()
-            .iter()
-            .filter(|d| dir.starts_with(d.mount_point()))
-            .max_by_key(|d| d.mount_point().as_os_str().len())
-            .map_or(u64::MAX, |d| d.available_space());
+        let _ = std::fs::create_dir_all(&dir);
+        let free_disk =
+            rustix::fs::statvfs(&dir).map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize));
         Headroom {
             free_memory: sys.available_memory(),
             free_disk,
