@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# `make run`: the server (`vidmill serve`) is not built yet; until it is,
-# this makes a short sample clip and runs the offline commands on it, so a
-# newcomer sees the pipelines work end to end.
+# `make run`: starts vidmill on its built-in defaults (SQLite and objects
+# under ./data, listening on 127.0.0.1:8080) after printing a development
+# token and how to use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/vidmill
-work=data/demo
-mkdir -p "$work"
-if [ ! -s "$work/sample.webm" ]; then
-  gst-launch-1.0 -q videotestsrc num-buffers=150 pattern=smpte horizontal-speed=3 \
-    ! video/x-raw,width=1280,height=720,framerate=30/1 ! vp8enc deadline=1 \
-    ! webmmux name=mux ! filesink location="$work/sample.webm" \
-    audiotestsrc num-buffers=500 samplesperbuffer=480 ! audioconvert ! vorbisenc ! queue ! mux.
-fi
-set -x
-"$bin" probe "$work/sample.webm"
-"$bin" convert "$work/sample.webm" "$work/sample.mp4"
-"$bin" frames "$work/sample.webm" -o "$work/frames.zip" --every 1
-"$bin" poster "$work/sample.webm" "$work/poster.jpg"
-set +x
-echo "outputs are in $work/ (the HTTP server arrives with \`vidmill serve\`)"
+token=$("$bin" token --sub dev --ttl 24h)
+listen=${VIDMILL__SERVER__LISTEN:-127.0.0.1:8080}
+cat <<MSG
+
+  vidmill is starting on http://$listen
+
+  A development token (user "dev", valid 24 h):
+
+    export TOKEN=$token
+
+  Upload a video and watch it:
+
+    curl -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: video/mp4' \\
+         --data-binary @your-video.mp4 "http://$listen/v1/videos?filename=your-video.mp4"
+    curl -H "Authorization: Bearer \$TOKEN" http://$listen/v1/videos
+
+  Live events: ws://$listen/v1/events?access_token=\$TOKEN
+  The video JSON carries signed URLs: open outputs.mp4.url in a browser to play it.
+
+MSG
+exec "$bin" serve

@@ -3,14 +3,15 @@
 //! one owner, the oldest video. So one user's hundred uploads do not hold
 //! back another user's one.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::VideoId;
 
 #[derive(Debug, Default)]
 pub(crate) struct FairQueue {
-    /// Waiting videos per owner, oldest first.
-    waiting: BTreeMap<String, VecDeque<VideoId>>,
+    /// Waiting videos per owner, oldest first: ids are time-ordered ULIDs,
+    /// so the set's order is creation order whatever order requests came in.
+    waiting: BTreeMap<String, BTreeSet<VideoId>>,
     /// Pipelines running per owner.
     running: HashMap<String, usize>,
     /// When each owner was last granted a slot (a counter, not a clock).
@@ -20,26 +21,24 @@ pub(crate) struct FairQueue {
 
 impl FairQueue {
     pub(crate) fn push(&mut self, owner: &str, video: VideoId) {
-        let queue = self.waiting.entry(owner.to_string()).or_default();
-        if !queue.contains(&video) {
-            queue.push_back(video);
-        }
+        self.waiting
+            .entry(owner.to_string())
+            .or_default()
+            .insert(video);
     }
 
     /// Takes a video out of the queue (cancelled or deleted while waiting).
     pub(crate) fn remove(&mut self, video: &str) -> bool {
         let mut found = false;
         for queue in self.waiting.values_mut() {
-            let before = queue.len();
-            queue.retain(|v| v != video);
-            found |= queue.len() != before;
+            found |= queue.remove(video);
         }
         self.waiting.retain(|_, q| !q.is_empty());
         found
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.waiting.values().map(VecDeque::len).sum()
+        self.waiting.values().map(BTreeSet::len).sum()
     }
 
     fn pick(
@@ -62,7 +61,7 @@ impl FairQueue {
     /// Grants the next slot: the chosen video, now counted as running.
     pub(crate) fn grant(&mut self) -> Option<(String, VideoId)> {
         let owner = self.pick(&self.running, &self.served)?;
-        let video = self.waiting.get_mut(&owner)?.pop_front()?;
+        let video = self.waiting.get_mut(&owner)?.pop_first()?;
         self.waiting.retain(|_, q| !q.is_empty());
         *self.running.entry(owner.clone()).or_default() += 1;
         self.clock += 1;
@@ -88,13 +87,13 @@ impl FairQueue {
         let mut served = self.served.clone();
         let mut clock = self.clock;
         let mut out = HashMap::new();
-        let shadow = |w: &BTreeMap<String, VecDeque<VideoId>>| Self {
+        let shadow = |w: &BTreeMap<String, BTreeSet<VideoId>>| Self {
             waiting: w.clone(),
             ..Self::default()
         };
         let mut position = 0;
         while let Some(owner) = shadow(&waiting).pick(&running, &served) {
-            let Some(video) = waiting.get_mut(&owner).and_then(VecDeque::pop_front) else {
+            let Some(video) = waiting.get_mut(&owner).and_then(BTreeSet::pop_first) else {
                 break;
             };
             waiting.retain(|_, q| !q.is_empty());
@@ -150,6 +149,14 @@ mod tests {
         .collect();
         assert_eq!(order, ["a0", "b0", "a1", "b1", "a2"]);
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn the_oldest_video_of_an_owner_goes_first_whatever_the_arrival_order() {
+        let mut q = FairQueue::default();
+        q.push("a", "01B".into());
+        q.push("a", "01A".into());
+        assert_eq!(q.grant(), Some(("a".into(), "01A".into())));
     }
 
     #[test]
