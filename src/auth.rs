@@ -41,7 +41,8 @@ struct Claims {
 
 struct Keys {
     by_kid: HashMap<String, (DecodingKey, Algorithm)>,
-    read_at: Option<Instant>,
+    /// When an unknown key id last made us re-read the JWKS.
+    refreshed_at: Option<Instant>,
 }
 
 pub struct Authenticator {
@@ -101,7 +102,7 @@ impl Authenticator {
             jwks_path,
             keys: Mutex::new(Keys {
                 by_kid: HashMap::new(),
-                read_at: None,
+                refreshed_at: None,
             }),
             issuer: non_empty(issuer),
             audience: non_empty(audience),
@@ -121,10 +122,7 @@ impl Authenticator {
             .map_err(|e| AuthError(format!("{}: {e}", path.display())))?;
         let by_kid = parse_jwks(&text)?;
         if let Ok(mut keys) = self.keys.lock() {
-            *keys = Keys {
-                by_kid,
-                read_at: Some(Instant::now()),
-            };
+            keys.by_kid = by_kid;
         }
         Ok(())
     }
@@ -134,12 +132,22 @@ impl Authenticator {
         if let Some(found) = lookup(self) {
             return Some(found);
         }
-        let stale = self
+        // The first unknown key after a quiet spell triggers one re-read
+        // (a rotation); a flood of unknown keys gets one per interval.
+        let may_refresh = self
             .keys
             .lock()
-            .map(|k| k.read_at.is_none_or(|t| t.elapsed() >= JWKS_REFRESH_EVERY))
+            .map(|mut k| {
+                let due = k
+                    .refreshed_at
+                    .is_none_or(|t| t.elapsed() >= JWKS_REFRESH_EVERY);
+                if due {
+                    k.refreshed_at = Some(Instant::now());
+                }
+                due
+            })
             .unwrap_or(false);
-        if stale && self.jwks_path.is_some() {
+        if may_refresh && self.jwks_path.is_some() {
             if let Err(e) = self.reload_jwks() {
                 tracing::warn!(error = %e, "could not re-read the JWKS");
             }
@@ -308,6 +316,96 @@ mod tests {
         assert!(a.verify(&good).is_ok());
         assert!(a.verify(&wrong_iss).is_err());
         assert!(a.verify(&wrong_aud).is_err());
+    }
+
+    mod jwks {
+        use super::*;
+        use base64::Engine;
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        use p256::pkcs8::EncodePrivateKey;
+
+        pub struct EcKey {
+            pub kid: String,
+            secret: p256::SecretKey,
+        }
+
+        impl EcKey {
+            pub fn new(kid: &str) -> Self {
+                Self {
+                    kid: kid.into(),
+                    secret: p256::SecretKey::random(&mut rand_core::OsRng),
+                }
+            }
+
+            pub fn jwk(&self) -> serde_json::Value {
+                let point = self.secret.public_key().to_encoded_point(false);
+                let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+                serde_json::json!({
+                    "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
+                    "x": b64(point.x().expect("x")), "y": b64(point.y().expect("y")),
+                })
+            }
+
+            pub fn sign(&self, claims: serde_json::Value) -> String {
+                let der = self.secret.to_pkcs8_der().expect("pkcs8");
+                let mut header = Header::new(Algorithm::ES256);
+                header.kid = Some(self.kid.clone());
+                jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(der.as_bytes()))
+                    .expect("sign")
+            }
+
+            /// An HS256 token keyed with this key's public point: the
+            /// classic algorithm-confusion forgery.
+            pub fn confused(&self, claims: serde_json::Value, with_kid: bool) -> String {
+                let public = self.secret.public_key().to_encoded_point(false);
+                let mut header = Header::new(Algorithm::HS256);
+                if with_kid {
+                    header.kid = Some(self.kid.clone());
+                }
+                jsonwebtoken::encode(
+                    &header,
+                    &claims,
+                    &EncodingKey::from_secret(public.as_bytes()),
+                )
+                .expect("sign")
+            }
+        }
+
+        pub fn write(path: &std::path::Path, keys: &[&EcKey]) {
+            let set = serde_json::json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()});
+            std::fs::write(path, set.to_string()).expect("write jwks");
+        }
+    }
+
+    #[test]
+    fn es256_keys_come_from_the_jwks_by_kid_and_rotate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jwks.json");
+        let old = jwks::EcKey::new("2026-old");
+        jwks::write(&path, &[&old]);
+        let a = Authenticator::new(Some(SECRET), Some(path.clone()), "", "", 0).expect("auth");
+        let claims = serde_json::json!({"sub": "carol", "exp": now() + 100});
+        assert_eq!(
+            a.verify(&old.sign(claims.clone())).map(|i| i.sub),
+            Ok("carol".into())
+        );
+        // The identity provider rotates: the new key is found by re-reading.
+        let new = jwks::EcKey::new("2026-new");
+        jwks::write(&path, &[&new]);
+        assert_eq!(
+            a.verify(&new.sign(claims.clone())).map(|i| i.sub),
+            Ok("carol".into())
+        );
+        // Right after, another unknown kid does not cause another read.
+        let stranger = jwks::EcKey::new("stranger");
+        jwks::write(&path, &[&new, &stranger]);
+        assert!(
+            a.verify(&stranger.sign(claims.clone())).is_err(),
+            "refresh is rate-limited"
+        );
+        // HS256 keyed with the public key, with or without the kid: refused.
+        assert!(a.verify(&new.confused(claims.clone(), true)).is_err());
+        assert!(a.verify(&new.confused(claims, false)).is_err());
     }
 
     /// Minimal URL-safe base64 without padding, for hand-made tokens.
