@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod server;
 pub mod signing;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod worker;

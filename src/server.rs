@@ -37,6 +37,8 @@ pub async fn run(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     println!("listening on http://{addr}");
     tracing::info!(%addr, "listening");
+    crate::systemd::ready();
+    crate::systemd::spawn_watchdog();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -72,6 +74,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    crate::systemd::stopping();
     tracing::info!("shutting down: draining connections and pipelines");
     let drained = tokio::time::timeout(grace, async {
         let (_, stopped) = tokio::join!(graceful.shutdown(), handle.shutdown());
