@@ -691,3 +691,31 @@ fn health_readiness_and_metrics_answer() {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_env(
+        dir.path(),
+        "",
+        &[("VIDMILL__SERVER__HEADER_TIMEOUT_SECONDS", "1")],
+    );
+    let mut slow = TcpStream::connect(&server.addr).expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .expect("partial head");
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    // The server gives up on the request: a 408 or a closed connection.
+    let n = std::io::Read::read(&mut slow, &mut buf).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut after {:?}",
+        started.elapsed()
+    );
+    // Meanwhile, everyone else is served.
+    assert_eq!(server.request("GET", "/healthz", &[], b"").status, 200);
+}

@@ -93,6 +93,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if !matches!(c.server.log_format.as_str(), "text" | "json") {
         return bad("server.log_format", "expected text or json");
     }
+    if !c.auth.jwks_url.is_empty() {
+        return bad(
+            "auth.jwks_url",
+            "fetching keys over the network is not built yet; save the JWKS to a file and set auth.jwks_path",
+        );
+    }
     if c.storage.kind != "file" {
         return bad("storage.type", "only `file` is available in this build");
     }
