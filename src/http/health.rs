@@ -7,12 +7,33 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::openapi as doc;
 use crate::app::App;
 
+/// Liveness
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process answers", body = String, content_type = "text/plain",
+        example = "ok\n")),
+)]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Readiness
+///
+/// Database, storage and the needed GStreamer elements usable.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: every check `ok`", body = doc::ReadyChecks),
+        (status = 503, description = "Not ready: the failing checks say why", body = doc::ReadyChecks),
+    ),
+)]
 pub async fn readyz(State(app): State<App>) -> Response {
     let database = app.handle.stats().await.map_err(|e| e.to_string());
     let root = app.config.storage.path.clone();
@@ -54,6 +75,16 @@ pub async fn readyz(State(app): State<App>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus metrics
+///
+/// No auth: bind it privately.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "OpenMetrics text format", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")),
+)]
 pub async fn metrics(State(app): State<App>) -> Response {
     let stats = app.handle.stats().await.ok();
     (

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod health;
 pub mod identity;
+pub mod openapi;
 pub mod outputs;
 pub mod range;
 pub mod render;
@@ -52,6 +53,7 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::document))
         // Uploads enforce their own limit while streaming to disk.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyTimeoutLayer::new(idle))

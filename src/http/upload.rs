@@ -16,6 +16,7 @@ use vidmill_actors::{new_id, Options, OutputKind};
 use vidmill_pipelines as media;
 
 use super::error::ApiError;
+use super::openapi as doc;
 use super::render;
 use crate::app::App;
 use crate::auth::Identity;
@@ -205,6 +206,48 @@ fn is_raw_media(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("video/") || v.starts_with("application/octet-stream"))
 }
 
+/// Upload a video
+///
+/// Streams the body to storage (never held in memory), probes it, and
+/// creates the video in state `queued`. Every refusal leaves nothing behind.
+#[utoipa::path(
+    post,
+    path = "/v1/videos",
+    tag = "videos",
+    params(doc::UploadQuery),
+    request_body(
+        description = "`multipart/form-data` with one `file` part, or the raw bytes as `video/*` \
+                       or `application/octet-stream` (name in `?filename=`)",
+        content(
+            (doc::UploadForm = "multipart/form-data"),
+            ("video/*"),
+            ("application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "Created; state `queued`", body = doc::Video,
+            headers(("Location" = String, description = "`/v1/videos/{id}`"))),
+        (status = 400, description = "`invalid-option` (naming the option), `empty-upload`, or \
+            `upload-interrupted` (body cut off before its declared length)",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid-token`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "`direct-upload-unavailable` (`?upload=direct` with the file store)",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media`: not a video vidmill can read, or another content type",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`, with `Retry-After`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 507, description = "`insufficient-storage`: free disk below `limits.min_free_disk`, \
+            refused before any byte is stored", body = doc::Problem,
+            content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(app): State<App>,
     who: Identity,

@@ -10,6 +10,7 @@ use serde_json::json;
 use vidmill_actors::VideoState;
 
 use super::error::ApiError;
+use super::openapi as doc;
 use super::render;
 use crate::app::App;
 use crate::auth::Identity;
@@ -17,6 +18,27 @@ use crate::auth::Identity;
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
+/// List own videos
+///
+/// The caller's videos, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/videos",
+    tag = "videos",
+    params(doc::ListQuery),
+    responses(
+        (status = 200, description = "One page", body = doc::VideoList),
+        (status = 400, description = "`invalid-option`: bad `state` or `limit`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "`invalid-token`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`, with `Retry-After`", body = doc::Problem,
+            content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(app): State<App>,
     who: Identity,
@@ -67,6 +89,25 @@ async fn queue_positions(app: &App, needed: bool) -> HashMap<String, usize> {
     app.handle.queue_positions().await.unwrap_or_default()
 }
 
+/// Get one video
+#[utoipa::path(
+    get,
+    path = "/v1/videos/{id}",
+    tag = "videos",
+    params(("id" = String, Path, description = "Video id")),
+    responses(
+        (status = 200, description = "The video", body = doc::Video),
+        (status = 401, description = "`invalid-token`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "`video-not-found` (also for another owner's video)",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`, with `Retry-After`", body = doc::Problem,
+            content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     State(app): State<App>,
     who: Identity,
@@ -81,6 +122,28 @@ pub async fn get(
     )))
 }
 
+/// Delete a video
+///
+/// Cancels any running work (its pipeline stops within 2 s), then deletes
+/// the record and every object of the video.
+#[utoipa::path(
+    delete,
+    path = "/v1/videos/{id}",
+    tag = "videos",
+    params(("id" = String, Path, description = "Video id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "`invalid-token`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "`video-not-found` (also for another owner's video)",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`, with `Retry-After`", body = doc::Problem,
+            content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(app): State<App>,
     who: Identity,
@@ -90,6 +153,30 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Retry a failed video
+///
+/// Re-runs a `failed` video from its stored source, without re-upload;
+/// `attempts` goes up by one.
+#[utoipa::path(
+    post,
+    path = "/v1/videos/{id}/retry",
+    tag = "videos",
+    params(("id" = String, Path, description = "Video id")),
+    responses(
+        (status = 202, description = "Queued again", body = doc::Video),
+        (status = 401, description = "`invalid-token`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "`video-not-found` (also for another owner's video)",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not-failed`: only a failed video can be retried",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`, with `Retry-After`", body = doc::Problem,
+            content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn retry(
     State(app): State<App>,
     who: Identity,

@@ -17,6 +17,7 @@ use vidmill_actors::{Feed, HubMessage, Video};
 
 use super::error::ApiError;
 use super::identity::{bearer, query_token};
+use super::openapi as doc;
 use super::render;
 use crate::app::App;
 
@@ -61,6 +62,33 @@ fn since(query: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
+/// One video's events (WebSocket)
+///
+/// Upgrades to a WebSocket that sends JSON text frames (schema
+/// `EventMessage`): a `snapshot` of the video, every `state` event after
+/// `?since=` in order, then live `progress` and `state` events. The server
+/// pings every 20 s; frames over 64 KiB close the connection (1009), a client
+/// that does not read is closed with 1013.
+#[utoipa::path(
+    get,
+    path = "/v1/videos/{id}/events",
+    tag = "events",
+    params(
+        ("id" = String, Path, description = "Video id"),
+        ("since" = Option<u64>, Query, description = "Replay the `state` events after this `seq` first"),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols: the event stream (`EventMessage` text frames)"),
+        (status = 400, description = "`invalid-option`: bad `since`", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 401, description = "`invalid-token`, refused before the upgrade", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "`video-not-found` (also for another owner's video), refused before the upgrade",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 426, description = "Not a WebSocket upgrade request"),
+    ),
+    security(("bearer" = []), ("access_token" = [])),
+)]
 pub async fn video_events(
     State(app): State<App>,
     WsIdentity(owner): WsIdentity,
@@ -75,6 +103,22 @@ pub async fn video_events(
     Ok(accept(app, owner, feed, upgrade))
 }
 
+/// All own videos' events (WebSocket)
+///
+/// Like the per-video stream, for every video of the caller: first a
+/// `snapshot` of each one not yet `ready` or `failed`, then live events.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    responses(
+        (status = 101, description = "Switching protocols: the event stream (`EventMessage` text frames)"),
+        (status = 401, description = "`invalid-token`, refused before the upgrade", body = doc::Problem,
+            content_type = "application/problem+json"),
+        (status = 426, description = "Not a WebSocket upgrade request"),
+    ),
+    security(("bearer" = []), ("access_token" = [])),
+)]
 pub async fn owner_events(
     State(app): State<App>,
     WsIdentity(owner): WsIdentity,
