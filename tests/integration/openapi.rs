@@ -2,10 +2,8 @@
 //! lists every route of the router with its methods, and the bearer scheme
 //! on every `/v1` route (the output routes also take a signed link).
 
-mod support;
-
+use crate::support::Server;
 use serde_json::Value;
-use support::Server;
 
 /// Every route of the router and its methods (the router's one
 /// `/v1/videos/{id}/{output}` route is documented as its three outputs).

@@ -3,13 +3,11 @@
 //! isolation between owners, signed links, the range table, and a restart
 //! in the middle of processing.
 
-mod support;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 fn ws_url(server: &Server, path: &str, token: &str) -> String {
     format!("ws://{}{path}?access_token={token}", server.addr)

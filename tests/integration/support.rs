@@ -1,7 +1,6 @@
 //! The real `vidmill serve` on 127.0.0.1:0 with a temp config, and a small
 //! HTTP/1.1 client over a plain TCP socket, so tests control every byte
 //! (cut bodies, odd headers) and see every byte of the answer.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
