@@ -172,6 +172,11 @@ pub(crate) fn transcode_or_remux(
     );
     let sink = make("filesink")?;
     sink.set_property("location", out.path().to_string_lossy().as_ref());
+    // The file gets its first bytes only after x264's lookahead has filled;
+    // were it to hold the pipeline in preroll, a frames appsink behind the
+    // same tee would preroll first, block, back up the tee and starve the
+    // encoder: a deadlock at 720p and above.
+    sink.set_property("async", false);
     graph::add_chain(&pipeline, &[&mux, &sink])?;
 
     let tap = PositionTap::default();
@@ -262,6 +267,9 @@ fn add_transcode_routes(
     // "qual" is x264's constant rate factor mode; quantizer is the CRF.
     encoder.set_property_from_str("pass", "qual");
     encoder.set_property("quantizer", spec.crf);
+    // x264enc turns its `bitrate` (default 2048 kbit/s) into a VBV cap even
+    // in CRF mode; CRF alone is what was asked for (and what ffmpeg does).
+    encoder.set_property("vbv-buf-capacity", 0u32);
     let parse = make("h264parse")?;
     graph::add_chain(pipeline, &[&queue, &encoder, &parse])?;
     graph::link_request(

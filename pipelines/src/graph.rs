@@ -205,10 +205,6 @@ pub(crate) fn add_video_prep(
     let convert = make("videoconvert")?;
     // 0 = one thread per core; the 4K → 1080p path is otherwise single-threaded.
     convert.set_property("n-threads", 0u32);
-    let flip = make("videoflip")?;
-    // Set from the probed orientation, not "auto": a tag that arrives after
-    // the caps would otherwise renegotiate the size mid-stream.
-    flip.set_property_from_str("video-direction", orientation.flip_method());
     let scale = make("videoscale")?;
     scale.set_property("n-threads", 0u32);
     let filter = make("capsfilter")?;
@@ -223,7 +219,17 @@ pub(crate) fn add_video_prep(
     }
     let caps = caps.build();
     filter.set_property("caps", &caps);
-    add_live_chain(pipeline, &[&convert, &flip, &scale, &filter])?;
+    // videoflip copies every frame even when it has nothing to do: only
+    // an orientation that needs turning gets one.
+    if orientation.is_identity() {
+        add_live_chain(pipeline, &[&convert, &scale, &filter])?;
+    } else {
+        let flip = make("videoflip")?;
+        // Set from the probed orientation, not "auto": a tag that arrives
+        // after the caps would otherwise renegotiate the size mid-stream.
+        flip.set_property_from_str("video-direction", orientation.flip_method());
+        add_live_chain(pipeline, &[&convert, &flip, &scale, &filter])?;
+    }
     Ok((convert, filter))
 }
 

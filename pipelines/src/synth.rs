@@ -126,7 +126,9 @@ impl SynthSpec {
     fn video_encoder(&self) -> String {
         let k = self.keyframe_every.max(1);
         let x264 = format!(
-            "x264enc speed-preset={} key-int-max={k} bframes=0 ! h264parse",
+            // scenecut=0 and min-keyint: keyframes exactly every k frames, as
+            // asked; x264 would otherwise add one at every scrolling-bar "cut".
+            "x264enc speed-preset={} key-int-max={k} bframes=0 option-string=\"scenecut=0:min-keyint={k}\" ! h264parse",
             self.x264_preset
         );
         match self.video {
@@ -136,10 +138,12 @@ impl SynthSpec {
             VideoCodec::Hevc => {
                 format!("video/x-raw,format=I420 ! x265enc speed-preset=ultrafast key-int-max={k} ! h265parse")
             }
-            VideoCodec::Vp8 => format!("vp8enc deadline=1 cpu-used=16 keyframe-max-dist={k}"),
-            VideoCodec::Vp9 => {
-                format!("vp9enc deadline=1 cpu-used=8 row-mt=true keyframe-max-dist={k}")
-            }
+            // 8-bit 4:2:0, as cameras and browsers make them; left open, the
+            // encoders would pick 4:4:4 (VP9 profile 3).
+            VideoCodec::Vp8 => format!("video/x-raw,format=I420 ! vp8enc deadline=1 cpu-used=16 keyframe-max-dist={k}"),
+            VideoCodec::Vp9 => format!(
+                "video/x-raw,format=I420 ! vp9enc deadline=1 cpu-used=8 row-mt=true keyframe-max-dist={k}"
+            ),
             VideoCodec::Mpeg4 => {
                 format!("avenc_mpeg4 gop-size={k} bitrate=3000000 ! mpeg4videoparse")
             }

@@ -288,3 +288,40 @@ fn bad_intervals_are_refused() {
     }
     assert_eq!(leftovers(dir.path(), &[&src]), Vec::<String>::new());
 }
+
+#[test]
+fn a_720p_transcode_with_audio_and_frames_shares_its_decode_without_deadlock() {
+    // x264 (veryfast) holds ~16 frames before its first output; at 720p the
+    // frames branch fills up first. A preroll-holding sink deadlocked here.
+    let dir = tempdir();
+    let source = SynthSpec {
+        width: 1280,
+        height: 720,
+        seconds: 3.0,
+        pattern: Pattern::Counter,
+        audio: Some(media::synth::AudioCodec::Vorbis),
+        ..SynthSpec::new(VideoCodec::Vp8, Container::Webm)
+    };
+    let src = make(dir.path(), "in.webm", &source);
+    let facts = media::probe(&src).expect("probe");
+    let job = JobSpec {
+        convert: Some(ConvertSpec::new(dir.path().join("out.mp4"))),
+        frames: Some(FramesSpec::new(dir.path().join("f.zip"), 0.5)),
+    };
+    let ctl = Control {
+        stall_timeout: std::time::Duration::from_secs(10),
+        ..Control::default()
+    };
+    let report = media::run_job(&src, &facts, &job, &ctl).expect("job finishes");
+    assert_eq!(report.frames.expect("frames").strategy, Strategy::Shared);
+    let probe = ffprobe(&dir.path().join("out.mp4"));
+    assert_eq!(stream(&probe, "audio").expect("audio")["codec_name"], "aac");
+    let times = source.frame_times();
+    check_zip(
+        &dir.path().join("f.zip"),
+        0.5,
+        facts.duration.expect("d"),
+        &times,
+        |t| on_screen(&times, t),
+    );
+}

@@ -163,7 +163,9 @@ pub fn choose_strategy(facts: &MediaFacts, every: f64, accuracy: Accuracy) -> St
     // Unknown spacing: assume x264's default of 250 frames at 25 fps.
     let spacing = facts.video.keyframe_spacing.unwrap_or(10.0);
     let seek = match accuracy {
-        Accuracy::Exact => every > spacing / 2.0 + 1.0,
+        // A seek measured ~15 ms plus decoding from the keyframe before it;
+        // 0.3 s stands for the fixed part with room to spare.
+        Accuracy::Exact => every > spacing / 2.0 + 0.3,
         Accuracy::Keyframe => every >= spacing * 2.0,
     };
     if seek {
@@ -339,7 +341,12 @@ impl VideoTap for FrameJob {
     /// straight decoding and behind a transcode's tee.
     fn attach(&self, pipeline: &gst::Pipeline) -> Result<gst::Element> {
         let queue = make("queue")?;
-        let sink = gst_app::AppSink::builder().sync(false).build();
+        // Not async: behind a tee, a sink that holds preroll would block the
+        // branch that feeds the encoder (see convert's filesink).
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .async_(false)
+            .build();
         pipeline.add_many([&queue, sink.upcast_ref()])?;
         queue.link(&sink)?;
         let collector = self.collector.clone();
