@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-d
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools ffmpeg
 
-.PHONY: deps build run test lint bench-pipelines clean
+.PHONY: deps build run test lint bench-pipelines bench-serve clean
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -44,6 +44,16 @@ test: lint
 
 bench-pipelines: deps
 	$(CARGO) run --release -p vidmill-bench --bin bench-pipelines
+
+# nginx and wrk are the anchor and the load generator; only this target needs them.
+bench-serve: deps
+	@for p in nginx wrk curl; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(CARGO) build --release --bin vidmill
+	$(CARGO) run --release -p vidmill-bench --bin bench-serve
 
 clean:
 	$(CARGO) clean
