@@ -24,6 +24,11 @@ pub struct Metrics {
     http_requests: Family<Labels, Counter>,
     http_duration: Family<Labels, Histogram>,
     bytes_served: Counter<u64, AtomicU64>,
+    admission_wait: Histogram,
+    stage_seconds: Family<Labels, Histogram>,
+    realtime_factor: Gauge<f64, std::sync::atomic::AtomicU64>,
+    stalls: Counter,
+    reaped_bytes: Counter<u64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -77,6 +82,34 @@ impl Metrics {
         );
         let bytes_served = Counter::<u64, AtomicU64>::default();
         registry.register("bytes_served", "Output bytes sent", bytes_served.clone());
+        let admission_wait = Histogram::new(exponential_buckets(0.01, 4.0, 10));
+        registry.register(
+            "admission_wait_seconds",
+            "Time videos waited in the queue for a pipeline slot",
+            admission_wait.clone(),
+        );
+        let stage_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 4.0, 10))
+        });
+        registry.register(
+            "stage_seconds",
+            "Time spent in each processing stage",
+            stage_seconds.clone(),
+        );
+        let realtime_factor = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "realtime_factor",
+            "Media seconds processed per wall second, latest report",
+            realtime_factor.clone(),
+        );
+        let stalls = Counter::default();
+        registry.register("stalls", "Pipelines failed as stalled", stalls.clone());
+        let reaped_bytes = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "reaped_bytes",
+            "Bytes of leftover temp files removed",
+            reaped_bytes.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             videos,
@@ -86,7 +119,34 @@ impl Metrics {
             http_requests,
             http_duration,
             bytes_served,
+            admission_wait,
+            stage_seconds,
+            realtime_factor,
+            stalls,
+            reaped_bytes,
         }
+    }
+
+    pub fn admission_waited(&self, seconds: f64) {
+        self.admission_wait.observe(seconds);
+    }
+
+    pub fn stage_took(&self, stage: &str, seconds: f64) {
+        self.stage_seconds
+            .get_or_create(&vec![("stage", stage.to_string())])
+            .observe(seconds);
+    }
+
+    pub fn speed(&self, factor: f64) {
+        self.realtime_factor.set(factor);
+    }
+
+    pub fn stalled(&self) {
+        self.stalls.inc();
+    }
+
+    pub fn reaped(&self, bytes: u64) {
+        self.reaped_bytes.inc_by(bytes);
     }
 
     pub fn bytes_served(&self, n: u64) {

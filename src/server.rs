@@ -4,10 +4,11 @@
 //! until the grace period ends, and puts running pipelines back in the
 //! queue so the next start resumes them.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -135,11 +136,14 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         progress: Arc::default(),
         metrics: crate::metrics::Metrics::new(),
     };
+    app.metrics.reaped(recovery.swept_bytes);
     track_progress(&app).await?;
     Ok(app)
 }
 
-/// Keeps the latest progress of each processing video for the video JSON.
+/// Keeps the latest progress of each processing video for the video JSON,
+/// and turns the event stream into metrics: time queued before a slot,
+/// time per stage, speed, stalls.
 async fn track_progress(app: &App) -> Result<(), String> {
     let mut events = app
         .handle
@@ -147,19 +151,52 @@ async fn track_progress(app: &App) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let progress = app.progress.clone();
+    let metrics = app.metrics.clone();
     tokio::spawn(async move {
+        // When each unfinished video entered its current state and stage.
+        let mut since: HashMap<String, (core::VideoState, Option<core::Stage>, Instant)> =
+            HashMap::new();
         while let Some(message) = events.next().await {
-            let Ok(mut latest) = progress.lock() else {
-                break;
-            };
             match message {
                 HubMessage::Progress(p) => {
-                    latest.insert(p.video_id.clone(), p);
+                    metrics.speed(p.speed);
+                    if let Ok(mut latest) = progress.lock() {
+                        latest.insert(p.video_id.clone(), p);
+                    }
                 }
-                HubMessage::State(e) if e.state != core::VideoState::Processing => {
-                    latest.remove(&e.video_id);
+                HubMessage::State(e) => {
+                    let now = Instant::now();
+                    if let Some((state, stage, at)) = since.get(&e.video_id).copied() {
+                        let took = now.duration_since(at).as_secs_f64();
+                        if state == core::VideoState::Queued
+                            && e.state == core::VideoState::Processing
+                        {
+                            metrics.admission_waited(took);
+                        }
+                        if let Some(stage) = stage.filter(|s| Some(*s) != e.stage) {
+                            metrics.stage_took(stage.as_str(), took);
+                        }
+                    }
+                    if e.error
+                        .as_ref()
+                        .is_some_and(|err| err.code == "pipeline-stalled")
+                    {
+                        metrics.stalled();
+                    }
+                    let changed = since
+                        .get(&e.video_id)
+                        .is_none_or(|(s, st, _)| *s != e.state || *st != e.stage);
+                    if e.state.is_terminal() {
+                        since.remove(&e.video_id);
+                    } else if changed {
+                        since.insert(e.video_id.clone(), (e.state, e.stage, now));
+                    }
+                    if e.state != core::VideoState::Processing {
+                        if let Ok(mut latest) = progress.lock() {
+                            latest.remove(&e.video_id);
+                        }
+                    }
                 }
-                HubMessage::State(_) => {}
             }
         }
     });

@@ -56,6 +56,8 @@ pub struct Recovery {
     pub interrupted: usize,
     /// Temporary files and directories removed.
     pub swept: usize,
+    /// Their size in bytes.
+    pub swept_bytes: u64,
     pub took: Duration,
 }
 
@@ -75,7 +77,7 @@ impl Core {
         headroom: HeadroomProbe,
     ) -> Result<(Handle, Recovery), CoreError> {
         let started = Instant::now();
-        let swept = sweep(&catalog, &config).await?;
+        let (swept, swept_bytes) = sweep(&catalog, &config).await?;
         let interrupted = catalog.count_interrupted_runs().await?;
 
         let spawn_err = |e: ractor::SpawnErr| CoreError::Internal(format!("start actor: {e}"));
@@ -116,6 +118,7 @@ impl Core {
             requeued,
             interrupted,
             swept,
+            swept_bytes,
             took: started.elapsed(),
         };
         tracing::info!(requeued, interrupted, swept, took = ?recovery.took, "core started");
@@ -125,34 +128,34 @@ impl Core {
 
 /// Removes every recorded artefact and anything left in the work directory
 /// (each run's files live there and none survives a restart).
-async fn sweep(catalog: &Catalog, config: &CoreConfig) -> Result<usize, CoreError> {
+async fn sweep(catalog: &Catalog, config: &CoreConfig) -> Result<(usize, u64), CoreError> {
     let recorded = catalog.artefacts().await?;
     let work_dir = config.work_dir.clone();
     let locations: Vec<String> = recorded.iter().map(|a| a.location.clone()).collect();
     let removed = tokio::task::spawn_blocking(move || {
-        let mut removed = 0;
-        let remove = |path: &std::path::Path| {
+        let (mut count, mut bytes) = (0, 0);
+        let mut remove = |path: &std::path::Path| {
+            let size = tree_size(path);
             let gone = if path.is_dir() {
                 std::fs::remove_dir_all(path)
             } else {
                 std::fs::remove_file(path)
             };
-            gone.is_ok()
+            if gone.is_ok() {
+                count += 1;
+                bytes += size;
+            }
         };
         for location in &locations {
-            if remove(std::path::Path::new(location)) {
-                removed += 1;
-            }
+            remove(std::path::Path::new(location));
         }
         if let Ok(entries) = std::fs::read_dir(&work_dir) {
             for entry in entries.flatten() {
-                if remove(&entry.path()) {
-                    removed += 1;
-                }
+                remove(&entry.path());
             }
         }
         let _ = std::fs::create_dir_all(&work_dir);
-        removed
+        (count, bytes)
     })
     .await
     .map_err(|e| CoreError::Internal(format!("sweep: {e}")))?;
@@ -160,4 +163,15 @@ async fn sweep(catalog: &Catalog, config: &CoreConfig) -> Result<usize, CoreErro
         catalog.forget_artefact(&a.location).await?;
     }
     Ok(removed)
+}
+
+/// Bytes under `path` (a file, or a directory walked without following links).
+fn tree_size(path: &std::path::Path) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(path)
+            .map(|entries| entries.flatten().map(|e| tree_size(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
 }

@@ -62,6 +62,7 @@ fn vidmill_bin() -> PathBuf {
 }
 
 fn start_vidmill(dir: &Path) -> Result<Vidmill, Error> {
+    std::fs::create_dir_all(dir)?;
     let d = dir.display();
     let config = dir.join("config.toml");
     std::fs::write(

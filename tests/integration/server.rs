@@ -682,9 +682,15 @@ fn health_readiness_and_metrics_answer() {
     for name in [
         "vidmill_videos",
         "vidmill_queue_depth",
-        "vidmill_http_requests_total",
-        "vidmill_bytes_served_total",
+        "vidmill_admission_wait_seconds",
+        "vidmill_stage_seconds",
+        "vidmill_realtime_factor",
+        "vidmill_stalls_total",
         "vidmill_ws_connections",
+        "vidmill_http_requests_total",
+        "vidmill_http_request_duration_seconds",
+        "vidmill_bytes_served_total",
+        "vidmill_reaped_bytes_total",
     ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
