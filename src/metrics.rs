@@ -96,6 +96,10 @@ impl Metrics {
             "Time spent in each processing stage",
             stage_seconds.clone(),
         );
+        // Every stage is listed from the start, so dashboards see zeros, not gaps.
+        for stage in vidmill_actors::Stage::ALL {
+            stage_seconds.get_or_create(&vec![("stage", stage.as_str().to_string())]);
+        }
         let realtime_factor = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "realtime_factor",
