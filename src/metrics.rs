@@ -98,7 +98,7 @@ impl Metrics {
         );
         // Every stage is listed from the start, so dashboards see zeros, not gaps.
         for stage in vidmill_actors::Stage::ALL {
-            stage_seconds.get_or_create(&vec![("stage", stage.as_str().to_string())]);
+            let _ = stage_seconds.get_or_create(&vec![("stage", stage.as_str().to_string())]);
         }
         let realtime_factor = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
