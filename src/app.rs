@@ -26,6 +26,41 @@ pub struct App {
     pub public_url: String,
     pub progress: Arc<Mutex<HashMap<VideoId, ProgressEvent>>>,
     pub metrics: crate::metrics::Metrics,
+    pub recent: RecentVideos,
+}
+
+/// How long a ready video's record is reused for output requests; a
+/// delete forgets it at once.
+const RECENT_TTL: Duration = Duration::from_secs(2);
+/// Bound on the cache; past it, it starts over.
+const RECENT_MAX: usize = 10_000;
+
+/// Ready videos read recently for output requests.
+#[derive(Debug, Clone, Default)]
+pub struct RecentVideos(Arc<Mutex<HashMap<VideoId, (Video, std::time::Instant)>>>);
+
+impl RecentVideos {
+    pub fn get(&self, id: &str) -> Option<Video> {
+        let map = self.0.lock().ok()?;
+        map.get(id)
+            .filter(|(_, at)| at.elapsed() < RECENT_TTL)
+            .map(|(v, _)| v.clone())
+    }
+
+    pub fn put(&self, video: Video) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= RECENT_MAX {
+                map.clear();
+            }
+            map.insert(video.id.clone(), (video, std::time::Instant::now()));
+        }
+    }
+
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(id);
+        }
+    }
 }
 
 impl std::fmt::Debug for App {

@@ -135,6 +135,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         public_url,
         progress: Arc::default(),
         metrics: crate::metrics::Metrics::new(),
+        recent: app::RecentVideos::default(),
     };
     app.metrics.reaped(recovery.swept_bytes);
     track_progress(&app).await?;

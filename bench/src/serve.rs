@@ -301,6 +301,8 @@ fn big_upload(v: &Vidmill, token: &str, dir: &Path) -> Result<(f64, u64), Error>
             "-s",
             "-o",
             "/dev/null",
+            "-w",
+            "%{http_code}",
             "-H",
             &format!("Authorization: Bearer {token}"),
             "-H",
@@ -310,6 +312,7 @@ fn big_upload(v: &Vidmill, token: &str, dir: &Path) -> Result<(f64, u64), Error>
         ])
         .args(["--data-binary", &format!("@{}", file.display())])
         .arg(format!("http://{}/v1/videos?filename=big.mp4", v.addr))
+        .stdout(Stdio::piped())
         .spawn()?;
     let mut peak = before;
     while upload.try_wait()?.is_none() {
@@ -317,6 +320,16 @@ fn big_upload(v: &Vidmill, token: &str, dir: &Path) -> Result<(f64, u64), Error>
         std::thread::sleep(Duration::from_millis(20));
     }
     let seconds = started.elapsed().as_secs_f64();
+    let mut status = String::new();
+    if let Some(mut out) = upload.stdout.take() {
+        std::io::Read::read_to_string(&mut out, &mut status)?;
+    }
+    // Random bytes are received whole, then refused as not a video (415).
+    if status.trim() != "415" {
+        return Err(
+            format!("2 GiB upload answered {status}, expected 415 after receiving it").into(),
+        );
+    }
     std::fs::remove_file(&file)?;
     Ok((2048.0 / seconds, peak.saturating_sub(before)))
 }

@@ -150,6 +150,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     app.handle.delete(&who.sub, &id).await?;
+    app.recent.forget(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
