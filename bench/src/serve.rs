@@ -310,7 +310,10 @@ fn big_upload(v: &Vidmill, token: &str, dir: &Path) -> Result<(f64, u64), Error>
             "-H",
             "Expect:",
         ])
-        .args(["--data-binary", &format!("@{}", file.display())])
+        // -T streams the file (with its length); --data-binary would first
+        // read all 2 GiB into curl's memory.
+        .args(["-X", "POST", "-T"])
+        .arg(&file)
         .arg(format!("http://{}/v1/videos?filename=big.mp4", v.addr))
         .stdout(Stdio::piped())
         .spawn()?;
