@@ -4,17 +4,15 @@
 //! whole into memory. Access is by bearer token or by a signed link.
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 use vidmill_actors::{object_key, Video};
 
 use super::error::ApiError;
+use super::file_body;
 use super::identity::bearer;
 use super::openapi as doc;
 use super::range::{decide, RangeAnswer};
@@ -187,18 +185,13 @@ pub async fn serve(
         .store
         .path(&object_key(&video.id, object))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut file = match tokio::fs::File::open(&file_path).await {
+    let file = match file_body::open(&file_path).await {
         Ok(f) => f,
         // Deleted between the lookup and the open: it is gone.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::VideoNotFound),
         Err(e) => return Err(ApiError::Internal(format!("{}: {e}", file_path.display()))),
     };
-    let meta = file
-        .metadata()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let len = meta.len();
-    let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+    let (len, modified) = (file.len, file.modified);
     let nanos = modified
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -236,12 +229,8 @@ pub async fn serve(
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        file.seek(SeekFrom::Start(start))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
         app.metrics.bytes_served(count);
-        // 1 MiB reads: a typical player range in one blocking-pool hop.
-        Body::from_stream(ReaderStream::with_capacity(file.take(count), 1 << 20))
+        file.body(start, count)
     };
     response
         .body(body)
