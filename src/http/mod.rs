@@ -6,6 +6,7 @@ pub mod file_body;
 pub mod health;
 pub mod identity;
 pub mod openapi;
+pub mod output_docs;
 pub mod outputs;
 pub mod range;
 pub mod render;

@@ -14,7 +14,6 @@ use vidmill_actors::{object_key, Video};
 use super::error::ApiError;
 use super::file_body;
 use super::identity::bearer;
-use super::openapi as doc;
 use super::range::{decide, RangeAnswer};
 use crate::app::{unix_now, App};
 use crate::signing::SignatureError;
@@ -110,57 +109,8 @@ fn if_range_holds(header: Option<&HeaderValue>, etag: &str, last_modified: &str)
     }
 }
 
-/// The converted MP4
-///
-/// With byte ranges; `HEAD` answers the same headers without a body. The
-/// same handler serves `frames.zip` and `poster.jpg`. Auth: a bearer token,
-/// or the signed query (`?exp=…&sig=…`) of the video's `outputs.mp4.url`.
-#[utoipa::path(
-    method(get, head),
-    path = "/v1/videos/{id}/video.mp4",
-    tag = "outputs",
-    params(
-        ("id" = String, Path, description = "Video id"),
-        ("Range" = Option<String>, Header, nullable = false, description = "`bytes=a-b`, `a-` or `-n`: answered `206`. \
-            Syntactically invalid, or more than one range: ignored, `200` full body"),
-        ("If-Range" = Option<String>, Header, nullable = false, description = "The current ETag or `Last-Modified` date: \
-            the range is honoured; anything else: `200` full body"),
-        ("If-None-Match" = Option<String>, Header, nullable = false, description = "Matching ETag (or `*`): `304`"),
-    ),
-    responses(
-        (status = 200, description = "The whole MP4", content(("video/mp4")), headers(
-            ("Accept-Ranges" = String, description = "`bytes`"),
-            ("ETag" = String, description = "Strong ETag"),
-            ("Last-Modified" = String, description = "HTTP date"),
-            ("Content-Length" = u64, description = "Bytes in this answer"),
-        )),
-        (status = 206, description = "The requested range of the MP4", content(("video/mp4")), headers(
-            ("Content-Range" = String, description = "`bytes a-b/LEN`"),
-            ("Accept-Ranges" = String, description = "`bytes`"),
-            ("ETag" = String, description = "Strong ETag"),
-            ("Last-Modified" = String, description = "HTTP date"),
-            ("Content-Length" = u64, description = "Bytes in this answer"),
-        )),
-        (status = 304, description = "Not modified: `If-None-Match` matched", headers(
-            ("ETag" = String, description = "Strong ETag"),
-        )),
-        (status = 401, description = "`invalid-token`: neither a valid bearer token nor a signed link",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`bad-signature`: the signed link is expired or tampered with",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`video-not-found` (also for another owner's video)",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`not-ready`: the MP4 does not exist yet",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 416, description = "`range-not-satisfiable`", body = doc::Problem,
-            content_type = "application/problem+json", headers(
-            ("Content-Range" = String, description = "`bytes */LEN`"),
-        )),
-        (status = 500, description = "`internal`", body = doc::Problem,
-            content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []), ("signed_url_exp" = [], "signed_url_sig" = [])),
-)]
+/// Serves `video.mp4`, `frames.zip` and `poster.jpg` of a video; their
+/// OpenAPI descriptions are in `output_docs`.
 pub async fn serve(
     State(app): State<App>,
     method: Method,
@@ -237,113 +187,3 @@ pub async fn serve(
         .map_err(|e| ApiError::Internal(e.to_string()))
         .map(IntoResponse::into_response)
 }
-
-// `serve` answers all three outputs on one route; these document the other
-// two paths (one `#[utoipa::path]` describes one path).
-
-/// The frames archive
-///
-/// A ZIP of `frames/000001.jpg` (or `.png`), … plus `index.csv`, with byte
-/// ranges; `HEAD` answers the same headers without a body. Auth: a bearer
-/// token, or the signed query of the video's `outputs.frames.url`.
-#[utoipa::path(
-    method(get, head),
-    path = "/v1/videos/{id}/frames.zip",
-    tag = "outputs",
-    params(
-        ("id" = String, Path, description = "Video id"),
-        ("Range" = Option<String>, Header, nullable = false, description = "`bytes=a-b`, `a-` or `-n`: answered `206`. \
-            Syntactically invalid, or more than one range: ignored, `200` full body"),
-        ("If-Range" = Option<String>, Header, nullable = false, description = "The current ETag or `Last-Modified` date: \
-            the range is honoured; anything else: `200` full body"),
-        ("If-None-Match" = Option<String>, Header, nullable = false, description = "Matching ETag (or `*`): `304`"),
-    ),
-    responses(
-        (status = 200, description = "The whole archive", content(("application/zip")), headers(
-            ("Accept-Ranges" = String, description = "`bytes`"),
-            ("ETag" = String, description = "Strong ETag"),
-            ("Last-Modified" = String, description = "HTTP date"),
-            ("Content-Length" = u64, description = "Bytes in this answer"),
-        )),
-        (status = 206, description = "The requested range of the archive", content(("application/zip")), headers(
-            ("Content-Range" = String, description = "`bytes a-b/LEN`"),
-            ("Accept-Ranges" = String, description = "`bytes`"),
-            ("ETag" = String, description = "Strong ETag"),
-            ("Last-Modified" = String, description = "HTTP date"),
-            ("Content-Length" = u64, description = "Bytes in this answer"),
-        )),
-        (status = 304, description = "Not modified: `If-None-Match` matched", headers(
-            ("ETag" = String, description = "Strong ETag"),
-        )),
-        (status = 401, description = "`invalid-token`: neither a valid bearer token nor a signed link",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`bad-signature`: the signed link is expired or tampered with",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`video-not-found` (also for another owner's video)",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`not-ready`: the archive does not exist yet",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 416, description = "`range-not-satisfiable`", body = doc::Problem,
-            content_type = "application/problem+json", headers(
-            ("Content-Range" = String, description = "`bytes */LEN`"),
-        )),
-        (status = 500, description = "`internal`", body = doc::Problem,
-            content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []), ("signed_url_exp" = [], "signed_url_sig" = [])),
-)]
-#[allow(dead_code)]
-fn frames_zip() {}
-
-/// The poster image
-///
-/// One representative frame. Auth: a bearer token, or the signed query of
-/// the video's `outputs.poster.url`.
-#[utoipa::path(
-    get,
-    path = "/v1/videos/{id}/poster.jpg",
-    tag = "outputs",
-    params(
-        ("id" = String, Path, description = "Video id"),
-        ("Range" = Option<String>, Header, nullable = false, description = "`bytes=a-b`, `a-` or `-n`: answered `206`. \
-            Syntactically invalid, or more than one range: ignored, `200` full body"),
-        ("If-Range" = Option<String>, Header, nullable = false, description = "The current ETag or `Last-Modified` date: \
-            the range is honoured; anything else: `200` full body"),
-        ("If-None-Match" = Option<String>, Header, nullable = false, description = "Matching ETag (or `*`): `304`"),
-    ),
-    responses(
-        (status = 200, description = "The whole poster", content(("image/jpeg")), headers(
-            ("Accept-Ranges" = String, description = "`bytes`"),
-            ("ETag" = String, description = "Strong ETag"),
-            ("Last-Modified" = String, description = "HTTP date"),
-            ("Content-Length" = u64, description = "Bytes in this answer"),
-        )),
-        (status = 206, description = "The requested range of the poster", content(("image/jpeg")), headers(
-            ("Content-Range" = String, description = "`bytes a-b/LEN`"),
-            ("Accept-Ranges" = String, description = "`bytes`"),
-            ("ETag" = String, description = "Strong ETag"),
-            ("Last-Modified" = String, description = "HTTP date"),
-            ("Content-Length" = u64, description = "Bytes in this answer"),
-        )),
-        (status = 304, description = "Not modified: `If-None-Match` matched", headers(
-            ("ETag" = String, description = "Strong ETag"),
-        )),
-        (status = 401, description = "`invalid-token`: neither a valid bearer token nor a signed link",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`bad-signature`: the signed link is expired or tampered with",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`video-not-found` (also for another owner's video)",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`not-ready`: the poster does not exist yet",
-            body = doc::Problem, content_type = "application/problem+json"),
-        (status = 416, description = "`range-not-satisfiable`", body = doc::Problem,
-            content_type = "application/problem+json", headers(
-            ("Content-Range" = String, description = "`bytes */LEN`"),
-        )),
-        (status = 500, description = "`internal`", body = doc::Problem,
-            content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []), ("signed_url_exp" = [], "signed_url_sig" = [])),
-)]
-#[allow(dead_code)]
-fn poster_jpg() {}
