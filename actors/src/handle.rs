@@ -119,17 +119,29 @@ impl Handle {
             .put_file(&object_key(&id, "source"), source)
             .await
             .map_err(|e| CoreError::Storage(e.to_string()))?;
-        let (video, event) = self
+        let inserted = self
             .deps
             .catalog
             .insert(NewVideo {
-                id,
+                id: id.clone(),
                 owner: owner.into(),
                 filename: filename.into(),
                 options,
                 state: VideoState::Queued,
             })
-            .await?;
+            .await;
+        let (video, event) = match inserted {
+            Ok(created) => created,
+            Err(e) => {
+                // No record, so no object either.
+                let _ = self
+                    .deps
+                    .store
+                    .delete_prefix(&format!("videos/{id}/"))
+                    .await;
+                return Err(e);
+            }
+        };
         let _ = self.deps.hub.cast(HubMsg::State(event));
         self.supervisor
             .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;

@@ -54,6 +54,8 @@ struct Child {
 #[derive(Default)]
 pub(crate) struct Children {
     by_actor: HashMap<ActorId, Child>,
+    /// Videos stopped on purpose (delete, shutdown): not to be restarted.
+    stopping: std::collections::HashSet<VideoId>,
 }
 
 impl Children {
@@ -112,6 +114,10 @@ impl VideoSupervisor {
             owner: child.owner,
             video: child.id.clone(),
         });
+        // The video may be gone (deleted while it crashed): nothing to redo.
+        let Some(_) = self.deps.catalog.get(&child.id).await? else {
+            return Ok(());
+        };
         let crashes = self.deps.catalog.add_crash(&child.id).await?;
         tracing::warn!(video = %child.id, crashes, "video actor crashed: {reason}");
         let Some(video) = self.deps.catalog.get(&child.id).await? else {
@@ -165,10 +171,16 @@ impl Actor for VideoSupervisor {
                 // The child answers once its pipeline has stopped.
                 Some(child) => {
                     let (tx, rx) = ractor::concurrency::oneshot();
-                    child.actor.cast(VideoMsg::Stop {
+                    let sent = child.actor.cast(VideoMsg::Stop {
                         suspend,
                         reply: tx.into(),
-                    })?;
+                    });
+                    if sent.is_err() {
+                        // It ended a moment ago; its end event is on the way.
+                        let _ = reply.send(false);
+                        return Ok(());
+                    }
+                    children.stopping.insert(id);
                     tokio::spawn(async move {
                         let _ = rx.await;
                         let _ = reply.send(true);
@@ -193,12 +205,33 @@ impl Actor for VideoSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                children.by_actor.remove(&cell.get_id());
+                // A retry that arrived while this actor was still ending
+                // found it alive and was skipped: start the video now.
+                let ended = children.by_actor.remove(&cell.get_id());
+                if let Some(child) = ended.filter(|c| !children.stopping.remove(&c.id)) {
+                    match self.deps.catalog.get(&child.id).await {
+                        Ok(Some(video)) if video.state == VideoState::Queued => {
+                            self.spawn_child(&myself, children, video).await?;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(video = %child.id, error = %e, "could not re-read an ended video")
+                        }
+                    }
+                }
             }
             SupervisionEvent::ActorFailed(cell, error) => {
-                if let Some(child) = children.by_actor.remove(&cell.get_id()) {
-                    self.crashed(&myself, children, child, error.to_string())
-                        .await?;
+                let failed = children.by_actor.remove(&cell.get_id());
+                if let Some(child) = failed.filter(|c| !children.stopping.remove(&c.id)) {
+                    let id = child.id.clone();
+                    // A failure here must not take the supervisor (and every
+                    // later upload) down with the one video.
+                    if let Err(e) = self
+                        .crashed(&myself, children, child, error.to_string())
+                        .await
+                    {
+                        tracing::error!(video = %id, error = %e, "could not handle a crashed video; the next start retries it");
+                    }
                 }
             }
             _ => {}

@@ -284,18 +284,22 @@ impl VideoActor {
             return Ok(());
         };
         self.deps.clean_work_dir(&run.video.id).await;
-        if suspend {
-            self.persist(
-                run,
-                Change {
-                    state: Some(VideoState::Queued),
-                    stage: Some(None),
-                    in_flight: Some(false),
-                    ..Change::default()
-                },
-            )
-            .await?;
-        }
+        let change = if suspend {
+            Change {
+                state: Some(VideoState::Queued),
+                stage: Some(None),
+                in_flight: Some(false),
+                ..Change::default()
+            }
+        } else {
+            // Being deleted: the record goes next; should that fail, the
+            // next start re-queues the video rather than count a crash.
+            Change {
+                in_flight: Some(false),
+                ..Change::default()
+            }
+        };
+        self.persist(run, change).await?;
         self.release(run);
         let _ = reply.send(());
         myself.stop(None);
@@ -458,6 +462,11 @@ impl Actor for VideoActor {
             }
             VideoMsg::WorkerPanicked(text) => {
                 run.worker_running = false;
+                if run.stopping.is_some() {
+                    // Being deleted or parked anyway: finish the stop.
+                    tracing::warn!(video = %run.video.id, "processing panicked while stopping: {text}");
+                    return self.stopped(&myself, run).await;
+                }
                 return Err(format!("processing panicked: {text}").into());
             }
             VideoMsg::Stop { suspend, reply } => {

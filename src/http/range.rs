@@ -39,6 +39,20 @@ pub fn decide(header: Option<&str>, len: u64) -> RangeAnswer {
         // answer 0-0).
         return RangeAnswer::Unsatisfiable;
     }
+    // `bytes=-N` with N past the start asks for the whole object (RFC 9110
+    // §14.1.3); the parser calls it out of bounds.
+    if let [http_range_header::SyntacticallyCorrectRange {
+        start: http_range_header::StartPosition::FromLast(n),
+        ..
+    }] = parsed.ranges.as_slice()
+    {
+        if *n >= len {
+            return RangeAnswer::Partial {
+                start: 0,
+                end: len - 1,
+            };
+        }
+    }
     match parsed.validate(len) {
         Ok(ranges) => match ranges.as_slice() {
             [r] => RangeAnswer::Partial {
@@ -85,6 +99,7 @@ mod tests {
             (Some("bytes=0-0"), Partial { start: 0, end: 0 }),
             (Some("bytes=0-"), Partial { start: 0, end: 99 }),
             (Some("bytes=-1"), Partial { start: 99, end: 99 }),
+            (Some("bytes=-1000"), Partial { start: 0, end: 99 }),
             (Some("bytes=10-19"), Partial { start: 10, end: 19 }),
             (Some("bytes=90-200"), Partial { start: 90, end: 99 }),
             (Some("bytes=100-"), Unsatisfiable),

@@ -328,7 +328,11 @@ pub async fn create(
         .create(&who.sub, &name, options, &temp.path)
         .await?;
     temp.kept = true;
-    app.handle.untrack_temp(&temp.path).await?;
+    // The video exists now; a failure to forget the temp record is only
+    // worth a log line (the next start sweeps records of missing files).
+    if let Err(e) = app.handle.untrack_temp(&temp.path).await {
+        tracing::warn!(error = %e, "could not forget an upload's temp record");
+    }
     let location = format!("/v1/videos/{}", video.id);
     Ok((
         StatusCode::CREATED,
