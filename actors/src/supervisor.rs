@@ -5,7 +5,9 @@
 //! process count too).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
@@ -49,7 +51,12 @@ struct Child {
     owner: String,
     actor: ActorRef<VideoMsg>,
     cancel: CancelFlag,
+    worker_alive: Arc<AtomicBool>,
 }
+
+/// Longest wait for a crashed actor's cancelled worker to exit (pipelines
+/// stop within 2 s of a cancel).
+const ORPHAN_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub(crate) struct Children {
@@ -75,6 +82,7 @@ impl VideoSupervisor {
             return Ok(());
         }
         let cancel = CancelFlag::default();
+        let worker_alive = Arc::new(AtomicBool::new(false));
         let (id, owner) = (video.id.clone(), video.owner.clone());
         let actor = VideoActor {
             deps: self.deps.clone(),
@@ -82,6 +90,7 @@ impl VideoSupervisor {
         let args = VideoArgs {
             video,
             cancel: cancel.clone(),
+            worker_alive: worker_alive.clone(),
         };
         match Actor::spawn_linked(None, actor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -92,6 +101,7 @@ impl VideoSupervisor {
                         owner,
                         actor,
                         cancel,
+                        worker_alive,
                     },
                 );
             }
@@ -108,8 +118,13 @@ impl VideoSupervisor {
         child: Child,
         reason: String,
     ) -> Result<(), ActorProcessingErr> {
-        // Its worker may still run: stop it before anything else starts.
+        // Its worker may still run: stop it, and let it go, before the slot
+        // or the work directory is given to anyone else.
         child.cancel.cancel();
+        let waited = Instant::now();
+        while child.worker_alive.load(Ordering::SeqCst) && waited.elapsed() < ORPHAN_WAIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let _ = self.deps.admission.cast(AdmissionMsg::Release {
             owner: child.owner,
             video: child.id.clone(),

@@ -9,6 +9,7 @@
 //! removed on every way out.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,13 +61,16 @@ pub(crate) struct VideoActor {
 pub(crate) struct VideoArgs {
     pub video: Video,
     /// Shared with the supervisor, which cancels an orphaned worker if this
-    /// actor crashes.
+    /// actor crashes...
     pub cancel: CancelFlag,
+    /// ...and waits for it to be gone before the video runs again.
+    pub worker_alive: Arc<AtomicBool>,
 }
 
 pub(crate) struct VideoRun {
     video: Video,
     cancel: CancelFlag,
+    worker_alive: Arc<AtomicBool>,
     has_slot: bool,
     worker_running: bool,
     last_progress: Option<Instant>,
@@ -196,7 +200,10 @@ impl VideoActor {
         let options = run.video.options.clone();
         let stall_timeout = self.deps.config.stall_timeout;
         run.worker_running = true;
-        std::thread::Builder::new()
+        let alive = run.worker_alive.clone();
+        alive.store(true, Ordering::SeqCst);
+        let thread_alive = alive.clone();
+        let spawned = std::thread::Builder::new()
             .name(format!("video-{}", run.video.id))
             .spawn(move || {
                 let work = std::panic::AssertUnwindSafe(|| -> Result<(), EngineError> {
@@ -242,7 +249,12 @@ impl VideoActor {
                     Err(panic) => VideoMsg::WorkerPanicked(panic_text(&panic)),
                 };
                 let _ = myself.cast(message);
-            })?;
+                thread_alive.store(false, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            alive.store(false, Ordering::SeqCst);
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -328,6 +340,7 @@ impl Actor for VideoActor {
         Ok(VideoRun {
             video: args.video,
             cancel: args.cancel,
+            worker_alive: args.worker_alive,
             has_slot: false,
             worker_running: false,
             last_progress: None,
