@@ -1,9 +1,11 @@
-//! Logging for the server (text or JSON, `VIDMILL_LOG` filter, default
-//! info) and the one shutdown signal: SIGTERM or Ctrl-C.
+//! Logging (text or JSON to stderr, filtered by `VIDMILL_LOG`) and the one
+//! shutdown signal: SIGTERM or Ctrl-C.
 
-pub fn init(format: &str) {
+/// Starts logging; `default_level` applies when `VIDMILL_LOG` is unset
+/// (`info` for the server, `warn` for the offline commands).
+pub fn init(format: &str, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIDMILL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

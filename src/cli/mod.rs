@@ -120,7 +120,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. }) {
-        init_logging();
+        crate::telemetry::init("text", "warn");
     }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,15 +129,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VIDMILL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Why a command failed; printed as one line.
@@ -162,7 +153,7 @@ fn run(command: Command) -> Result<(), CliError> {
             if let Some(addr) = listen {
                 c.server.listen = addr;
             }
-            crate::telemetry::init(&c.server.log_format);
+            crate::telemetry::init(&c.server.log_format, "info");
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(&c.server.listen)

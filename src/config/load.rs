@@ -195,6 +195,9 @@ mod tests {
             load(&dir.path().join("missing.toml"), true, none()).is_err(),
             "a named file must exist"
         );
+        std::fs::write(&file, "[auth]\njwks_url = \"https://id.example/jwks\"\n").expect("write");
+        let err = load(&file, true, none()).expect_err("not built yet");
+        assert!(err.to_string().contains("auth.jwks_url"), "{err}");
     }
 
     #[test]

@@ -4,17 +4,16 @@
 use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Query};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 
 use super::error::ApiError;
 use crate::app::App;
 use crate::auth::Identity;
 
-/// The bearer token of a request, if it has one.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+/// The bearer token in a request's headers, if it has one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)?
         .to_str()
         .ok()?
@@ -32,7 +31,7 @@ impl FromRequestParts<App> for Identity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let token = bearer(parts)
+        let token = bearer(&parts.headers)
             .ok_or_else(|| ApiError::InvalidToken("send `Authorization: Bearer <token>`".into()))?;
         app.auth
             .verify(token)

@@ -60,9 +60,7 @@ async fn authorize(
             Err(SignatureError::Expired | SignatureError::Invalid) => Err(ApiError::BadSignature),
         };
     }
-    let mut parts = axum::http::Request::new(()).into_parts().0;
-    parts.headers = headers.clone();
-    let token = bearer(&parts)
+    let token = bearer(headers)
         .ok_or_else(|| ApiError::InvalidToken("send a bearer token or use a signed link".into()))?;
     let who = app
         .auth

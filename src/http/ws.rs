@@ -36,7 +36,7 @@ impl FromRequestParts<App> for WsIdentity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let token = bearer(parts)
+        let token = bearer(&parts.headers)
             .map(String::from)
             .or_else(|| query_token(parts))
             .ok_or_else(|| {

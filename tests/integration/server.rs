@@ -116,6 +116,13 @@ fn upload_watch_stream_download_delete() {
     );
     assert_eq!(deleted.status, 204);
     assert_eq!(server.get(&format!("/v1/videos/{id}"), &token).status, 404);
+    // The link handed out before is dead at once (not served from the
+    // short-lived cache of ready videos).
+    let after = server.request("GET", &path_of(mp4), &[], b"");
+    assert_eq!(
+        (after.status, after.code().as_str()),
+        (403, "bad-signature")
+    );
     assert!(!server.objects(&id).exists(), "every object removed");
     assert_eq!(server.temp_files(), Vec::<std::path::PathBuf>::new());
     server.stop();
