@@ -6,8 +6,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 # GStreamer 1.22 with the plugins the pipelines use, and ffmpeg for ffprobe
-# (the independent reader the tests check outputs with) and the benchmarks.
-DEBIAN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
+# (the independent reader the tests check outputs with) and the benchmarks;
+# ca-certificates for HTTPS to an identity provider's JWKS.
+DEBIAN_PACKAGES := pkg-config ca-certificates libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools ffmpeg
 

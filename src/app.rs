@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vidmill_actors::{Handle, HeadroomProbe, ProgressEvent, Video, VideoId};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, KeySource};
 use crate::config::Config;
 use crate::signing::Signer;
 use crate::store::FileStore;
@@ -137,7 +137,13 @@ pub fn authenticator(config: &Config) -> Result<Authenticator, String> {
         &a.hs256_secret_file,
         Some(&generated_key_path(config)),
     )?;
-    let jwks = (!a.jwks_path.is_empty()).then(|| PathBuf::from(&a.jwks_path));
+    let jwks = if !a.jwks_path.is_empty() {
+        Some(KeySource::File(PathBuf::from(&a.jwks_path)))
+    } else if !a.jwks_url.is_empty() {
+        Some(KeySource::url(&a.jwks_url).map_err(|e| format!("auth.jwks_url: {e}"))?)
+    } else {
+        None
+    };
     Authenticator::new(
         hs.as_deref(),
         jwks,

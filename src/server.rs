@@ -18,9 +18,13 @@ use tokio::sync::Semaphore;
 use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage};
 
 use crate::app::{self, App};
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engine::{EngineSettings, GstEngine};
 use crate::store::FileStore;
+
+/// How often the JWKS is re-read when no token asks for it.
+const JWKS_REREAD_EVERY: Duration = Duration::from_secs(600);
 
 /// Starts everything on `listener` and serves until `shutdown` resolves.
 pub async fn run(
@@ -138,8 +142,33 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         recent: app::RecentVideos::default(),
     };
     app.metrics.reaped(recovery.swept_bytes);
+    keep_keys_fresh(app.auth.clone());
     track_progress(&app).await?;
     Ok(app)
+}
+
+/// Reads the JWKS now and then every [`JWKS_REREAD_EVERY`], in the
+/// background: a URL is not fetched before the server is up, so an
+/// unreachable identity provider cannot keep vidmill from starting (a token
+/// arriving meanwhile waits for this read), and keys the provider removed
+/// stop being accepted within the period.
+fn keep_keys_fresh(auth: Arc<Authenticator>) {
+    if auth.jwks().is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(JWKS_REREAD_EVERY);
+        loop {
+            every.tick().await;
+            let Some(keys) = auth.jwks() else { return };
+            match keys.refresh().await {
+                Ok(n) => tracing::debug!(keys = n, "read the JWKS"),
+                Err(e) => {
+                    tracing::warn!(error = %e, held = keys.held(), "could not read the JWKS; keeping the keys held")
+                }
+            }
+        }
+    });
 }
 
 /// Keeps the latest progress of each processing video for the video JSON,

@@ -82,6 +82,28 @@ fn set(table: &mut toml::Table, path: &[String], value: toml::Value) {
     }
 }
 
+/// A JWKS URL must be HTTPS: keys fetched in the clear could be swapped on
+/// the way. Plain HTTP is accepted only to this machine (an identity
+/// provider's sidecar, tests).
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("expected an https:// URL: {e}"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => {
+            Err("keys must be fetched over https:// (plain http:// only to localhost)".into())
+        }
+        other => Err(format!("expected an https:// URL, not {other}://")),
+    }
+}
+
 fn validate(c: &Config) -> Result<(), ConfigError> {
     let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
     if c.server.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -94,10 +116,15 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         return bad("server.log_format", "expected text or json");
     }
     if !c.auth.jwks_url.is_empty() {
-        return bad(
-            "auth.jwks_url",
-            "fetching keys over the network is not built yet; save the JWKS to a file and set auth.jwks_path",
-        );
+        if !c.auth.jwks_path.is_empty() {
+            return bad(
+                "auth.jwks_url",
+                "set either auth.jwks_path or auth.jwks_url, not both",
+            );
+        }
+        if let Err(why) = check_jwks_url(&c.auth.jwks_url) {
+            return bad("auth.jwks_url", &why);
+        }
     }
     if c.storage.kind != "file" {
         return bad("storage.type", "only `file` is available in this build");
@@ -195,9 +222,41 @@ mod tests {
             load(&dir.path().join("missing.toml"), true, none()).is_err(),
             "a named file must exist"
         );
-        std::fs::write(&file, "[auth]\njwks_url = \"https://id.example/jwks\"\n").expect("write");
-        let err = load(&file, true, none()).expect_err("not built yet");
-        assert!(err.to_string().contains("auth.jwks_url"), "{err}");
+    }
+
+    #[test]
+    fn a_jwks_url_is_https_or_loopback() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        let with = |url: &str, path: &str| {
+            std::fs::write(
+                &file,
+                format!("[auth]\njwks_url = \"{url}\"\njwks_path = \"{path}\"\n"),
+            )
+            .expect("write");
+            load(&file, true, none())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        for ok in [
+            "https://id.example/.well-known/jwks.json",
+            "http://127.0.0.1:8081/jwks",
+            "http://[::1]:8081/jwks",
+            "http://localhost/jwks",
+        ] {
+            assert_eq!(with(ok, ""), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://id.example/jwks",
+            "http://10.0.0.1/jwks",
+            "ftp://id.example/jwks",
+            "not a url",
+        ] {
+            let err = with(bad, "").expect_err(bad);
+            assert!(err.contains("auth.jwks_url"), "{err}");
+        }
+        let err = with("https://id.example/jwks", "/etc/jwks.json").expect_err("both");
+        assert!(err.contains("not both"), "{err}");
     }
 
     #[test]

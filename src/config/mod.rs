@@ -65,9 +65,11 @@ pub struct Auth {
     /// kept in `<data dir>/hs256.secret` on first run.
     pub hs256_secret: String,
     pub hs256_secret_file: String,
-    /// JWKS file with RS256/ES256 public keys.
+    /// JWKS file with RS256/ES256 public keys (or `jwks_url`, not both).
     pub jwks_path: String,
-    /// JWKS URL, refreshed (rate-limited) when a token names an unknown key.
+    /// JWKS URL (https; http only to localhost), read in the background at
+    /// start, every 10 minutes, and when a token names an unknown key (at
+    /// most once per 30 s).
     pub jwks_url: String,
     /// Required `iss`, when set.
     pub issuer: String,

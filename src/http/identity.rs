@@ -35,6 +35,7 @@ impl FromRequestParts<App> for Identity {
             .ok_or_else(|| ApiError::InvalidToken("send `Authorization: Bearer <token>`".into()))?;
         app.auth
             .verify(token)
+            .await
             .map_err(|e| ApiError::InvalidToken(e.to_string()))
     }
 }

@@ -65,6 +65,7 @@ async fn authorize(
     let who = app
         .auth
         .verify(token)
+        .await
         .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
     match ready_video(app, id).await? {
         Some(video) if video.owner == who.sub => Ok(video),

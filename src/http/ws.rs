@@ -45,6 +45,7 @@ impl FromRequestParts<App> for WsIdentity {
         let who = app
             .auth
             .verify(&token)
+            .await
             .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
         Ok(Self(who.sub))
     }

@@ -1,8 +1,10 @@
 //! vidmill's integration tests, one binary (one link): the command line,
 //! crash recovery with the core in a child process, the real server on
-//! 127.0.0.1:0 over HTTP and WebSocket, and its OpenAPI document.
+//! 127.0.0.1:0 over HTTP and WebSocket, JWKS keys from a file and a URL,
+//! and its OpenAPI document.
 
 mod cli;
+mod jwks;
 mod openapi;
 mod recovery;
 mod server;
