@@ -24,8 +24,6 @@ use crate::app::App;
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A client that has not answered two pings is gone.
 const PONG_DEADLINE: Duration = Duration::from_secs(45);
-/// A send that cannot complete this fast means the client is not reading.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FRAME: usize = 64 << 10;
 
 /// Identity from the header or, for browsers, `?access_token=`.
@@ -141,17 +139,61 @@ fn accept(app: App, owner: String, feed: Feed, upgrade: WebSocketUpgrade) -> Res
         })
 }
 
-async fn send(socket: &mut WebSocket, value: serde_json::Value) -> Result<(), &'static str> {
-    match tokio::time::timeout(
-        SEND_TIMEOUT,
-        socket.send(Message::Text(value.to_string().into())),
-    )
-    .await
-    {
+/// How long a client may keep the server's sends waiting, in total, before
+/// it counts as not reading. Waits add up and are forgiven at one second in
+/// six of time between sends, so a client on a slow link that keeps up is
+/// never closed, while one that stopped reading is closed even though the
+/// kernel lets a little more through now and then (it grows the socket's
+/// send buffer whenever the stuck peer answers a window probe, which would
+/// keep any single send from waiting long).
+#[derive(Debug)]
+struct SendBudget {
+    owed: Duration,
+    last_end: Instant,
+}
+
+impl SendBudget {
+    const LIMIT: Duration = Duration::from_secs(10);
+    const FORGIVE_ONE_IN: u32 = 6;
+
+    fn new(now: Instant) -> Self {
+        Self {
+            owed: Duration::ZERO,
+            last_end: now,
+        }
+    }
+
+    /// How long the send starting `now` may wait.
+    fn allowance(&mut self, now: Instant) -> Duration {
+        let forgiven = now.saturating_duration_since(self.last_end) / Self::FORGIVE_ONE_IN;
+        self.owed = self.owed.saturating_sub(forgiven);
+        Self::LIMIT.saturating_sub(self.owed)
+    }
+
+    fn spent(&mut self, waited: Duration, now: Instant) {
+        self.owed += waited;
+        self.last_end = now;
+    }
+}
+
+async fn send(
+    socket: &mut WebSocket,
+    budget: &mut SendBudget,
+    message: Message,
+) -> Result<(), &'static str> {
+    let start = Instant::now();
+    let sent = tokio::time::timeout(budget.allowance(start), socket.send(message)).await;
+    let end = Instant::now();
+    budget.spent(end - start, end);
+    match sent {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("client gone"),
         Err(_) => Err("slow"),
     }
+}
+
+fn text(value: &serde_json::Value) -> Message {
+    Message::Text(value.to_string().into())
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
@@ -183,11 +225,15 @@ async fn video_of(
 
 async fn pump(app: &App, owner: &str, mut feed: Feed, mut socket: WebSocket) -> &'static str {
     let mut videos: HashMap<String, Video> = HashMap::new();
+    let mut budget = SendBudget::new(Instant::now());
     for v in std::mem::take(&mut feed.snapshot) {
         let positions = app.handle.queue_positions().await.unwrap_or_default();
         let snapshot = json!({"type": "snapshot", "video": render::video(app, &v, positions.get(&v.id).copied())});
         videos.insert(v.id.clone(), v);
-        if send(&mut socket, snapshot).await.is_err() {
+        if send(&mut socket, &mut budget, text(&snapshot))
+            .await
+            .is_err()
+        {
             return "client gone during snapshot";
         }
     }
@@ -212,7 +258,7 @@ async fn pump(app: &App, owner: &str, mut feed: Feed, mut socket: WebSocket) -> 
                         return "dropped by the hub";
                     }
                 };
-                match send(&mut socket, message).await {
+                match send(&mut socket, &mut budget, text(&message)).await {
                     Ok(()) => {}
                     Err("slow") => {
                         close(&mut socket, 1013, "too slow: events were not read").await;
@@ -235,11 +281,60 @@ async fn pump(app: &App, owner: &str, mut feed: Feed, mut socket: WebSocket) -> 
                     close(&mut socket, 1001, "no pong").await;
                     return "no pong";
                 }
-                if tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Vec::new().into()))).await.is_err() {
-                    close(&mut socket, 1013, "too slow").await;
-                    return "slow";
+                match send(&mut socket, &mut budget, Message::Ping(Vec::new().into())).await {
+                    Ok(()) => {}
+                    Err("slow") => {
+                        close(&mut socket, 1013, "too slow: events were not read").await;
+                        return "slow";
+                    }
+                    Err(e) => return e,
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(secs: f64) -> Duration {
+        Duration::from_secs_f64(secs)
+    }
+
+    #[test]
+    fn a_fresh_client_may_keep_one_send_waiting_for_the_whole_limit() {
+        let t0 = Instant::now();
+        assert_eq!(SendBudget::new(t0).allowance(t0), SendBudget::LIMIT);
+    }
+
+    #[test]
+    fn repeated_waits_add_up_to_the_limit() {
+        let t0 = Instant::now();
+        let mut b = SendBudget::new(t0);
+        let mut now = t0;
+        let mut sends = 0;
+        // Waits of 2 s, 1 s apart: forgiveness cannot keep up.
+        while b.allowance(now) > s(2.0) {
+            now += s(2.0);
+            b.spent(s(2.0), now);
+            now += s(1.0);
+            sends += 1;
+        }
+        assert!((4..=6).contains(&sends), "{sends}");
+    }
+
+    #[test]
+    fn a_slow_link_that_keeps_up_is_never_closed() {
+        let t0 = Instant::now();
+        let mut b = SendBudget::new(t0);
+        let mut now = t0;
+        // Half-second waits every 5 s, for over an hour.
+        for _ in 0..1000 {
+            assert!(b.allowance(now) > s(9.0));
+            now += s(0.5);
+            b.spent(s(0.5), now);
+            now += s(5.0);
         }
     }
 }

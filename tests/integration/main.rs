@@ -8,4 +8,5 @@ mod jwks;
 mod openapi;
 mod recovery;
 mod server;
+mod slow_client;
 mod support;
