@@ -1,6 +1,6 @@
 //! The core with real actors and a real SQLite catalog: the video life
-//! cycle, fairness and the CPU budget, cancel, retry, stalls, crashes and
-//! recovery after a restart. The engine is scripted (see `common`).
+//! cycle, fairness and the CPU budget, cancel, retry, stalls, crashes,
+//! panics while stopping and recovery after a restart. The engine is scripted (see `common`).
 
 mod common;
 
@@ -453,4 +453,90 @@ async fn progress_reaches_subscribers_at_most_four_times_a_second() {
         core.handle.get("bob", &v.id).await.is_err(),
         "owners are isolated"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_panics_while_its_video_is_deleted_still_stops_cleanly() {
+    let core = start(1).await;
+    let v = core.create("alice", Script::PanicWhenCancelled).await;
+    let next = core
+        .create(
+            "alice",
+            Script::Work {
+                steps: 1,
+                step_ms: 5,
+            },
+        )
+        .await;
+    core.wait_for("alice", &v.id, "converting", |v| {
+        v.stage == Some(Stage::Converting)
+    })
+    .await;
+    let started = Instant::now();
+    core.handle.delete("alice", &v.id).await.expect("delete");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The slot is free (the next video runs) and the deleted one is not
+    // restarted as if it had crashed.
+    core.wait_state("alice", &next.id, VideoState::Ready).await;
+    assert!(core
+        .handle
+        .get("alice", &v.id)
+        .await
+        .expect_err("gone")
+        .is_not_found());
+    let runs = core
+        .engine
+        .record
+        .runs
+        .lock()
+        .expect("runs")
+        .get(&v.id)
+        .copied();
+    assert_eq!(runs, Some(1), "a deleted video never runs again");
+    assert!(core.work_files().is_empty(), "{:?}", core.work_files());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_panics_during_shutdown_is_parked_without_a_crash() {
+    let core = start(1).await;
+    let v = core.create("alice", Script::PanicWhenCancelled).await;
+    core.wait_for("alice", &v.id, "converting", |v| {
+        v.stage == Some(Stage::Converting)
+    })
+    .await;
+    core.handle.shutdown().await.expect("shutdown");
+    let after = Catalog::open(&core.dir.path().join("db.sqlite"))
+        .expect("open")
+        .get(&v.id)
+        .await
+        .expect("get")
+        .expect("video");
+    assert_eq!(after.state, VideoState::Queued);
+    assert_eq!(after.crashes, 0);
+    assert!(core.work_files().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_sent_the_moment_a_video_fails_runs_it_again() {
+    let core = start(1).await;
+    for _ in 0..5 {
+        let v = core.create("alice", Script::FailFirst { times: 1 }).await;
+        let mut feed = core
+            .handle
+            .subscribe("alice", Some(&v.id), None)
+            .await
+            .expect("subscribe");
+        // Retry on the failure event itself, while the failed run's actor
+        // may still be ending.
+        loop {
+            let e = next_state(&mut feed).await;
+            if e.state == VideoState::Failed {
+                break;
+            }
+        }
+        let retried = core.handle.retry("alice", &v.id).await.expect("retry");
+        assert_eq!(retried.attempts, 2);
+        let ready = core.wait_state("alice", &v.id, VideoState::Ready).await;
+        assert_eq!(ready.attempts, 2);
+    }
 }

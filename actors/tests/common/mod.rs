@@ -80,6 +80,9 @@ pub enum Script {
     },
     /// Works until cancelled.
     Hang,
+    /// Works until cancelled, then panics (a pipeline that breaks while
+    /// being stopped).
+    PanicWhenCancelled,
     /// Fails with a pipeline error the first `times` runs, then works.
     FailFirst {
         times: usize,
@@ -94,6 +97,7 @@ impl Script {
         match self {
             Self::Work { steps, step_ms } => format!("work {steps} {step_ms}"),
             Self::Hang => "hang".into(),
+            Self::PanicWhenCancelled => "panic-when-cancelled".into(),
             Self::FailFirst { times } => format!("fail {times}"),
             Self::Stall => "stall".into(),
             Self::Panic => "panic".into(),
@@ -109,6 +113,7 @@ impl Script {
                 step_ms: ms.parse().unwrap_or(1),
             },
             ["hang"] => Self::Hang,
+            ["panic-when-cancelled"] => Self::PanicWhenCancelled,
             ["fail", n] => Self::FailFirst {
                 times: n.parse().unwrap_or(1),
             },
@@ -216,6 +221,12 @@ impl ScriptedEngine {
             Script::Hang => loop {
                 events(EngineEvent::Stage(Stage::Converting));
                 tick(20)?;
+            },
+            Script::PanicWhenCancelled => loop {
+                events(EngineEvent::Stage(Stage::Converting));
+                if tick(20).is_err() {
+                    panic!("scripted panic while stopping");
+                }
             },
             Script::Stall => return Err(EngineError::Stalled("no progress for 1s".into())),
             Script::Panic => panic!("scripted panic"),
