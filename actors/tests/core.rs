@@ -392,22 +392,25 @@ async fn a_restart_requeues_unfinished_videos_and_sweeps_leftovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_puts_running_videos_back_in_the_queue_without_a_crash() {
-    let core = start(1).await;
-    let v = core.create("alice", Script::Hang).await;
-    core.wait_for("alice", &v.id, "converting", |v| {
-        v.stage == Some(Stage::Converting)
-    })
-    .await;
-    core.handle.shutdown().await.expect("shutdown");
-    let after = Catalog::open(&core.dir.path().join("db.sqlite"))
-        .expect("open")
-        .get(&v.id)
-        .await
-        .expect("get")
-        .expect("video");
-    assert_eq!(after.state, VideoState::Queued);
-    assert_eq!(after.crashes, 0);
-    assert!(core.work_files().is_empty());
+    // Also when the pipeline panics while being stopped.
+    for script in [Script::Hang, Script::PanicWhenCancelled] {
+        let core = start(1).await;
+        let v = core.create("alice", script).await;
+        core.wait_for("alice", &v.id, "converting", |v| {
+            v.stage == Some(Stage::Converting)
+        })
+        .await;
+        core.handle.shutdown().await.expect("shutdown");
+        let after = Catalog::open(&core.dir.path().join("db.sqlite"))
+            .expect("open")
+            .get(&v.id)
+            .await
+            .expect("get")
+            .expect("video");
+        assert_eq!(after.state, VideoState::Queued, "{script:?}");
+        assert_eq!(after.crashes, 0, "{script:?}");
+        assert!(core.work_files().is_empty());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,26 +497,6 @@ async fn a_worker_that_panics_while_its_video_is_deleted_still_stops_cleanly() {
         .copied();
     assert_eq!(runs, Some(1), "a deleted video never runs again");
     assert!(core.work_files().is_empty(), "{:?}", core.work_files());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_that_panics_during_shutdown_is_parked_without_a_crash() {
-    let core = start(1).await;
-    let v = core.create("alice", Script::PanicWhenCancelled).await;
-    core.wait_for("alice", &v.id, "converting", |v| {
-        v.stage == Some(Stage::Converting)
-    })
-    .await;
-    core.handle.shutdown().await.expect("shutdown");
-    let after = Catalog::open(&core.dir.path().join("db.sqlite"))
-        .expect("open")
-        .get(&v.id)
-        .await
-        .expect("get")
-        .expect("video");
-    assert_eq!(after.state, VideoState::Queued);
-    assert_eq!(after.crashes, 0);
-    assert!(core.work_files().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -281,6 +281,23 @@ pub struct Problem {
     pub code: ErrorCode,
 }
 
+/// The failures every bearer-authenticated REST route can answer with,
+/// listed once for all of their `responses(...)`. Only a description: the
+/// variants are never built.
+#[allow(dead_code)]
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum Failures {
+    /// `invalid-token`
+    #[response(status = 401, content_type = "application/problem+json")]
+    InvalidToken(Problem),
+    /// `internal`
+    #[response(status = 500, content_type = "application/problem+json")]
+    Internal(Problem),
+    /// `unavailable`, with `Retry-After`
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 // ---------------------------------------------------------------------------
 // Request shapes.
 
