@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::model::{FramesOutput, Mp4Output, Options, PosterOutput, SourceInfo};
 use crate::state::Stage;
@@ -169,6 +169,28 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes every object whose key starts with `prefix`.
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Opens `key` for ranged reads (serving outputs); `NotFound` when it
+    /// does not exist.
+    fn open<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn BlobObject>, StoreError>>;
+}
+
+/// A stored object opened for reading: what HTTP validators are made of,
+/// and its bytes by range.
+pub trait BlobObject: Send + Sync + std::fmt::Debug {
+    fn size_bytes(&self) -> u64;
+
+    /// When the object was last replaced.
+    fn modified(&self) -> SystemTime;
+
+    /// `count` bytes from `start` (within the object), in chunks.
+    fn range(&self, start: u64, count: u64) -> Box<dyn ByteChunks>;
+}
+
+/// Bytes that arrive in chunks (a file read piece by piece, an S3 body).
+pub trait ByteChunks: Send {
+    /// The next chunk, or `None` after the last one.
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
 }
 
 /// The key of a video's object.

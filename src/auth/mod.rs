@@ -89,7 +89,13 @@ impl Authenticator {
                 Some((_, key)) => (key.clone(), Algorithm::HS256),
                 None => return Err(AuthError("HS256 tokens are not accepted".into())),
             },
-            _ => {
+            (_, None) => {
+                return Err(AuthError(format!(
+                    "{:?} tokens are not accepted: no JWKS is configured",
+                    header.alg
+                )))
+            }
+            (None, Some(_)) => {
                 return Err(AuthError(format!(
                     "{:?} tokens must name their key (kid)",
                     header.alg

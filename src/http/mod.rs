@@ -2,7 +2,6 @@
 //! the body idle timeout around every route.
 
 pub mod error;
-pub mod file_body;
 pub mod health;
 pub mod identity;
 pub mod openapi;

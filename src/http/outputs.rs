@@ -5,14 +5,13 @@
 
 use std::collections::HashMap;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use vidmill_actors::{object_key, Video};
+use vidmill_actors::{object_key, BlobStore, ByteChunks, StoreError, Video};
 
 use super::error::ApiError;
-use super::file_body;
 use super::identity::bearer;
 use super::range::{decide, RangeAnswer};
 use crate::app::{unix_now, App};
@@ -108,6 +107,21 @@ fn if_range_holds(header: Option<&HeaderValue>, etag: &str, last_modified: &str)
     }
 }
 
+/// A stored range as a streamed response body. A failed read ends the
+/// body early, which the client sees as a cut response.
+fn body_of(chunks: Box<dyn ByteChunks>) -> Body {
+    Body::from_stream(futures_util::stream::unfold(
+        chunks,
+        |mut chunks| async move {
+            match chunks.next_chunk().await {
+                Ok(Some(chunk)) => Some((Ok(Bytes::from(chunk)), chunks)),
+                Ok(None) => None,
+                Err(e) => Some((Err(std::io::Error::other(e)), chunks)),
+            }
+        },
+    ))
+}
+
 /// Serves `video.mp4`, `frames.zip` and `poster.jpg` of a video; their
 /// OpenAPI descriptions are in `output_docs`.
 pub async fn serve(
@@ -130,17 +144,13 @@ pub async fn serve(
     if !present(&video) {
         return Err(ApiError::NotReady(object));
     }
-    let file_path = app
-        .store
-        .path(&object_key(&video.id, object))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let file = match file_body::open(&file_path).await {
-        Ok(f) => f,
+    let stored = match app.store.open(&object_key(&video.id, object)).await {
+        Ok(o) => o,
         // Deleted between the lookup and the open: it is gone.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::VideoNotFound),
-        Err(e) => return Err(ApiError::Internal(format!("{}: {e}", file_path.display()))),
+        Err(StoreError::NotFound(_)) => return Err(ApiError::VideoNotFound),
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
-    let (len, modified) = (file.len, file.modified);
+    let (len, modified) = (stored.size_bytes(), stored.modified());
     let nanos = modified
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -179,7 +189,7 @@ pub async fn serve(
         Body::empty()
     } else {
         app.metrics.bytes_served(count);
-        file.body(start, count)
+        body_of(stored.range(start, count))
     };
     response
         .body(body)

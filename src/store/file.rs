@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use vidmill_actors::{BlobStore, BoxFuture, StoreError};
+use vidmill_actors::{BlobObject, BlobStore, BoxFuture, StoreError};
+
+use super::file_read;
 
 #[derive(Debug, Clone)]
 pub struct FileStore {
@@ -110,6 +112,19 @@ impl BlobStore for FileStore {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(unavailable("remove", &dir, e)),
+            }
+        })
+    }
+
+    fn open<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn BlobObject>, StoreError>> {
+        Box::pin(async move {
+            let path = self.path(key)?;
+            match file_read::open(&path).await {
+                Ok(object) => Ok(Box::new(object) as Box<dyn BlobObject>),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(StoreError::NotFound(key.into()))
+                }
+                Err(e) => Err(unavailable("open", &path, e)),
             }
         })
     }

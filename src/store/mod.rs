@@ -2,5 +2,6 @@
 //! S3 when configured (a later step).
 
 mod file;
+mod file_read;
 
 pub use file::FileStore;
