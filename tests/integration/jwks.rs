@@ -200,3 +200,53 @@ fn an_unreachable_identity_provider_does_not_stop_the_start() {
         "HS256 still works"
     );
 }
+
+/// An RS256 token from the committed test key (fixtures/README.md).
+fn rs256(kid: Option<&str>, sub: &str) -> String {
+    let key = EncodingKey::from_rsa_der(include_bytes!("fixtures/rsa-test-private.der"));
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = kid.map(String::from);
+    jsonwebtoken::encode(&header, &claims(sub), &key).expect("sign")
+}
+
+#[test]
+fn rs256_verifies_and_hs256_keyed_with_the_rsa_public_key_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("jwks.json");
+    let mut rsa: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/rsa-test-jwk.json")).expect("jwk");
+    rsa["kid"] = "rsa-1".into();
+    let ec = EcKey::new("ec-1");
+    let set = serde_json::json!({"keys": [rsa, ec.jwk()]});
+    std::fs::write(&path, set.to_string()).expect("write");
+    let server = Server::start_with_env(
+        dir.path(),
+        "",
+        &[("VIDMILL__AUTH__JWKS_PATH", &path.display().to_string())],
+    );
+    assert_eq!(status(&server, &rs256(Some("rsa-1"), "erin")), 200);
+    // The public key as an HMAC secret: the classic RS/HS confusion.
+    let public_pem = include_bytes!("fixtures/rsa-test-public.pem");
+    for kid in [Some("rsa-1"), None] {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid.map(String::from);
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims("erin"),
+            &EncodingKey::from_secret(public_pem),
+        )
+        .expect("sign");
+        let r = server.get("/v1/videos", &forged);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (401, "invalid-token"),
+            "{kid:?}"
+        );
+    }
+    assert_eq!(status(&server, &rs256(None, "erin")), 401, "no kid");
+    assert_eq!(
+        status(&server, &rs256(Some("ec-1"), "erin")),
+        401,
+        "another key's kid"
+    );
+}
