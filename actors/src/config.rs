@@ -7,6 +7,11 @@ use std::time::Duration;
 pub struct CoreConfig {
     /// Where runs keep their temporary files (`{work_dir}/{video id}/`).
     pub work_dir: PathBuf,
+    /// Where unfinished resumable uploads keep their bytes (kept across
+    /// restarts); by default `partial` beside `work_dir`.
+    pub partial_dir: PathBuf,
+    /// Unfinished uploads older than this are deleted.
+    pub upload_expiry: Duration,
     /// Cores given to encoding; one pipeline runs per core.
     pub cpu_budget: usize,
     /// Media time that may pass without progress before a run is stalled.
@@ -23,8 +28,11 @@ pub struct CoreConfig {
 
 impl CoreConfig {
     pub fn new(work_dir: impl Into<PathBuf>) -> Self {
+        let work_dir = work_dir.into();
         Self {
-            work_dir: work_dir.into(),
+            partial_dir: work_dir.with_file_name("partial"),
+            upload_expiry: crate::uploads::DEFAULT_UPLOAD_EXPIRY,
+            work_dir,
             cpu_budget: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stall_timeout: Duration::from_secs(60),
             min_free_disk: 1 << 30,

@@ -190,6 +190,7 @@ impl Handle {
             .await
             .map_err(|e| CoreError::Storage(e.to_string()))?;
         self.deps.clean_work_dir(id).await;
+        self.deps.remove_partial(id).await;
         self.deps.catalog.delete(id).await?;
         Ok(())
     }

@@ -25,6 +25,7 @@ pub mod model;
 pub mod ports;
 pub mod state;
 mod supervisor;
+mod uploads;
 mod video;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use hub::HubMessage;
 pub use model::*;
 pub use ports::*;
 pub use state::{Stage, VideoState};
+pub use uploads::PartialUpload;
 
 use admission::{Admission, AdmissionArgs};
 use deps::Deps;
@@ -78,6 +80,19 @@ impl Core {
     ) -> Result<(Handle, Recovery), CoreError> {
         let started = Instant::now();
         let (swept, swept_bytes) = sweep(&catalog, &config).await?;
+        let uploading: Vec<VideoId> = catalog
+            .unfinished()
+            .await?
+            .into_iter()
+            .filter(|v| v.state == VideoState::Uploading)
+            .map(|v| v.id)
+            .collect();
+        let partial_dir = config.partial_dir.clone();
+        let (swept_partials, swept_partial_bytes) =
+            tokio::task::spawn_blocking(move || uploads::sweep_partials(&partial_dir, &uploading))
+                .await
+                .map_err(|e| CoreError::Internal(format!("sweep: {e}")))?;
+        let (swept, swept_bytes) = (swept + swept_partials, swept_bytes + swept_partial_bytes);
         let interrupted = catalog.count_interrupted_runs().await?;
 
         let spawn_err = |e: ractor::SpawnErr| CoreError::Internal(format!("start actor: {e}"));

@@ -328,18 +328,17 @@ pub fn plenty() -> HeadroomProbe {
 }
 
 pub async fn start_in(dir: tempfile::TempDir, cpu_budget: usize) -> TestCore {
+    let config = config(dir.path(), cpu_budget);
+    start_with(dir, config).await
+}
+
+pub async fn start_with(dir: tempfile::TempDir, config: CoreConfig) -> TestCore {
     let catalog = Catalog::open(&dir.path().join("db.sqlite")).expect("catalog");
     let engine = Arc::new(ScriptedEngine::default());
     let store = Arc::new(DirStore(dir.path().join("objects")));
-    let (handle, recovery) = Core::start(
-        config(dir.path(), cpu_budget),
-        catalog,
-        engine.clone(),
-        store.clone(),
-        plenty(),
-    )
-    .await
-    .expect("start core");
+    let (handle, recovery) = Core::start(config, catalog, engine.clone(), store.clone(), plenty())
+        .await
+        .expect("start core");
     TestCore {
         dir,
         handle,
