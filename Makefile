@@ -12,7 +12,11 @@ DEBIAN_PACKAGES := pkg-config ca-certificates libgstreamer1.0-dev libgstreamer-p
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools ffmpeg
 
-.PHONY: deps build run test lint bench-pipelines bench-serve clean
+.PHONY: deps build run test lint test-clients bench-pipelines bench-serve clean
+
+# The stock clients the integration tests drive vidmill with (tus-js-client
+# under Node), from npm at the versions package-lock.json pins.
+CLIENTS := tests/integration/clients
 
 deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -36,7 +40,15 @@ lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: lint
+$(CLIENTS)/node_modules/.package-lock.json: $(CLIENTS)/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	npm ci --prefix $(CLIENTS) --no-audit --no-fund --silent
+
+test-clients: $(CLIENTS)/node_modules/.package-lock.json
+
+test: lint test-clients
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \

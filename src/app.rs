@@ -27,6 +27,8 @@ pub struct App {
     pub progress: Arc<Mutex<HashMap<VideoId, ProgressEvent>>>,
     pub metrics: crate::metrics::Metrics,
     pub recent: RecentVideos,
+    /// Resumable uploads in progress (tus).
+    pub uploads: crate::http::tus::Uploads,
 }
 
 /// How long a ready video's record is reused for output requests; a

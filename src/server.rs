@@ -107,6 +107,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     }
     core_config.stall_timeout = Duration::from_secs(config.media.stall_timeout_seconds);
     core_config.min_free_disk = config.limits.min_free_disk_bytes;
+    core_config.upload_expiry = Duration::from_secs(config.limits.upload_expiry_seconds);
     let engine = Arc::new(GstEngine::new(EngineSettings {
         preset: config.media.preset.clone(),
         crf: config.media.crf,
@@ -140,9 +141,11 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         progress: Arc::default(),
         metrics: crate::metrics::Metrics::new(),
         recent: app::RecentVideos::default(),
+        uploads: Default::default(),
     };
     app.metrics.reaped(recovery.swept_bytes);
     keep_keys_fresh(app.auth.clone());
+    expire_uploads(&app);
     track_progress(&app).await?;
     Ok(app)
 }
@@ -166,6 +169,31 @@ fn keep_keys_fresh(auth: Arc<Authenticator>) {
                 Err(e) => {
                     tracing::warn!(error = %e, held = keys.held(), "could not read the JWKS; keeping the keys held")
                 }
+            }
+        }
+    });
+}
+
+/// Deletes unfinished uploads past `limits.upload_expiry_seconds`, checking
+/// a few times per expiry period (at most once a minute).
+fn expire_uploads(app: &App) {
+    let (handle, uploads) = (app.handle.clone(), app.uploads.clone());
+    let expiry = Duration::from_secs(app.config.limits.upload_expiry_seconds);
+    let every = (expiry / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match handle.expire_uploads().await {
+                Ok(ids) => {
+                    for id in &ids {
+                        uploads.forget(id);
+                    }
+                    if !ids.is_empty() {
+                        tracing::info!(count = ids.len(), "expired unfinished uploads");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not expire uploads"),
             }
         }
     });

@@ -34,6 +34,12 @@ pub enum ApiError {
     UploadInterrupted,
     #[error("direct upload needs the S3 store")]
     DirectUploadUnavailable,
+    #[error("no unfinished upload with that id")]
+    UploadNotFound,
+    #[error("{0}")]
+    OffsetMismatch(String),
+    #[error("send `Tus-Resumable: 1.0.0`: it is the tus version this server speaks")]
+    TusVersion,
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -75,6 +81,13 @@ impl ApiError {
                 S::CONFLICT,
                 "direct-upload-unavailable",
                 "Direct upload unavailable",
+            ),
+            Self::UploadNotFound => (S::NOT_FOUND, "upload-not-found", "Upload not found"),
+            Self::OffsetMismatch(_) => (S::CONFLICT, "offset-mismatch", "Offset mismatch"),
+            Self::TusVersion => (
+                S::PRECONDITION_FAILED,
+                "invalid-option",
+                "Unsupported tus version",
             ),
             Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
@@ -131,6 +144,9 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                     headers.insert(header::CONTENT_RANGE, v);
                 }
+            }
+            Self::TusVersion => {
+                headers.insert("tus-version", HeaderValue::from_static("1.0.0"));
             }
             Self::Unavailable(_) | Self::InsufficientStorage => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

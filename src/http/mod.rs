@@ -9,6 +9,7 @@ pub mod output_docs;
 pub mod outputs;
 pub mod range;
 pub mod render;
+pub mod tus;
 pub mod upload;
 pub mod videos;
 pub mod ws;
@@ -55,6 +56,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::document))
+        .merge(tus::routes())
         // Uploads enforce their own limit while streaming to disk.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyTimeoutLayer::new(idle))

@@ -35,6 +35,7 @@ pub fn video(app: &App, v: &Video, queue_position: Option<usize>) -> Value {
         .filter(|_| v.state == VideoState::Processing);
     let percent = match v.state {
         VideoState::Ready => 100.0,
+        VideoState::Uploading => app.uploads.percent(&v.id).unwrap_or(0.0),
         _ => progress.as_ref().map_or(0.0, |p| p.percent),
     };
     json!({

@@ -167,7 +167,7 @@ where
     Ok(total)
 }
 
-async fn check_disk(app: &App) -> Result<(), ApiError> {
+pub(super) async fn check_disk(app: &App) -> Result<(), ApiError> {
     let probe = app.headroom.clone();
     let free = tokio::task::spawn_blocking(move || probe().free_disk)
         .await
@@ -178,7 +178,7 @@ async fn check_disk(app: &App) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn probe(path: &Path) -> Result<(), ApiError> {
+pub(super) async fn probe(path: &Path) -> Result<(), ApiError> {
     let path = path.to_path_buf();
     let probed = tokio::task::spawn_blocking(move || media::probe(&path))
         .await

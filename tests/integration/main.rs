@@ -1,7 +1,8 @@
 //! vidmill's integration tests, one binary (one link): the command line,
 //! crash recovery with the core in a child process, the real server on
 //! 127.0.0.1:0 over HTTP and WebSocket, JWKS keys from a file and a URL,
-//! and its OpenAPI document.
+//! tus resumable uploads (raw and with tus-js-client) and its OpenAPI
+//! document.
 
 mod cli;
 mod jwks;
@@ -10,3 +11,4 @@ mod recovery;
 mod server;
 mod slow_client;
 mod support;
+mod tus;

@@ -1,0 +1,479 @@
+//! tus 1.0.0 resumable uploads at `/v1/uploads` (API.md "tus resumable
+//! upload"): the core protocol with creation, creation-with-upload,
+//! termination and expiration. An upload is a video in state `uploading`
+//! whose bytes the core keeps in a partial file; each PATCH appends to it
+//! and makes what it wrote durable before answering, so the offset a
+//! client is told survives a crash. The last byte triggers the probe: media
+//! is queued, anything else is refused with 415 and removed.
+
+mod headers;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::map_response;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use vidmill_actors::{CoreError, PartialUpload, VideoId};
+
+use self::headers::{byte_count, carries_bytes, check_version, metadata, EXTENSIONS, VERSION};
+use super::error::ApiError;
+use super::openapi as doc;
+use super::render;
+use super::upload::{check_disk, parse_options, probe};
+use crate::app::App;
+use crate::auth::Identity;
+
+/// The options an upload's metadata may carry, as `POST /v1/videos` takes
+/// them in its query string.
+const OPTION_KEYS: [&str; 4] = [
+    "outputs",
+    "frames_every",
+    "frames_format",
+    "frames_accuracy",
+];
+
+/// What the tus routes share: which uploads a request is writing to (one
+/// writer at a time), and how far each has got (for the video's
+/// `progress.percent`).
+#[derive(Debug, Clone, Default)]
+pub struct Uploads {
+    writing: Arc<Mutex<HashSet<VideoId>>>,
+    percent: Arc<Mutex<HashMap<VideoId, f64>>>,
+}
+
+impl Uploads {
+    /// Percent of the declared bytes received, when this process has seen
+    /// the upload.
+    pub fn percent(&self, id: &str) -> Option<f64> {
+        self.percent.lock().ok()?.get(id).copied()
+    }
+
+    fn record(&self, id: &str, offset: u64, length: u64) {
+        if let Ok(mut map) = self.percent.lock() {
+            map.insert(id.into(), offset as f64 * 100.0 / length.max(1) as f64);
+        }
+    }
+
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut map) = self.percent.lock() {
+            map.remove(id);
+        }
+    }
+
+    /// Claims the right to write to `id` until the guard drops.
+    fn claim(&self, id: &str) -> Result<Writing, ApiError> {
+        let mut writing = self
+            .writing
+            .lock()
+            .map_err(|_| ApiError::Internal("upload lock poisoned".into()))?;
+        if !writing.insert(id.into()) {
+            return Err(ApiError::OffsetMismatch(
+                "another request is writing to this upload; wait for it, then ask for the offset (HEAD)".into(),
+            ));
+        }
+        Ok(Writing {
+            uploads: self.clone(),
+            id: id.into(),
+        })
+    }
+}
+
+struct Writing {
+    uploads: Uploads,
+    id: VideoId,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if let Ok(mut writing) = self.uploads.writing.lock() {
+            writing.remove(&self.id);
+        }
+    }
+}
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/v1/uploads", post(create).options(discover))
+        .route(
+            "/v1/uploads/{id}",
+            axum::routing::head(offset).patch(append).delete(terminate),
+        )
+        .layer(map_response(|mut response: Response| async move {
+            response
+                .headers_mut()
+                .insert("tus-resumable", HeaderValue::from_static(VERSION));
+            response
+        }))
+}
+
+fn set(response: &mut Response, name: &'static str, value: impl ToString) {
+    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+        response.headers_mut().insert(name, v);
+    }
+}
+
+fn expires(partial: &PartialUpload) -> String {
+    httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(partial.expires_at_ms),
+    )
+}
+
+/// The upload of `owner`, or `upload-not-found` (also for another owner's).
+async fn partial(app: &App, owner: &str, id: &str) -> Result<PartialUpload, ApiError> {
+    app.handle
+        .partial_upload(owner, id)
+        .await
+        .map_err(|e| match e {
+            CoreError::NotFound(_) => ApiError::UploadNotFound,
+            other => other.into(),
+        })
+}
+
+/// What this server's tus supports
+///
+/// Discovery; needs no token.
+#[utoipa::path(
+    options,
+    path = "/v1/uploads",
+    operation_id = "upload_options",
+    tag = "uploads",
+    responses(
+        (status = 204, description = "tus capabilities", headers(
+            ("Tus-Version" = String, description = "`1.0.0`"),
+            ("Tus-Extension" = String, description = "`creation,creation-with-upload,termination,expiration`"),
+            ("Tus-Max-Size" = u64, description = "`limits.max_upload_bytes`"),
+        )),
+    ),
+)]
+pub async fn discover(State(app): State<App>) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    set(&mut response, "tus-version", VERSION);
+    set(&mut response, "tus-extension", EXTENSIONS);
+    set(
+        &mut response,
+        "tus-max-size",
+        app.config.limits.max_upload_bytes,
+    );
+    response
+}
+
+/// Start a resumable upload (tus)
+///
+/// Creates the video in state `uploading` (same id). `Upload-Metadata`
+/// carries `filename` and the options of `POST /v1/videos`; a body of
+/// `application/offset+octet-stream` is stored as the first bytes.
+#[utoipa::path(
+    post,
+    path = "/v1/uploads",
+    operation_id = "create_upload",
+    tag = "uploads",
+    params(
+        ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+        ("Upload-Length" = u64, Header, description = "Size of the whole upload in bytes"),
+        ("Upload-Metadata" = Option<String>, Header, description = "`key base64(value)` pairs, comma-separated"),
+    ),
+    responses(
+        (status = 201, description = "Created", body = doc::Video, headers(
+            ("Location" = String, description = "`/v1/uploads/{id}`"),
+            ("Upload-Expires" = String, description = "When an unfinished upload is removed"),
+            ("Upload-Offset" = u64, description = "Bytes stored, when the request carried some"),
+        )),
+        (status = 400, description = "`invalid-option` (naming the header or option) or `empty-upload`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`invalid-option`: not `Tus-Resumable: 1.0.0`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media`: the complete upload is not a video vidmill can read; removed", body = doc::Problem, content_type = "application/problem+json"),
+        doc::Failures,
+        (status = 507, description = "`insufficient-storage`", body = doc::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn create(
+    State(app): State<App>,
+    who: Identity,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_version(&headers)?;
+    if headers.contains_key("upload-defer-length") {
+        return Err(ApiError::InvalidOption {
+            name: "Upload-Defer-Length",
+            why: "not supported: send Upload-Length".into(),
+        });
+    }
+    let length = byte_count(&headers, "upload-length")?.ok_or(ApiError::InvalidOption {
+        name: "Upload-Length",
+        why: "required: the size of the upload in bytes".into(),
+    })?;
+    let limit = app.config.limits.max_upload_bytes;
+    if length == 0 {
+        return Err(ApiError::EmptyUpload);
+    }
+    if length > limit {
+        return Err(ApiError::UploadTooLarge(limit));
+    }
+    let meta = metadata(&headers)?;
+    let options = parse_options(
+        &meta
+            .iter()
+            .filter(|(k, _)| OPTION_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<HashMap<_, _>>(),
+        app.config.media.frames_every,
+    )?;
+    let filename = ["filename", "name"]
+        .iter()
+        .find_map(|k| meta.get(*k).filter(|n| !n.is_empty()))
+        .cloned()
+        .unwrap_or_else(|| "upload".into());
+    check_disk(&app).await?;
+    let video = app
+        .handle
+        .begin_upload(&who.sub, &filename, options, length)
+        .await?;
+    app.uploads.record(&video.id, 0, length);
+    let mut offset = None;
+    if carries_bytes(&headers) {
+        let _writing = app.uploads.claim(&video.id)?;
+        offset = Some(receive(&app, &who.sub, &video.id, 0, &headers, body).await?);
+    }
+    let latest = app.handle.get(&who.sub, &video.id).await.unwrap_or(video);
+    let mut response = (
+        StatusCode::CREATED,
+        Json(render::video(&app, &latest, None)),
+    )
+        .into_response();
+    set(
+        &mut response,
+        "location",
+        format!("{}/v1/uploads/{}", app.public_url, latest.id),
+    );
+    if let Ok(p) = partial(&app, &who.sub, &latest.id).await {
+        set(&mut response, "upload-expires", expires(&p));
+    }
+    if let Some(offset) = offset {
+        set(&mut response, "upload-offset", offset);
+    }
+    Ok(response)
+}
+
+/// How many bytes of an upload the server holds
+///
+/// A finished upload answers with its full length, so a client resuming it
+/// learns there is nothing left to send.
+#[utoipa::path(
+    head,
+    path = "/v1/uploads/{id}",
+    operation_id = "upload_offset",
+    tag = "uploads",
+    params(
+        ("id" = String, Path, description = "Upload (and video) id"),
+        ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+    ),
+    responses(
+        (status = 200, description = "The offset", headers(
+            ("Upload-Offset" = u64, description = "Bytes stored"),
+            ("Upload-Length" = u64, description = "Declared size"),
+            ("Upload-Expires" = String, description = "When it is removed if unfinished"),
+        )),
+        (status = 404, description = "`upload-not-found` (also another owner's)", body = doc::Problem, content_type = "application/problem+json"),
+        doc::Failures,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn offset(
+    State(app): State<App>,
+    who: Identity,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_version(&headers)?;
+    let mut response = StatusCode::OK.into_response();
+    set(&mut response, "cache-control", "no-store");
+    match partial(&app, &who.sub, &id).await {
+        Ok(p) => {
+            app.uploads.record(&id, p.offset, p.length);
+            set(&mut response, "upload-offset", p.offset);
+            set(&mut response, "upload-length", p.length);
+            set(&mut response, "upload-expires", expires(&p));
+        }
+        Err(ApiError::UploadNotFound) => {
+            let size = app
+                .handle
+                .get(&who.sub, &id)
+                .await
+                .ok()
+                .and_then(|v| v.source)
+                .map(|s| s.size_bytes)
+                .ok_or(ApiError::UploadNotFound)?;
+            set(&mut response, "upload-offset", size);
+            set(&mut response, "upload-length", size);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(response)
+}
+
+/// Append bytes to an upload
+///
+/// The body (`application/offset+octet-stream`) is stored at
+/// `Upload-Offset`; what arrives is kept even when the connection breaks.
+/// The last byte is probed: a video is queued, anything else is refused
+/// with 415 and removed.
+#[utoipa::path(
+    patch,
+    path = "/v1/uploads/{id}",
+    operation_id = "append_to_upload",
+    tag = "uploads",
+    params(
+        ("id" = String, Path, description = "Upload (and video) id"),
+        ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+        ("Upload-Offset" = u64, Header, description = "Where these bytes start; must equal the stored offset"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Stored", headers(("Upload-Offset" = u64, description = "The new offset"))),
+        (status = 400, description = "`invalid-option` (no `Upload-Offset`) or `upload-interrupted`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`upload-not-found` (also another owner's)", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`offset-mismatch`: not the stored offset, or another request is writing", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`invalid-option`: not `Tus-Resumable: 1.0.0`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`upload-too-large`: past `Upload-Length`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media`: another content type, or the complete upload is not a video (removed)", body = doc::Problem, content_type = "application/problem+json"),
+        doc::Failures,
+        (status = 507, description = "`insufficient-storage`", body = doc::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn append(
+    State(app): State<App>,
+    who: Identity,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_version(&headers)?;
+    if !carries_bytes(&headers) {
+        return Err(ApiError::UnsupportedMedia(
+            "send the bytes as Content-Type: application/offset+octet-stream".into(),
+        ));
+    }
+    let at = byte_count(&headers, "upload-offset")?.ok_or(ApiError::InvalidOption {
+        name: "Upload-Offset",
+        why: "required: where these bytes start".into(),
+    })?;
+    // Ownership first, so nobody else's request can hold the upload.
+    let known = partial(&app, &who.sub, &id).await?;
+    let _writing = app.uploads.claim(&id)?;
+    let offset = receive(&app, &who.sub, &id, at, &headers, body).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    set(&mut response, "upload-offset", offset);
+    if offset < known.length {
+        set(&mut response, "upload-expires", expires(&known));
+    }
+    Ok(response)
+}
+
+/// Abandon an unfinished upload
+///
+/// Removes the upload and its video with every byte received.
+#[utoipa::path(
+    delete,
+    path = "/v1/uploads/{id}",
+    operation_id = "terminate_upload",
+    tag = "uploads",
+    params(
+        ("id" = String, Path, description = "Upload (and video) id"),
+        ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "`upload-not-found` (also another owner's, or finished)", body = doc::Problem, content_type = "application/problem+json"),
+        doc::Failures,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn terminate(
+    State(app): State<App>,
+    who: Identity,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_version(&headers)?;
+    partial(&app, &who.sub, &id).await?;
+    app.handle.delete(&who.sub, &id).await?;
+    app.uploads.forget(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Appends `body` to upload `id` at `at` and makes it durable; on the last
+/// byte, probes and queues the video (or removes it: 415). Returns the new
+/// offset. A cut body keeps what arrived: the client resumes from there.
+async fn receive(
+    app: &App,
+    owner: &str,
+    id: &str,
+    at: u64,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<u64, ApiError> {
+    let upload = partial(app, owner, id).await?;
+    if at != upload.offset {
+        return Err(ApiError::OffsetMismatch(format!(
+            "the upload holds {} bytes; send from Upload-Offset: {}",
+            upload.offset, upload.offset
+        )));
+    }
+    let room = upload.length - upload.offset;
+    if byte_count(headers, "content-length")?.is_some_and(|n| n > room) {
+        return Err(ApiError::UploadTooLarge(upload.length));
+    }
+    check_disk(app).await?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(&upload.path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", upload.path.display())))?;
+    let mut offset = upload.offset;
+    let mut stream = body.into_data_stream();
+    let mut ended = Ok(());
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            ended = Err(ApiError::UploadInterrupted);
+            break;
+        };
+        if chunk.len() as u64 > upload.length - offset {
+            ended = Err(ApiError::UploadTooLarge(upload.length));
+            break;
+        }
+        if let Err(e) = file.write_all(&chunk).await {
+            ended = Err(ApiError::Internal(format!("write upload: {e}")));
+            break;
+        }
+        offset += chunk.len() as u64;
+        app.uploads.record(id, offset, upload.length);
+    }
+    // What was written is kept, whatever ended the body: it is the offset
+    // the client resumes from, so it must be on disk first.
+    file.flush()
+        .await
+        .and(file.sync_data().await)
+        .map_err(|e| ApiError::Internal(format!("sync upload: {e}")))?;
+    ended?;
+    if offset == upload.length {
+        app.uploads.forget(id);
+        if let Err(e) = probe(&upload.path).await {
+            if matches!(e, ApiError::UnsupportedMedia(_)) {
+                app.handle.delete(owner, id).await?;
+            }
+            return Err(e);
+        }
+        app.handle.finish_upload(owner, id).await?;
+    }
+    Ok(offset)
+}
