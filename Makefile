@@ -14,8 +14,8 @@ DEBIAN_PACKAGES := pkg-config ca-certificates libgstreamer1.0-dev libgstreamer-p
 
 .PHONY: deps build run test lint test-clients bench-pipelines bench-serve clean
 
-# The stock clients the integration tests drive vidmill with (tus-js-client
-# under Node), from npm at the versions package-lock.json pins.
+# The stock clients the integration tests drive vidmill with: tus-js-client
+# under Node (npm, as package-lock.json pins it) and tuspy (PyPI, in a venv).
 CLIENTS := tests/integration/clients
 
 deps:
@@ -46,7 +46,16 @@ $(CLIENTS)/node_modules/.package-lock.json: $(CLIENTS)/package-lock.json
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
 	npm ci --prefix $(CLIENTS) --no-audit --no-fund --silent
 
-test-clients: $(CLIENTS)/node_modules/.package-lock.json
+$(CLIENTS)/.venv/installed: $(CLIENTS)/requirements.txt
+	@command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null; }
+	rm -rf $(CLIENTS)/.venv
+	python3 -m venv $(CLIENTS)/.venv
+	$(CLIENTS)/.venv/bin/pip install -q --disable-pip-version-check -r $(CLIENTS)/requirements.txt
+	touch $@
+
+test-clients: $(CLIENTS)/node_modules/.package-lock.json $(CLIENTS)/.venv/installed
 
 test: lint test-clients
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

@@ -300,71 +300,102 @@ fn bad_requests_foreign_uploads_termination_and_expiry() {
     assert!(partials(&server).is_empty(), "{:?}", partials(&server));
 }
 
-/// Runs the stock client (tests/integration/clients/tus-upload.mjs).
-fn tus_js(server: &Server, token: &str, file: &Path, extra: &[&str]) -> serde_json::Value {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients/tus-upload.mjs");
-    let out = std::process::Command::new("node")
-        .arg(script)
-        .arg(format!("http://{}/v1/uploads", server.addr))
-        .arg(token)
-        .arg(file)
-        .args(extra)
-        .output()
-        .expect("node (make test installs it with tus-js-client)");
-    assert!(
-        out.status.success(),
-        "tus-js-client failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON line")
+/// A stock tus client, run as a program with the same arguments:
+/// `ENDPOINT TOKEN FILE [--chunk N] [--stop-after N] [--resume URL] [--meta K=V]`.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    /// tus-js-client under Node (`clients/tus-upload.mjs`).
+    TusJs,
+    /// tuspy in the venv `make test` builds (`clients/tuspy_upload.py`).
+    Tuspy,
 }
 
-#[test]
-fn the_stock_tus_js_client_uploads_stops_and_resumes() {
+impl Client {
+    fn run(self, server: &Server, token: &str, file: &Path, extra: &[&str]) -> serde_json::Value {
+        let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients");
+        let mut command = match self {
+            Self::TusJs => {
+                let mut c = std::process::Command::new("node");
+                c.arg(clients.join("tus-upload.mjs"));
+                c
+            }
+            Self::Tuspy => {
+                let mut c = std::process::Command::new(clients.join(".venv/bin/python"));
+                c.arg(clients.join("tuspy_upload.py"));
+                c
+            }
+        };
+        let out = command
+            .arg(format!("http://{}/v1/uploads", server.addr))
+            .arg(token)
+            .arg(file)
+            .args(extra)
+            .output()
+            .unwrap_or_else(|e| panic!("{self:?} ({e}): `make test-clients` installs it"));
+        assert!(
+            out.status.success(),
+            "{self:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("one JSON line")
+    }
+}
+
+/// Uploads a whole file with options, then another stopped part-way and
+/// resumed by a second run of the client from the upload's URL.
+fn uploads_stops_and_resumes(client: Client) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path(), "");
     let token = server.token("alice");
     let file = dir.path().join("holiday.webm");
     std::fs::write(&file, webm(dir.path(), 2.0)).expect("write");
     let len = std::fs::metadata(&file).expect("len").len();
+    let id_of_url = |v: &serde_json::Value| {
+        let url = v["url"].as_str().expect("url").to_string();
+        (url.rsplit('/').next().expect("id").to_string(), url)
+    };
 
-    let whole = tus_js(
+    let whole = client.run(
         &server,
         &token,
         &file,
         &["--chunk", "65536", "--meta", "frames_every=1"],
     );
     assert_eq!(whole["done"], true);
-    let id = whole["url"]
-        .as_str()
-        .expect("url")
-        .rsplit('/')
-        .next()
-        .expect("id")
-        .to_string();
+    let (id, _) = id_of_url(&whole);
     let ready = server.wait_for(&token, &id, |v| v["state"] == "ready");
     assert_eq!(ready["filename"], "holiday.webm");
     assert_eq!(ready["options"]["frames_every"], 1.0);
 
-    let stopped = tus_js(
+    let stopped = client.run(
         &server,
         &token,
         &file,
         &["--chunk", "16384", "--stop-after", "30000"],
     );
     assert_eq!(stopped["done"], false);
-    let url = stopped["url"].as_str().expect("url").to_string();
-    let id = url.rsplit('/').next().expect("id").to_string();
+    let (id, url) = id_of_url(&stopped);
     let held = offset(&head(&server, &token, &id)) as u64;
     assert!(held > 0 && held < len, "{held} of {len}");
-    let resumed = tus_js(
+    let resumed = client.run(
         &server,
         &token,
         &file,
         &["--chunk", "16384", "--resume", &url],
     );
     assert_eq!(resumed["done"], true);
+    let (again, _) = id_of_url(&resumed);
+    assert_eq!(again, id, "resumed, not started over");
     server.wait_for(&token, &id, |v| v["state"] == "ready");
+}
+
+#[test]
+fn the_stock_tus_js_client_uploads_stops_and_resumes() {
+    uploads_stops_and_resumes(Client::TusJs);
+}
+
+#[test]
+fn the_stock_tuspy_client_uploads_stops_and_resumes() {
+    uploads_stops_and_resumes(Client::Tuspy);
 }
