@@ -129,6 +129,15 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.storage.kind != "file" {
         return bad("storage.type", "only `file` is available in this build");
     }
+    if c.limits.upload_expiry_seconds == 0 {
+        return bad(
+            "limits.upload_expiry_seconds",
+            "expected at least 1 second (unfinished resumable uploads are kept this long)",
+        );
+    }
+    if c.limits.max_upload_bytes == 0 {
+        return bad("limits.max_upload_bytes", "expected at least 1 byte");
+    }
     if c.media.crf > 51 {
         return bad("media.crf", "expected 0 to 51");
     }

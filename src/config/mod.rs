@@ -163,10 +163,12 @@ impl Default for Media {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
+    /// Largest upload accepted (plain or tus), in bytes.
     pub max_upload_bytes: u64,
     /// Uploads and new work are refused below this much free disk.
     pub min_free_disk_bytes: u64,
-    /// Abandoned resumable uploads are removed after this long.
+    /// Unfinished resumable uploads are removed this long after they were
+    /// created (tus `Upload-Expires`).
     pub upload_expiry_seconds: u64,
 }
 
