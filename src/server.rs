@@ -121,6 +121,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         catalog,
         engine,
         store.clone(),
+        Arc::new(core::NoNotifier),
         headroom.clone(),
     )
     .await

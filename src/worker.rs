@@ -51,9 +51,11 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
     let engine = Arc::new(GstEngine::new(EngineSettings::default()));
     let store = Arc::new(FileStore::new(args.data.join("objects")));
     let headroom = core::system_headroom(args.data.clone());
-    let (handle, recovery) = Core::start(config, catalog.clone(), engine, store, headroom)
-        .await
-        .map_err(core_error)?;
+    let notifier = Arc::new(core::NoNotifier);
+    let (handle, recovery) =
+        Core::start(config, catalog.clone(), engine, store, notifier, headroom)
+            .await
+            .map_err(core_error)?;
     line(serde_json::json!({
         "event": "recovered",
         "requeued": recovery.requeued,

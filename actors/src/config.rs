@@ -12,6 +12,8 @@ pub struct CoreConfig {
     pub partial_dir: PathBuf,
     /// Unfinished uploads older than this are deleted.
     pub upload_expiry: Duration,
+    /// Notifications not delivered within this long are dropped.
+    pub notify_max_age: Duration,
     /// Cores given to encoding; one pipeline runs per core.
     pub cpu_budget: usize,
     /// Media time that may pass without progress before a run is stalled.
@@ -32,6 +34,7 @@ impl CoreConfig {
         Self {
             partial_dir: work_dir.with_file_name("partial"),
             upload_expiry: crate::uploads::DEFAULT_UPLOAD_EXPIRY,
+            notify_max_age: Duration::from_secs(24 * 3600),
             work_dir,
             cpu_budget: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stall_timeout: Duration::from_secs(60),

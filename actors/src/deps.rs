@@ -21,12 +21,17 @@ pub(crate) struct Deps {
     pub engine: Arc<dyn MediaEngine>,
     pub store: Arc<dyn BlobStore>,
     pub config: CoreConfig,
+    /// Wakes the notifier when a video's processing ends.
+    pub notify: Arc<tokio::sync::Notify>,
 }
 
 impl Deps {
     /// Persists a change, then announces its event: never the other way.
     pub(crate) async fn persist(&self, id: &str, change: Change) -> Result<Video, CoreError> {
         let (video, event) = self.catalog.apply(id, change).await?;
+        if event.as_ref().is_some_and(|e| e.state.is_terminal()) {
+            self.notify.notify_one();
+        }
         if let Some(event) = event {
             let _ = self.hub.cast(HubMsg::State(event));
         }

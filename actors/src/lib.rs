@@ -22,6 +22,7 @@ pub mod error;
 pub mod handle;
 pub mod hub;
 pub mod model;
+mod notifier;
 pub mod ports;
 pub mod state;
 mod supervisor;
@@ -76,6 +77,7 @@ impl Core {
         catalog: Catalog,
         engine: Arc<dyn MediaEngine>,
         store: Arc<dyn BlobStore>,
+        notifier: Arc<dyn Notifier>,
         headroom: HeadroomProbe,
     ) -> Result<(Handle, Recovery), CoreError> {
         let started = Instant::now();
@@ -115,7 +117,9 @@ impl Core {
             engine,
             store,
             config,
+            notify: Arc::new(tokio::sync::Notify::new()),
         });
+        notifier::spawn(deps.clone(), notifier, deps.notify.clone());
         let (supervisor, _) = Actor::spawn(None, VideoSupervisor { deps: deps.clone() }, ())
             .await
             .map_err(spawn_err)?;

@@ -175,6 +175,40 @@ pub trait BlobStore: Send + Sync + 'static {
     fn open<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn BlobObject>, StoreError>>;
 }
 
+/// A notification to deliver: a video's processing ended.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    /// `video.ready` or `video.failed`.
+    pub kind: String,
+    /// The state event it announces; its `seq` makes it unique per video.
+    pub event: crate::model::StateEvent,
+    /// The video as it is now.
+    pub video: crate::model::Video,
+}
+
+/// Where notifications go (a webhook, mail); the root crate implements it.
+pub trait Notifier: Send + Sync + 'static {
+    /// Whether any channel is configured; without one nothing is kept.
+    fn enabled(&self) -> bool;
+
+    /// One delivery attempt; an error is retried later with backoff.
+    fn deliver<'a>(&'a self, note: &'a Notification) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// No channel: notifications are dropped (the offline worker, tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoNotifier;
+
+impl Notifier for NoNotifier {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn deliver<'a>(&'a self, _: &'a Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// A stored object opened for reading: what HTTP validators are made of,
 /// and its bytes by range.
 pub trait BlobObject: Send + Sync + std::fmt::Debug {

@@ -3,6 +3,7 @@
 //! every change; a few read connections serve queries concurrently. All
 //! SQLite work runs on blocking threads, never on the async executor.
 
+mod outbox;
 mod schema;
 mod videos;
 
@@ -13,6 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::CoreError;
 
+pub use outbox::Pending;
 pub use videos::{Artefact, Change, NewVideo, Page};
 
 /// Read connections: queries run in parallel up to this many.

@@ -53,6 +53,8 @@ const MIGRATIONS: &[&str] = &[
         delivered_at  TEXT,
         created_at    TEXT NOT NULL
     );",
+    // 2: the notifier reads undelivered rows in order.
+    "CREATE INDEX outbox_undelivered ON outbox (delivered_at, id);",
 ];
 
 /// The schema version this code writes.

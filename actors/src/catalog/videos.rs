@@ -204,6 +204,9 @@ impl Catalog {
                 || after.error != before.error
                 || after.outputs != before.outputs;
             let event = if visible { Some(append_event(&tx, &after)?) } else { None };
+            if let Some(e) = event.as_ref().filter(|_| after.state != before.state) {
+                super::outbox::enqueue(&tx, e)?;
+            }
             let video = get_video(&tx, &id)?.ok_or_else(|| CoreError::NotFound(id.clone()))?;
             tx.commit()?;
             Ok((video, event))

@@ -311,6 +311,33 @@ pub struct TestCore {
     pub recovery: Recovery,
     pub engine: Arc<ScriptedEngine>,
     pub store: Arc<DirStore>,
+    pub notes: Arc<Inbox>,
+}
+
+/// A notifier that keeps what it is given and refuses the first
+/// `refuse` attempts (a receiver that is down for a while).
+#[derive(Debug, Default)]
+pub struct Inbox {
+    pub delivered: Mutex<Vec<Notification>>,
+    pub attempts: AtomicUsize,
+    pub refuse: AtomicUsize,
+}
+
+impl Notifier for Inbox {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn deliver<'a>(&'a self, note: &'a Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            if attempt <= self.refuse.load(Ordering::SeqCst) {
+                return Err(format!("refused attempt {attempt}"));
+            }
+            self.delivered.lock().expect("inbox").push(note.clone());
+            Ok(())
+        })
+    }
 }
 
 pub fn config(dir: &Path, cpu_budget: usize) -> CoreConfig {
@@ -336,15 +363,24 @@ pub async fn start_with(dir: tempfile::TempDir, config: CoreConfig) -> TestCore 
     let catalog = Catalog::open(&dir.path().join("db.sqlite")).expect("catalog");
     let engine = Arc::new(ScriptedEngine::default());
     let store = Arc::new(DirStore(dir.path().join("objects")));
-    let (handle, recovery) = Core::start(config, catalog, engine.clone(), store.clone(), plenty())
-        .await
-        .expect("start core");
+    let notes = Arc::new(Inbox::default());
+    let (handle, recovery) = Core::start(
+        config,
+        catalog,
+        engine.clone(),
+        store.clone(),
+        notes.clone(),
+        plenty(),
+    )
+    .await
+    .expect("start core");
     TestCore {
         dir,
         handle,
         recovery,
         engine,
         store,
+        notes,
     }
 }
 

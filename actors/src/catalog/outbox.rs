@@ -1,0 +1,141 @@
+//! The notification outbox: one row per `ready` or `failed` state event,
+//! written in the same transaction as the event (so none is lost), then
+//! delivered in order per video, retried with backoff, dropped when too old.
+
+use rusqlite::params;
+
+use super::Catalog;
+use crate::error::CoreError;
+use crate::model::{StateEvent, VideoId};
+
+/// One notification waiting for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub id: i64,
+    pub video_id: VideoId,
+    pub seq: u64,
+    /// `video.ready` or `video.failed`.
+    pub kind: String,
+    /// The state event it announces.
+    pub event: StateEvent,
+    /// Deliveries tried so far.
+    pub attempts: u32,
+    /// Whether its next attempt is due now.
+    pub due: bool,
+    /// Seconds since it was written.
+    pub age_seconds: f64,
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// Adds the notification for `event` when it ends a video's processing.
+pub(super) fn enqueue(conn: &rusqlite::Connection, event: &StateEvent) -> Result<(), CoreError> {
+    let kind = match event.state {
+        crate::state::VideoState::Ready => "video.ready",
+        crate::state::VideoState::Failed => "video.failed",
+        _ => return Ok(()),
+    };
+    let payload =
+        serde_json::to_string(event).map_err(|e| CoreError::Internal(format!("encode: {e}")))?;
+    conn.execute(
+        &format!(
+            "INSERT INTO outbox (video_id, seq, kind, payload, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, {NOW}, {NOW})"
+        ),
+        params![event.video_id, event.seq, kind, payload],
+    )?;
+    Ok(())
+}
+
+impl Catalog {
+    /// Undelivered notifications, oldest first (at most `limit`).
+    pub async fn pending_notifications(&self, limit: u32) -> Result<Vec<Pending>, CoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT id, video_id, seq, kind, payload, attempts, next_attempt_at <= {NOW},
+                        (julianday('now') - julianday(created_at)) * 86400.0
+                 FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?1"
+            ))?;
+            type Row = (i64, VideoId, u64, String, String, u32, bool, f64);
+            let rows = stmt.query_map([limit], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, video_id, seq, kind, payload, attempts, due, age_seconds): Row = row?;
+                let event = serde_json::from_str(&payload)
+                    .map_err(|e| CoreError::Internal(format!("outbox payload: {e}")))?;
+                out.push(Pending {
+                    id,
+                    video_id,
+                    seq,
+                    kind,
+                    event,
+                    attempts,
+                    due,
+                    age_seconds,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Seconds until the earliest undelivered notification is due (0 when
+    /// one is due now); `None` when nothing waits.
+    pub async fn next_notification_in(&self) -> Result<Option<f64>, CoreError> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT MAX(0.0, MIN((julianday(next_attempt_at) - julianday('now')) * 86400.0))
+                 FROM outbox WHERE delivered_at IS NULL",
+                [],
+                |r| r.get::<_, Option<f64>>(0),
+            )?)
+        })
+        .await
+    }
+
+    pub async fn notification_delivered(&self, id: i64) -> Result<(), CoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                &format!(
+                    "UPDATE outbox SET delivered_at = {NOW}, attempts = attempts + 1 WHERE id = ?1"
+                ),
+                [id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Counts a failed attempt and sets the next one `delay_seconds` away.
+    pub async fn notification_failed(&self, id: i64, delay_seconds: u64) -> Result<(), CoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1,
+                 next_attempt_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2) WHERE id = ?1",
+                params![id, format!("+{delay_seconds} seconds")],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets a notification that will not be delivered.
+    pub async fn drop_notification(&self, id: i64) -> Result<(), CoreError> {
+        self.write(move |conn| {
+            conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+            Ok(())
+        })
+        .await
+    }
+}
