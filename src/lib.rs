@@ -1,6 +1,7 @@
 //! vidmill: a self-hosted video processing and streaming server in one
-//! binary. This crate is the edges and the wiring: the command line now, the
-//! HTTP and WebSocket server, configuration and storage as they land.
+//! binary. This crate is the edges and the wiring: the command line, the
+//! HTTP and WebSocket server, configuration, auth, storage, the media engine
+//! and notifications, plugged into the core's ports.
 
 pub mod app;
 pub mod auth;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod signing;
 pub mod store;

@@ -129,6 +129,24 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.storage.kind != "file" {
         return bad("storage.type", "only `file` is available in this build");
     }
+    if !c.notify.webhook_url.is_empty() {
+        match reqwest::Url::parse(&c.notify.webhook_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => return bad("notify.webhook_url", "expected an http:// or https:// URL"),
+        }
+        if c.notify.webhook_secret.is_empty() && c.notify.webhook_secret_file.is_empty() {
+            return bad(
+                "notify.webhook_secret",
+                "set a secret (or notify.webhook_secret_file): receivers check the signature with it",
+            );
+        }
+    }
+    if !c.notify.smtp_url.is_empty() {
+        return bad(
+            "notify.smtp_url",
+            "email notifications are not built yet; use notify.webhook_url",
+        );
+    }
     if c.limits.upload_expiry_seconds == 0 {
         return bad(
             "limits.upload_expiry_seconds",

@@ -202,13 +202,32 @@ impl Default for Signing {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Notify {
+    /// POST `video.ready` / `video.failed` events here (http or https).
     pub webhook_url: String,
+    /// Key of the `Vidmill-Signature` HMAC (value; or `webhook_secret_file`).
     pub webhook_secret: String,
+    pub webhook_secret_file: String,
+    /// Undelivered notifications are retried with backoff for this long.
+    pub max_age_seconds: u64,
+    /// Mail server for owner emails (not sent yet; reserved).
     pub smtp_url: String,
     pub from: String,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            webhook_secret: String::new(),
+            webhook_secret_file: String::new(),
+            max_age_seconds: 86_400,
+            smtp_url: String::new(),
+            from: String::new(),
+        }
+    }
 }
 
 impl Config {

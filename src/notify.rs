@@ -1,0 +1,141 @@
+//! Webhook notifications (API.md "Processing semantics"): the core's
+//! outbox hands each `video.ready` / `video.failed` event here; it is POSTed
+//! as JSON with `Idempotency-Key: <video_id>:<seq>` and
+//! `Vidmill-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`. Any 2xx
+//! acknowledges it; anything else is retried by the core with backoff.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use vidmill_actors::{BoxFuture, Notification, Notifier};
+
+use crate::app::{unix_now, App};
+use crate::http::render;
+
+/// How long one delivery may take, connection included.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The value of `Vidmill-Signature` for `body` sent at `t`.
+pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> String {
+    // HMAC takes a key of any length; new_from_slice cannot fail for it.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Posts notifications to `notify.webhook_url`.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    url: Option<reqwest::Url>,
+    secret: Vec<u8>,
+    client: reqwest::Client,
+    /// The server, once built: bodies carry the video as the API shows it,
+    /// with signed links. Set right after the core starts.
+    app: Arc<OnceLock<App>>,
+}
+
+impl Webhook {
+    /// A webhook to `url` (none when empty) signed with `secret`.
+    pub fn new(url: &str, secret: &[u8]) -> Result<Self, String> {
+        let url = (!url.is_empty())
+            .then(|| reqwest::Url::parse(url).map_err(|e| format!("notify.webhook_url: {e}")))
+            .transpose()?;
+        let client = reqwest::Client::builder()
+            .timeout(DELIVERY_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("vidmill/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("webhook client: {e}"))?;
+        Ok(Self {
+            url,
+            secret: secret.to_vec(),
+            client,
+            app: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// Gives the webhook the server it renders videos with.
+    pub fn attach(&self, app: &App) {
+        let _ = self.app.set(app.clone());
+    }
+
+    /// The server, waiting a moment for it at start-up (the core may hand
+    /// over a notification left from the last run before the server is
+    /// assembled).
+    async fn app(&self) -> Result<&App, String> {
+        for _ in 0..500 {
+            if let Some(app) = self.app.get() {
+                return Ok(app);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err("the server is still starting".into())
+    }
+
+    async fn post(&self, url: &reqwest::Url, note: &Notification) -> Result<(), String> {
+        let app = self.app().await?;
+        let key = format!("{}:{}", note.event.video_id, note.event.seq);
+        let body = serde_json::to_vec(&serde_json::json!({
+            "id": key,
+            "type": note.kind,
+            "event": render::state_event(app, &note.video, &note.event),
+            "video": render::video(app, &note.video, None),
+        }))
+        .map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", &key)
+            .header(
+                "Vidmill-Signature",
+                signature(&self.secret, unix_now(), &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the webhook answered {}", response.status()))
+        }
+    }
+}
+
+impl Notifier for Webhook {
+    fn enabled(&self) -> bool {
+        self.url.is_some()
+    }
+
+    fn deliver<'a>(&'a self, note: &'a Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            match &self.url {
+                Some(url) => self.post(url, note).await,
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_time_dot_body() {
+        // Computed independently: printf '1700000000.{"a":1}' |
+        //   openssl dgst -sha256 -hmac secret
+        assert_eq!(
+            signature(b"secret", 1_700_000_000, br#"{"a":1}"#),
+            "t=1700000000,v1=49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686"
+        );
+    }
+}
