@@ -12,10 +12,11 @@ DEBIAN_PACKAGES := pkg-config ca-certificates libgstreamer1.0-dev libgstreamer-p
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools ffmpeg
 
-.PHONY: deps build run test lint test-clients bench-pipelines bench-serve clean
+.PHONY: deps build run test lint test-clients chromium bench-pipelines bench-serve clean
 
 # The stock clients the integration tests drive vidmill with: tus-js-client
-# under Node (npm, as package-lock.json pins it) and tuspy (PyPI, in a venv).
+# and playwright-core under Node (npm, as package-lock.json pins them) and
+# tuspy (PyPI, in a venv).
 CLIENTS := tests/integration/clients
 
 deps:
@@ -55,7 +56,13 @@ $(CLIENTS)/.venv/installed: $(CLIENTS)/requirements.txt
 	$(CLIENTS)/.venv/bin/pip install -q --disable-pip-version-check -r $(CLIENTS)/requirements.txt
 	touch $@
 
-test-clients: $(CLIENTS)/node_modules/.package-lock.json $(CLIENTS)/.venv/installed
+# The web page's test drives Debian's chromium (playwright-core, no download).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test-clients: $(CLIENTS)/node_modules/.package-lock.json $(CLIENTS)/.venv/installed chromium
 
 test: lint test-clients
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

@@ -11,6 +11,10 @@ cat <<MSG
 
   vidmill is starting on http://$listen
 
+  Open the web page, signed in:
+
+    http://$listen/#token=$token
+
   A development token (user "dev", valid 24 h):
 
     export TOKEN=$token

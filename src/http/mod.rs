@@ -12,6 +12,7 @@ pub mod render;
 pub mod tus;
 pub mod upload;
 pub mod videos;
+pub mod web;
 pub mod ws;
 
 use std::time::{Duration, Instant};
@@ -56,6 +57,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::document))
+        .route("/", get(web::page))
         .merge(tus::routes())
         // Uploads enforce their own limit while streaming to disk.
         .layer(DefaultBodyLimit::disable())

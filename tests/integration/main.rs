@@ -1,8 +1,8 @@
 //! vidmill's integration tests, one binary (one link): the command line,
 //! crash recovery with the core in a child process, the real server on
 //! 127.0.0.1:0 over HTTP and WebSocket, JWKS keys from a file and a URL,
-//! tus resumable uploads (raw and with stock clients), webhooks and the
-//! OpenAPI document.
+//! tus resumable uploads (raw and with stock clients), webhooks, the
+//! OpenAPI document and the web page in chromium.
 
 mod cli;
 mod jwks;
@@ -12,4 +12,5 @@ mod server;
 mod slow_client;
 mod support;
 mod tus;
+mod web;
 mod webhook;

@@ -22,6 +22,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/readyz", &["get"]),
     ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),
+    ("/", &["get"]),
 ];
 
 const OUTPUTS: &[&str] = &[
