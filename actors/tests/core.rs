@@ -482,7 +482,9 @@ async fn a_retry_sent_the_moment_a_video_fails_runs_it_again() {
         let v = core.create("alice", Script::FailFirst { times: 1 }).await;
         let mut feed = core
             .handle
-            .subscribe("alice", Some(&v.id), None)
+            // Replay from the start: the video may fail before this
+            // subscription exists.
+            .subscribe("alice", Some(&v.id), Some(0))
             .await
             .expect("subscribe");
         // Retry on the failure event itself, while the failed run's actor

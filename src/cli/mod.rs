@@ -53,6 +53,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Check the whole path a request takes and name each problem: GStreamer,
+    /// database, storage, JWKS and clock here; health, ranges, body limits,
+    /// request buffering and WebSockets through the public URL.
+    Doctor {
+        /// Configuration file; default ./config.toml when it exists.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The URL clients use (default: server.public_url, else the listen
+        /// address).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Print what a media file holds, as JSON.
     Probe { file: PathBuf },
     /// Convert a video to web-playable MP4 (remuxed when it already is H.264).
@@ -182,6 +194,13 @@ fn run(command: Command) -> Result<(), CliError> {
             let c = load_config(config.as_deref())?;
             let text = toml::to_string(&c.masked()).map_err(|e| e.to_string())?;
             print!("{text}");
+        }
+        Command::Doctor { config, url } => {
+            let c = load_config(config.as_deref())?;
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            if !runtime.block_on(crate::doctor::run(&c, url.as_deref()))? {
+                return Err("problems found (above)".to_string().into());
+            }
         }
         Command::Probe { file } => {
             let facts = media::probe(&file)?;

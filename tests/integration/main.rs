@@ -2,9 +2,10 @@
 //! crash recovery with the core in a child process, the real server on
 //! 127.0.0.1:0 over HTTP and WebSocket, JWKS keys from a file and a URL,
 //! tus resumable uploads (raw and with stock clients), webhooks, the
-//! OpenAPI document and the web page in chromium.
+//! OpenAPI document, the web page in chromium and `vidmill doctor`.
 
 mod cli;
+mod doctor;
 mod jwks;
 mod openapi;
 mod recovery;

@@ -286,6 +286,24 @@ impl Catalog {
         .await
     }
 
+    /// The newest ready video with an MP4, whoever owns it (for
+    /// `vidmill doctor`'s range probe).
+    pub async fn newest_playable(&self) -> Result<Option<Video>, CoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {COLUMNS} FROM videos WHERE state = 'ready'
+                         AND outputs LIKE '%\"mp4\"%' ORDER BY id DESC LIMIT 1"
+                    ),
+                    [],
+                    video_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
     /// Videos left unfinished (uploading, queued or processing), oldest first.
     pub async fn unfinished(&self) -> Result<Vec<Video>, CoreError> {
         self.read(|conn| {
