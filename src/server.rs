@@ -21,7 +21,7 @@ use crate::app::{self, App};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engine::{EngineSettings, GstEngine};
-use crate::notify::Webhook;
+use crate::notify::{Attached, Channels};
 use crate::store::FileStore;
 
 /// How often the JWKS is re-read when no token asks for it.
@@ -110,13 +110,8 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     core_config.min_free_disk = config.limits.min_free_disk_bytes;
     core_config.upload_expiry = Duration::from_secs(config.limits.upload_expiry_seconds);
     core_config.notify_max_age = Duration::from_secs(config.notify.max_age_seconds);
-    let n = &config.notify;
-    let webhook = Webhook::new(
-        &n.webhook_url,
-        &app::secret(&n.webhook_secret, &n.webhook_secret_file, None)
-            .map_err(|e| format!("notify.webhook_secret_file: {e}"))?
-            .unwrap_or_default(),
-    )?;
+    let attached = Attached::default();
+    let channels = Channels::new(&config, attached.clone())?;
     let engine = Arc::new(GstEngine::new(EngineSettings {
         preset: config.media.preset.clone(),
         crf: config.media.crf,
@@ -130,7 +125,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         catalog,
         engine,
         store.clone(),
-        Arc::new(webhook.clone()),
+        Arc::new(channels),
         headroom.clone(),
     )
     .await
@@ -153,7 +148,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         recent: app::RecentVideos::default(),
         uploads: Default::default(),
     };
-    webhook.attach(&app);
+    attached.attach(&app);
     app.metrics.reaped(recovery.swept_bytes);
     keep_keys_fresh(app.auth.clone());
     expire_uploads(&app);

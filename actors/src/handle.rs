@@ -148,6 +148,11 @@ impl Handle {
         Ok(video)
     }
 
+    /// Remembers the address to mail `owner`'s results to.
+    pub async fn set_contact(&self, owner: &str, email: &str) -> Result<(), CoreError> {
+        self.deps.catalog.set_contact(owner, email).await
+    }
+
     /// A video whoever owns it: only for requests that prove their right by
     /// other means (a signed link).
     pub async fn get_any(&self, id: &str) -> Result<Option<Video>, CoreError> {

@@ -1,7 +1,8 @@
 //! The notifier: delivers the outbox through the [`Notifier`] port. Rows
-//! go out oldest first; a video whose notification failed waits for its
-//! retry before its later ones go (order per video), while other videos'
-//! proceed. Failures back off exponentially (1 s doubling to 10 min); a
+//! go out oldest first; a video whose notification failed on a channel
+//! waits for its retry before its later ones go on that channel (order per
+//! video and channel), while everything else proceeds. Email goes to the
+//! owner's address from their latest upload, and is dropped without one. Failures back off exponentially (1 s doubling to 10 min); a
 //! notification older than the configured age is dropped with a warning.
 //! It runs as one task woken when a video ends and when a retry is due.
 
@@ -52,12 +53,13 @@ pub(crate) fn spawn(deps: Arc<Deps>, notifier: Arc<dyn Notifier>, wake: Arc<Noti
 async fn round(deps: &Deps, notifier: &dyn Notifier) -> Result<Duration, CoreError> {
     let catalog = &deps.catalog;
     let max_age = deps.config.notify_max_age.as_secs_f64();
-    let mut blocked: HashSet<VideoId> = HashSet::new();
+    let mut blocked: HashSet<(VideoId, String)> = HashSet::new();
     for p in catalog.pending_notifications(BATCH).await? {
-        if blocked.contains(&p.video_id) {
+        let lane = (p.video_id.clone(), p.channel.clone());
+        if blocked.contains(&lane) {
             continue;
         }
-        if !notifier.enabled() {
+        if !notifier.enabled(&p.channel) {
             catalog.drop_notification(p.id).await?;
             continue;
         }
@@ -68,7 +70,7 @@ async fn round(deps: &Deps, notifier: &dyn Notifier) -> Result<Duration, CoreErr
             continue;
         }
         if !p.due {
-            blocked.insert(p.video_id);
+            blocked.insert(lane);
             continue;
         }
         let Some(video) = catalog.get(&p.video_id).await? else {
@@ -76,8 +78,21 @@ async fn round(deps: &Deps, notifier: &dyn Notifier) -> Result<Duration, CoreErr
             catalog.drop_notification(p.id).await?;
             continue;
         };
+        let email = match p.channel.as_str() {
+            "email" => match catalog.contact(&video.owner).await? {
+                Some(address) => Some(address),
+                None => {
+                    // The owner's tokens never carried an address.
+                    catalog.drop_notification(p.id).await?;
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let note = Notification {
             kind: p.kind.clone(),
+            channel: p.channel.clone(),
+            email,
             event: p.event.clone(),
             video,
         };
@@ -85,10 +100,10 @@ async fn round(deps: &Deps, notifier: &dyn Notifier) -> Result<Duration, CoreErr
             Ok(()) => catalog.notification_delivered(p.id).await?,
             Err(e) => {
                 let delay = backoff_seconds(p.attempts + 1);
-                tracing::warn!(video = %p.video_id, seq = p.seq, attempts = p.attempts + 1, retry_in = delay,
-                    error = %e, "notification not delivered");
+                tracing::warn!(video = %p.video_id, seq = p.seq, channel = %p.channel, attempts = p.attempts + 1,
+                    retry_in = delay, error = %e, "notification not delivered");
                 catalog.notification_failed(p.id, delay).await?;
-                blocked.insert(p.video_id);
+                blocked.insert(lane);
             }
         }
     }

@@ -180,6 +180,10 @@ pub trait BlobStore: Send + Sync + 'static {
 pub struct Notification {
     /// `video.ready` or `video.failed`.
     pub kind: String,
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// The owner's address, for the email channel.
+    pub email: Option<String>,
     /// The state event it announces; its `seq` makes it unique per video.
     pub event: crate::model::StateEvent,
     /// The video as it is now.
@@ -188,8 +192,9 @@ pub struct Notification {
 
 /// Where notifications go (a webhook, mail); the root crate implements it.
 pub trait Notifier: Send + Sync + 'static {
-    /// Whether any channel is configured; without one nothing is kept.
-    fn enabled(&self) -> bool;
+    /// Whether `channel` is configured; notifications for a channel that is
+    /// not are dropped.
+    fn enabled(&self, channel: &str) -> bool;
 
     /// One delivery attempt; an error is retried later with backoff.
     fn deliver<'a>(&'a self, note: &'a Notification) -> BoxFuture<'a, Result<(), String>>;
@@ -200,7 +205,7 @@ pub trait Notifier: Send + Sync + 'static {
 pub struct NoNotifier;
 
 impl Notifier for NoNotifier {
-    fn enabled(&self) -> bool {
+    fn enabled(&self, _: &str) -> bool {
         false
     }
 

@@ -113,3 +113,36 @@ async fn notifications_older_than_the_limit_are_dropped() {
     assert!(core.notes.delivered.lock().expect("inbox").is_empty());
     assert_eq!(core.notes.attempts.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_with_an_address_are_also_mailed() {
+    let core = start(1).await;
+    core.notes.email.store(true, Ordering::SeqCst);
+    core.handle
+        .set_contact("alice", "alice@example.org")
+        .await
+        .expect("contact");
+    let a = core.create("alice", quick()).await;
+    core.wait_state("alice", &a.id, VideoState::Ready).await;
+    let b = core.create("bob", quick()).await;
+    core.wait_state("bob", &b.id, VideoState::Ready).await;
+    let notes = delivered(&core, 3, Duration::from_secs(5)).await;
+    let mut seen: Vec<(String, String, Option<String>)> = notes
+        .iter()
+        .map(|n| (n.video.owner.clone(), n.channel.clone(), n.email.clone()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "alice".into(),
+                "email".into(),
+                Some("alice@example.org".into())
+            ),
+            ("alice".into(), "webhook".into(), None),
+            ("bob".into(), "webhook".into(), None),
+        ],
+        "bob has no address: no mail"
+    );
+}

@@ -141,10 +141,10 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             );
         }
     }
-    if !c.notify.smtp_url.is_empty() {
+    if !c.notify.smtp_url.is_empty() && c.notify.from.is_empty() {
         return bad(
-            "notify.smtp_url",
-            "email notifications are not built yet; use notify.webhook_url",
+            "notify.from",
+            "set the sender address mail goes out from, e.g. `vidmill <video@example.org>`",
         );
     }
     if c.limits.upload_expiry_seconds == 0 {

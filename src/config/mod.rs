@@ -212,8 +212,10 @@ pub struct Notify {
     pub webhook_secret_file: String,
     /// Undelivered notifications are retried with backoff for this long.
     pub max_age_seconds: u64,
-    /// Mail server for owner emails (not sent yet; reserved).
+    /// Mail server for owner emails: `smtp://host:25`,
+    /// `smtp://host:587?tls=required` or `smtps://user:pass@host:465`.
     pub smtp_url: String,
+    /// Sender of owner emails, e.g. `vidmill <video@example.org>`.
     pub from: String,
 }
 

@@ -167,6 +167,16 @@ where
     Ok(total)
 }
 
+/// Keeps the address in the caller's token for emailing them results; a
+/// failure only costs that email.
+pub(super) async fn remember_contact(app: &App, who: &Identity) {
+    if let Some(email) = who.email.as_deref().filter(|e| !e.is_empty()) {
+        if let Err(e) = app.handle.set_contact(&who.sub, email).await {
+            tracing::warn!(owner = %who.sub, error = %e, "could not remember the owner's address");
+        }
+    }
+}
+
 pub(super) async fn check_disk(app: &App) -> Result<(), ApiError> {
     let probe = app.headroom.clone();
     let free = tokio::task::spawn_blocking(move || probe().free_disk)
@@ -318,6 +328,7 @@ pub async fn create(
     let name = filename
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "upload".into());
+    remember_contact(&app, &who).await;
     let video = app
         .handle
         .create(&who.sub, &name, options, &temp.path)

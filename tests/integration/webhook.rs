@@ -1,6 +1,7 @@
-//! Webhook notifications from the real server to a receiver in the test:
-//! `video.ready` POSTed once acknowledged, retried after a refusal with the
-//! same idempotency key, signed with the configured secret.
+//! Notifications from the real server: webhooks to a receiver in the test
+//! (`video.ready` POSTed, retried after a refusal with the same idempotency
+//! key, signed with the configured secret) and email to a real SMTP server
+//! (aiosmtpd) for owners whose token carried an address.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -166,4 +167,142 @@ fn a_webhook_without_a_secret_is_refused_at_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("notify.webhook_secret"), "{err}");
+}
+
+/// A real SMTP server (tests/integration/clients/smtp_sink.py) saving each
+/// message as a file in `dir`; killed on drop.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl SmtpSink {
+    fn start(dir: &std::path::Path) -> Self {
+        let clients =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/clients");
+        let mut child = std::process::Command::new(clients.join(".venv/bin/python"))
+            .arg(clients.join("smtp_sink.py"))
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("aiosmtpd (`make test-clients` installs it)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port");
+        let port = line.trim().parse().expect("a port");
+        Self { child, port }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_owner_with_an_address_is_mailed_the_result_with_working_links() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mail_dir = dir.path().join("mail");
+    std::fs::create_dir_all(&mail_dir).expect("mkdir");
+    let sink = SmtpSink::start(&mail_dir);
+    let server = Server::start_with_env(
+        dir.path(),
+        "",
+        &[
+            (
+                "VIDMILL__NOTIFY__SMTP_URL",
+                &format!("smtp://127.0.0.1:{}", sink.port),
+            ),
+            ("VIDMILL__NOTIFY__FROM", "vidmill <video@example.org>"),
+        ],
+    );
+    let with_email = |sub: &str, email: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidmill"))
+            .args(["token", "--sub", sub, "--email", email, "--config"])
+            .arg(server.dir.join("config.toml"))
+            .output()
+            .expect("token");
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
+    };
+    let alice = with_email("alice", "alice@example.org");
+    let id = server
+        .upload(&alice, "filename=beach.webm", &webm(dir.path(), 1.0))
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    server.wait_for(&alice, &id, |v| v["state"] == "ready");
+    // Bob's token has no address: nothing is mailed to him.
+    let bob = server.token("bob");
+    let bobs = server
+        .upload(&bob, "filename=b.webm", &webm(dir.path(), 1.0))
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    server.wait_for(&bob, &bobs, |v| v["state"] == "ready");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mail = loop {
+        let mut files: Vec<_> = std::fs::read_dir(&mail_dir)
+            .expect("mail dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        files.sort();
+        if let Some(first) = files.first() {
+            std::thread::sleep(Duration::from_millis(500));
+            let count = std::fs::read_dir(&mail_dir).expect("dir").count();
+            assert_eq!(count, 1, "one mail, to alice only");
+            break quoted_printable(&std::fs::read_to_string(first).expect("read mail"));
+        }
+        assert!(std::time::Instant::now() < deadline, "no mail arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(mail.contains("X-Envelope-To: alice@example.org"), "{mail}");
+    assert!(
+        mail.contains("Subject: vidmill: \"beach.webm\" is ready"),
+        "{mail}"
+    );
+    let link = mail
+        .split_whitespace()
+        .find(|w| w.contains("/video.mp4?"))
+        .unwrap_or_else(|| panic!("no video link in {mail}"));
+    let path = link
+        .split_once(server.addr.as_str())
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("{link} is not a link to {}", server.addr));
+    let r = server.request("GET", path, &[("Range", "bytes=0-99".into())], b"");
+    assert_eq!(r.status, 206, "the mailed link plays: {r:?}");
+}
+
+/// Undoes quoted-printable (soft line breaks, `=XX`), as a mail reader does.
+fn quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let mut out = Vec::new();
+    let bytes = joined.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

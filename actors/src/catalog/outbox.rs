@@ -1,8 +1,9 @@
-//! The notification outbox: one row per `ready` or `failed` state event,
-//! written in the same transaction as the event (so none is lost), then
-//! delivered in order per video, retried with backoff, dropped when too old.
+//! The notification outbox: one row per channel for each `ready` or
+//! `failed` state event, written in the same transaction as the event (so
+//! none is lost), then delivered in order per video and channel, retried
+//! with backoff, dropped when too old. Also where owners are mailed.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::Catalog;
 use crate::error::CoreError;
@@ -16,6 +17,8 @@ pub struct Pending {
     pub seq: u64,
     /// `video.ready` or `video.failed`.
     pub kind: String,
+    /// Which channel delivers it ([`CHANNELS`]).
+    pub channel: String,
     /// The state event it announces.
     pub event: StateEvent,
     /// Deliveries tried so far.
@@ -28,6 +31,9 @@ pub struct Pending {
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
+/// Every channel gets its own row, so one that is down delays only itself.
+pub const CHANNELS: [&str; 2] = ["webhook", "email"];
+
 /// Adds the notification for `event` when it ends a video's processing.
 pub(super) fn enqueue(conn: &rusqlite::Connection, event: &StateEvent) -> Result<(), CoreError> {
     let kind = match event.state {
@@ -37,13 +43,15 @@ pub(super) fn enqueue(conn: &rusqlite::Connection, event: &StateEvent) -> Result
     };
     let payload =
         serde_json::to_string(event).map_err(|e| CoreError::Internal(format!("encode: {e}")))?;
-    conn.execute(
-        &format!(
-            "INSERT INTO outbox (video_id, seq, kind, payload, next_attempt_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, {NOW}, {NOW})"
-        ),
-        params![event.video_id, event.seq, kind, payload],
-    )?;
+    for channel in CHANNELS {
+        conn.execute(
+            &format!(
+                "INSERT INTO outbox (video_id, seq, kind, payload, channel, next_attempt_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, {NOW}, {NOW})"
+            ),
+            params![event.video_id, event.seq, kind, payload, channel],
+        )?;
+    }
     Ok(())
 }
 
@@ -52,11 +60,11 @@ impl Catalog {
     pub async fn pending_notifications(&self, limit: u32) -> Result<Vec<Pending>, CoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare(&format!(
-                "SELECT id, video_id, seq, kind, payload, attempts, next_attempt_at <= {NOW},
+                "SELECT id, video_id, seq, kind, channel, payload, attempts, next_attempt_at <= {NOW},
                         (julianday('now') - julianday(created_at)) * 86400.0
                  FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?1"
             ))?;
-            type Row = (i64, VideoId, u64, String, String, u32, bool, f64);
+            type Row = (i64, VideoId, u64, String, String, String, u32, bool, f64);
             let rows = stmt.query_map([limit], |r| {
                 Ok((
                     r.get(0)?,
@@ -67,11 +75,13 @@ impl Catalog {
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, video_id, seq, kind, payload, attempts, due, age_seconds): Row = row?;
+                let (id, video_id, seq, kind, channel, payload, attempts, due, age_seconds): Row =
+                    row?;
                 let event = serde_json::from_str(&payload)
                     .map_err(|e| CoreError::Internal(format!("outbox payload: {e}")))?;
                 out.push(Pending {
@@ -79,6 +89,7 @@ impl Catalog {
                     video_id,
                     seq,
                     kind,
+                    channel,
                     event,
                     attempts,
                     due,
@@ -135,6 +146,41 @@ impl Catalog {
         self.write(move |conn| {
             conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
             Ok(())
+        })
+        .await
+    }
+}
+
+impl Catalog {
+    /// Remembers where to mail `owner` (the `email` claim of their latest
+    /// upload's token).
+    pub async fn set_contact(&self, owner: &str, email: &str) -> Result<(), CoreError> {
+        let (owner, email) = (owner.to_string(), email.to_string());
+        self.write(move |conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO contacts (owner, email, updated_at) VALUES (?1, ?2, {NOW})
+                     ON CONFLICT (owner) DO UPDATE SET email = ?2, updated_at = {NOW}
+                     WHERE email != ?2"
+                ),
+                params![owner, email],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Where to mail `owner`, when known.
+    pub async fn contact(&self, owner: &str) -> Result<Option<String>, CoreError> {
+        let owner = owner.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT email FROM contacts WHERE owner = ?1",
+                    [owner],
+                    |r| r.get(0),
+                )
+                .optional()?)
         })
         .await
     }

@@ -55,6 +55,13 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: the notifier reads undelivered rows in order.
     "CREATE INDEX outbox_undelivered ON outbox (delivered_at, id);",
+    // 3: a notification per channel (webhook, email); where to mail owners.
+    "ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'webhook';
+     CREATE TABLE contacts (
+        owner         TEXT PRIMARY KEY,
+        email         TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this code writes.

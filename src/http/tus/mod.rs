@@ -26,7 +26,7 @@ use self::headers::{byte_count, carries_bytes, check_version, metadata, EXTENSIO
 use super::error::ApiError;
 use super::openapi as doc;
 use super::render;
-use super::upload::{check_disk, parse_options, probe};
+use super::upload::{check_disk, parse_options, probe, remember_contact};
 use crate::app::App;
 use crate::auth::Identity;
 
@@ -233,6 +233,7 @@ pub async fn create(
         .cloned()
         .unwrap_or_else(|| "upload".into());
     check_disk(&app).await?;
+    remember_contact(&app, &who).await;
     let video = app
         .handle
         .begin_upload(&who.sub, &filename, options, length)

@@ -1,17 +1,17 @@
-//! Webhook notifications (API.md "Processing semantics"): the core's
-//! outbox hands each `video.ready` / `video.failed` event here; it is POSTed
+//! Webhook notifications (API.md "Processing semantics"): each
+//! `video.ready` / `video.failed` event of the outbox's webhook channel is POSTed
 //! as JSON with `Idempotency-Key: <video_id>:<seq>` and
 //! `Vidmill-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`. Any 2xx
 //! acknowledges it; anything else is retried by the core with backoff.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use vidmill_actors::{BoxFuture, Notification, Notifier};
+use vidmill_actors::Notification;
 
-use crate::app::{unix_now, App};
+use super::Attached;
+use crate::app::unix_now;
 use crate::http::render;
 
 /// How long one delivery may take, connection included.
@@ -36,14 +36,12 @@ pub struct Webhook {
     url: Option<reqwest::Url>,
     secret: Vec<u8>,
     client: reqwest::Client,
-    /// The server, once built: bodies carry the video as the API shows it,
-    /// with signed links. Set right after the core starts.
-    app: Arc<OnceLock<App>>,
+    app: Attached,
 }
 
 impl Webhook {
     /// A webhook to `url` (none when empty) signed with `secret`.
-    pub fn new(url: &str, secret: &[u8]) -> Result<Self, String> {
+    pub fn new(url: &str, secret: &[u8], app: Attached) -> Result<Self, String> {
         let url = (!url.is_empty())
             .then(|| reqwest::Url::parse(url).map_err(|e| format!("notify.webhook_url: {e}")))
             .transpose()?;
@@ -57,30 +55,23 @@ impl Webhook {
             url,
             secret: secret.to_vec(),
             client,
-            app: Arc::new(OnceLock::new()),
+            app,
         })
     }
 
-    /// Gives the webhook the server it renders videos with.
-    pub fn attach(&self, app: &App) {
-        let _ = self.app.set(app.clone());
+    pub fn enabled(&self) -> bool {
+        self.url.is_some()
     }
 
-    /// The server, waiting a moment for it at start-up (the core may hand
-    /// over a notification left from the last run before the server is
-    /// assembled).
-    async fn app(&self) -> Result<&App, String> {
-        for _ in 0..500 {
-            if let Some(app) = self.app.get() {
-                return Ok(app);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    pub async fn deliver(&self, note: &Notification) -> Result<(), String> {
+        match &self.url {
+            Some(url) => self.post(url, note).await,
+            None => Ok(()),
         }
-        Err("the server is still starting".into())
     }
 
     async fn post(&self, url: &reqwest::Url, note: &Notification) -> Result<(), String> {
-        let app = self.app().await?;
+        let app = self.app.get().await?;
         let key = format!("{}:{}", note.event.video_id, note.event.seq);
         let body = serde_json::to_vec(&serde_json::json!({
             "id": key,
@@ -107,21 +98,6 @@ impl Webhook {
         } else {
             Err(format!("the webhook answered {}", response.status()))
         }
-    }
-}
-
-impl Notifier for Webhook {
-    fn enabled(&self) -> bool {
-        self.url.is_some()
-    }
-
-    fn deliver<'a>(&'a self, note: &'a Notification) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            match &self.url {
-                Some(url) => self.post(url, note).await,
-                None => Ok(()),
-            }
-        })
     }
 }
 
