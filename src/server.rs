@@ -152,6 +152,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     app.metrics.reaped(recovery.swept_bytes);
     keep_keys_fresh(app.auth.clone());
     expire_uploads(&app);
+    finish_complete_uploads(&app);
     track_progress(&app).await?;
     Ok(app)
 }
@@ -200,6 +201,29 @@ fn expire_uploads(app: &App) {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not expire uploads"),
+            }
+        }
+    });
+}
+
+/// Finishes uploads that hold every byte but were not probed and queued
+/// when the last run stopped.
+fn finish_complete_uploads(app: &App) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let complete = match app.handle.complete_uploads().await {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!(error = %e, "could not list complete uploads"),
+        };
+        for (owner, upload) in complete {
+            let Ok(_writing) = app.uploads.claim(&upload.id).await else {
+                continue;
+            };
+            match crate::http::tus::complete(&app, &owner, &upload.id, &upload).await {
+                Ok(()) => tracing::info!(video = %upload.id, "finished an upload left complete"),
+                Err(e) => {
+                    tracing::warn!(video = %upload.id, error = %e, "could not finish a complete upload")
+                }
             }
         }
     });

@@ -124,6 +124,21 @@ impl Core {
             .await
             .map_err(spawn_err)?;
 
+        let uploading: Vec<VideoId> = deps
+            .catalog
+            .unfinished()
+            .await?
+            .into_iter()
+            .filter(|v| v.state == VideoState::Uploading)
+            .map(|v| v.id)
+            .collect();
+        let moved = uploads::requeue_moved(&deps, &uploading).await?;
+        if !moved.is_empty() {
+            tracing::info!(
+                count = moved.len(),
+                "queued uploads finished just before the stop"
+            );
+        }
         let unfinished = deps.catalog.unfinished().await?;
         let mut requeued = 0;
         for video in unfinished

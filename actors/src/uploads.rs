@@ -100,16 +100,21 @@ impl Deps {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| CoreError::NotFound(id.into()))?;
-        let offset = std::fs::metadata(&path)
-            .map_err(|_| CoreError::NotFound(id.into()))?
-            .len();
+        let meta = std::fs::metadata(&path).map_err(|_| CoreError::NotFound(id.into()))?;
+        // An upload expires a period after its last byte arrived, so a slow
+        // one that keeps sending is never cut off.
+        let last_write = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(created_ms(id), |d| d.as_millis() as u64);
         let expiry = self.config.upload_expiry.as_millis() as u64;
         Ok(PartialUpload {
             id: id.into(),
             path,
             length: sidecar.length,
-            offset,
-            expires_at_ms: created_ms(id) + expiry,
+            offset: meta.len(),
+            expires_at_ms: last_write.max(created_ms(id)) + expiry,
         })
     }
 }
@@ -211,14 +216,42 @@ impl Handle {
         Ok(video)
     }
 
-    /// Deletes every upload older than the expiry that has not finished;
-    /// returns their ids.
+    /// Unfinished uploads holding every byte (their last request broke off
+    /// while probing, or the server stopped), with their owners: the edge
+    /// finishes them.
+    pub async fn complete_uploads(&self) -> Result<Vec<(String, PartialUpload)>, CoreError> {
+        let mut complete = Vec::new();
+        for video in self.deps.catalog.unfinished().await? {
+            if video.state != VideoState::Uploading {
+                continue;
+            }
+            if let Ok(p) = self.partial_upload(&video.owner, &video.id).await {
+                if p.offset == p.length {
+                    complete.push((video.owner, p));
+                }
+            }
+        }
+        Ok(complete)
+    }
+
+    /// Deletes every unfinished upload that received nothing for the
+    /// expiry period; returns their ids.
     pub async fn expire_uploads(&self) -> Result<Vec<VideoId>, CoreError> {
-        let expiry = self.deps.config.upload_expiry.as_millis() as u64;
         let now = now_ms();
+        let expiry = self.deps.config.upload_expiry.as_millis() as u64;
         let mut expired = Vec::new();
         for video in self.deps.catalog.unfinished().await? {
-            if video.state == VideoState::Uploading && created_ms(&video.id) + expiry <= now {
+            if video.state != VideoState::Uploading {
+                continue;
+            }
+            let deps = self.deps.clone();
+            let id = video.id.clone();
+            let expires_at = tokio::task::spawn_blocking(move || deps.read_partial(&id))
+                .await
+                .map_err(|e| CoreError::Internal(e.to_string()))?
+                // No partial file (a crash mid-creation): from creation.
+                .map_or(created_ms(&video.id) + expiry, |p| p.expires_at_ms);
+            if expires_at <= now {
                 match self.delete(&video.owner, &video.id).await {
                     Ok(()) | Err(CoreError::NotFound(_)) => expired.push(video.id),
                     Err(e) => {
@@ -259,3 +292,40 @@ pub(crate) fn sweep_partials(partial_dir: &Path, uploading: &[VideoId]) -> (usiz
 
 /// How long unfinished uploads are kept, for [`crate::CoreConfig`].
 pub const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+/// Uploads whose bytes were moved into the store but whose record was not
+/// queued yet when the last run stopped: queues them (the source in the
+/// store is whole: the move is atomic). Returns them, to be started.
+pub(crate) async fn requeue_moved(
+    deps: &Deps,
+    uploading: &[VideoId],
+) -> Result<Vec<Video>, CoreError> {
+    let mut queued = Vec::new();
+    for id in uploading {
+        let data = deps.partial_path(id);
+        let sidecar = sidecar_path(&data);
+        if data.exists() || !sidecar.exists() {
+            continue;
+        }
+        let Ok(stored) = deps.store.len(&object_key(id, "source")).await else {
+            continue;
+        };
+        let declared: Option<Sidecar> = std::fs::read(&sidecar)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if declared.is_some_and(|s| s.length == stored) {
+            let video = deps
+                .persist(
+                    id,
+                    Change {
+                        state: Some(VideoState::Queued),
+                        ..Change::default()
+                    },
+                )
+                .await?;
+            deps.remove_partial(id).await;
+            queued.push(video);
+        }
+    }
+    Ok(queued)
+}

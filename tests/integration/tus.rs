@@ -84,6 +84,12 @@ fn an_upload_in_pieces_is_queued_and_processed() {
     assert_eq!(created.status, 201, "{created:?}");
     assert_eq!(created.header("tus-resumable"), Some("1.0.0"));
     assert!(created.header("upload-expires").is_some());
+    assert!(
+        created
+            .header("location")
+            .is_some_and(|l| l.starts_with("/v1/uploads/")),
+        "relative, so clients stay on the origin they used: {created:?}"
+    );
     let id = id_of(&created);
     let video = server.get(&format!("/v1/videos/{id}"), &token).json();
     assert_eq!(video["state"], "uploading");
@@ -123,6 +129,10 @@ fn an_upload_in_pieces_is_queued_and_processed() {
 
     let last = patch(&server, &token, &id, half, &media[half..]);
     assert_eq!((last.status, offset(&last)), (204, media.len()));
+    // Asked at once (queued, not probed by its actor yet): all there, so a
+    // client that lost the last answer does not send it again.
+    let at_once = head(&server, &token, &id);
+    assert_eq!((at_once.status, offset(&at_once)), (200, media.len()));
     let ready = server.wait_for(&token, &id, |v| v["state"] == "ready");
     assert!(ready["outputs"]["mp4"]["url"].is_string());
     assert!(partials(&server).is_empty(), "{:?}", partials(&server));
@@ -131,9 +141,15 @@ fn an_upload_in_pieces_is_queued_and_processed() {
     assert_eq!((after.status, offset(&after)), (200, media.len()));
 }
 
-/// Sends a PATCH that declares `declared` bytes, sends `sent` of them and
-/// drops the connection.
-fn cut_patch(server: &Server, token: &str, id: &str, bytes: &[u8], declared: usize) {
+/// Sends a PATCH from 0 that declares `declared` bytes and sends `bytes`,
+/// leaving the connection open (a client gone silent).
+fn stalled_patch(
+    server: &Server,
+    token: &str,
+    id: &str,
+    bytes: &[u8],
+    declared: usize,
+) -> TcpStream {
     let mut stream = TcpStream::connect(&server.addr).expect("connect");
     let head = format!(
         "PATCH /v1/uploads/{id} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
@@ -144,8 +160,51 @@ fn cut_patch(server: &Server, token: &str, id: &str, bytes: &[u8], declared: usi
     stream.write_all(head.as_bytes()).expect("head");
     stream.write_all(bytes).expect("body");
     stream.flush().expect("flush");
+    stream
+}
+
+/// Like [`stalled_patch`], then drops the connection.
+fn cut_patch(server: &Server, token: &str, id: &str, bytes: &[u8], declared: usize) {
+    let stream = stalled_patch(server, token, id, bytes, declared);
     std::thread::sleep(Duration::from_millis(200));
     drop(stream);
+}
+
+fn wait_for_offset(server: &Server, token: &str, id: &str, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while offset(&head(server, token, id)) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the received bytes were not kept"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_client_gone_silent_mid_patch_does_not_block_its_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), "");
+    let token = server.token("alice");
+    let media = webm(dir.path(), 1.0);
+    let id = id_of(&create(&server, &token, media.len(), ""));
+    let sent = media.len() / 2;
+    // The connection stays open: the server still waits for the rest.
+    let _silent = stalled_patch(&server, &token, &id, &media[..sent], media.len());
+    wait_for_offset(&server, &token, &id, sent);
+    let started = Instant::now();
+    let resumed = patch(&server, &token, &id, sent, &media[sent..]);
+    assert_eq!(
+        (resumed.status, offset(&resumed)),
+        (204, media.len()),
+        "{resumed:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took over in {:?}",
+        started.elapsed()
+    );
+    server.wait_for(&token, &id, |v| v["state"] == "ready");
 }
 
 #[test]
@@ -200,6 +259,18 @@ fn not_media_is_refused_on_the_last_byte_and_removed() {
     assert_eq!(list["videos"], serde_json::json!([]), "no video left");
     assert!(partials(&server).is_empty(), "{:?}", partials(&server));
     assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+
+    // A body longer than the declared length: refused before anything is
+    // created.
+    let mut h_short = tus(&token);
+    h_short.push(("Upload-Length", "10".into()));
+    h_short.push(("Content-Type", "application/offset+octet-stream".into()));
+    let r = server.request("POST", "/v1/uploads", &h_short, &junk[..100]);
+    assert_eq!((r.status, r.code().as_str()), (413, "upload-too-large"));
+    assert_eq!(
+        server.get("/v1/videos", &token).json()["videos"],
+        serde_json::json!([])
+    );
 
     // The same with media: created and queued in one request.
     let media = webm(dir.path(), 1.0);

@@ -7,9 +7,9 @@
 //! is queued, anything else is refused with 415 and removed.
 
 mod headers;
+mod writers;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -20,9 +20,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use vidmill_actors::{CoreError, PartialUpload, VideoId};
+use vidmill_actors::{BlobStore, CoreError, PartialUpload};
 
 use self::headers::{byte_count, carries_bytes, check_version, metadata, EXTENSIONS, VERSION};
+pub use self::writers::{Uploads, Writing};
 use super::error::ApiError;
 use super::openapi as doc;
 use super::render;
@@ -38,65 +39,6 @@ const OPTION_KEYS: [&str; 4] = [
     "frames_format",
     "frames_accuracy",
 ];
-
-/// What the tus routes share: which uploads a request is writing to (one
-/// writer at a time), and how far each has got (for the video's
-/// `progress.percent`).
-#[derive(Debug, Clone, Default)]
-pub struct Uploads {
-    writing: Arc<Mutex<HashSet<VideoId>>>,
-    percent: Arc<Mutex<HashMap<VideoId, f64>>>,
-}
-
-impl Uploads {
-    /// Percent of the declared bytes received, when this process has seen
-    /// the upload.
-    pub fn percent(&self, id: &str) -> Option<f64> {
-        self.percent.lock().ok()?.get(id).copied()
-    }
-
-    fn record(&self, id: &str, offset: u64, length: u64) {
-        if let Ok(mut map) = self.percent.lock() {
-            map.insert(id.into(), offset as f64 * 100.0 / length.max(1) as f64);
-        }
-    }
-
-    pub fn forget(&self, id: &str) {
-        if let Ok(mut map) = self.percent.lock() {
-            map.remove(id);
-        }
-    }
-
-    /// Claims the right to write to `id` until the guard drops.
-    fn claim(&self, id: &str) -> Result<Writing, ApiError> {
-        let mut writing = self
-            .writing
-            .lock()
-            .map_err(|_| ApiError::Internal("upload lock poisoned".into()))?;
-        if !writing.insert(id.into()) {
-            return Err(ApiError::OffsetMismatch(
-                "another request is writing to this upload; wait for it, then ask for the offset (HEAD)".into(),
-            ));
-        }
-        Ok(Writing {
-            uploads: self.clone(),
-            id: id.into(),
-        })
-    }
-}
-
-struct Writing {
-    uploads: Uploads,
-    id: VideoId,
-}
-
-impl Drop for Writing {
-    fn drop(&mut self) {
-        if let Ok(mut writing) = self.uploads.writing.lock() {
-            writing.remove(&self.id);
-        }
-    }
-}
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -234,15 +176,33 @@ pub async fn create(
         .unwrap_or_else(|| "upload".into());
     check_disk(&app).await?;
     remember_contact(&app, &who).await;
+    let with_bytes = carries_bytes(&headers);
+    if with_bytes && byte_count(&headers, "content-length")?.is_some_and(|n| n > length) {
+        return Err(ApiError::UploadTooLarge(length));
+    }
     let video = app
         .handle
         .begin_upload(&who.sub, &filename, options, length)
         .await?;
     app.uploads.record(&video.id, 0, length);
     let mut offset = None;
-    if carries_bytes(&headers) {
-        let _writing = app.uploads.claim(&video.id)?;
-        offset = Some(receive(&app, &who.sub, &video.id, 0, &headers, body).await?);
+    if with_bytes {
+        let received = match app.uploads.claim(&video.id).await {
+            Ok(mut writing) => {
+                receive(&app, &who.sub, &video.id, 0, &headers, body, &mut writing).await
+            }
+            Err(e) => Err(e),
+        };
+        match received {
+            Ok(o) => offset = Some(o),
+            Err(e) => {
+                // The client never learnt where the upload is: it cannot
+                // resume it, so it must not linger.
+                let _ = app.handle.delete(&who.sub, &video.id).await;
+                app.uploads.forget(&video.id);
+                return Err(e);
+            }
+        }
     }
     let latest = app.handle.get(&who.sub, &video.id).await.unwrap_or(video);
     let mut response = (
@@ -250,10 +210,12 @@ pub async fn create(
         Json(render::video(&app, &latest, None)),
     )
         .into_response();
+    // Relative, so clients stay on the origin they reached the server by
+    // (tus clients resolve it against the endpoint).
     set(
         &mut response,
         "location",
-        format!("{}/v1/uploads/{}", app.public_url, latest.id),
+        format!("/v1/uploads/{}", latest.id),
     );
     if let Ok(p) = partial(&app, &who.sub, &latest.id).await {
         set(&mut response, "upload-expires", expires(&p));
@@ -298,21 +260,41 @@ pub async fn offset(
     let mut response = StatusCode::OK.into_response();
     set(&mut response, "cache-control", "no-store");
     match partial(&app, &who.sub, &id).await {
+        // Every byte is here but the upload never finished (its last
+        // request broke off during the probe, or the server stopped): a
+        // client asking now would take it as done, so finish it now.
+        Ok(p) if p.offset == p.length => {
+            let mut writing = app.uploads.claim(&id).await?;
+            let done = receive(
+                &app,
+                &who.sub,
+                &id,
+                p.offset,
+                &headers,
+                Body::empty(),
+                &mut writing,
+            )
+            .await?;
+            set(&mut response, "upload-offset", done);
+            set(&mut response, "upload-length", p.length);
+        }
         Ok(p) => {
             app.uploads.record(&id, p.offset, p.length);
             set(&mut response, "upload-offset", p.offset);
             set(&mut response, "upload-length", p.length);
             set(&mut response, "upload-expires", expires(&p));
         }
+        // Finished: the whole source is stored.
         Err(ApiError::UploadNotFound) => {
-            let size = app
-                .handle
+            app.handle
                 .get(&who.sub, &id)
                 .await
-                .ok()
-                .and_then(|v| v.source)
-                .map(|s| s.size_bytes)
-                .ok_or(ApiError::UploadNotFound)?;
+                .map_err(|_| ApiError::UploadNotFound)?;
+            let size = app
+                .store
+                .len(&vidmill_actors::object_key(&id, "source"))
+                .await
+                .map_err(|_| ApiError::UploadNotFound)?;
             set(&mut response, "upload-offset", size);
             set(&mut response, "upload-length", size);
         }
@@ -370,8 +352,8 @@ pub async fn append(
     })?;
     // Ownership first, so nobody else's request can hold the upload.
     let known = partial(&app, &who.sub, &id).await?;
-    let _writing = app.uploads.claim(&id)?;
-    let offset = receive(&app, &who.sub, &id, at, &headers, body).await?;
+    let mut writing = app.uploads.claim(&id).await?;
+    let offset = receive(&app, &who.sub, &id, at, &headers, body, &mut writing).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     set(&mut response, "upload-offset", offset);
     if offset < known.length {
@@ -407,7 +389,10 @@ pub async fn terminate(
 ) -> Result<Response, ApiError> {
     check_version(&headers)?;
     partial(&app, &who.sub, &id).await?;
+    // Stop any writer first, so nothing is written after the delete.
+    let writing = app.uploads.claim(&id).await?;
     app.handle.delete(&who.sub, &id).await?;
+    drop(writing);
     app.uploads.forget(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -422,6 +407,7 @@ async fn receive(
     at: u64,
     headers: &HeaderMap,
     body: Body,
+    writing: &mut Writing,
 ) -> Result<u64, ApiError> {
     let upload = partial(app, owner, id).await?;
     if at != upload.offset {
@@ -443,7 +429,17 @@ async fn receive(
     let mut offset = upload.offset;
     let mut stream = body.into_data_stream();
     let mut ended = Ok(());
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let chunk = tokio::select! {
+            chunk = stream.next() => chunk,
+            () = writing.superseded() => {
+                ended = Err(ApiError::OffsetMismatch(
+                    "another request took over this upload".into(),
+                ));
+                break;
+            }
+        };
+        let Some(chunk) = chunk else { break };
         let Ok(chunk) = chunk else {
             ended = Err(ApiError::UploadInterrupted);
             break;
@@ -467,14 +463,31 @@ async fn receive(
         .map_err(|e| ApiError::Internal(format!("sync upload: {e}")))?;
     ended?;
     if offset == upload.length {
-        app.uploads.forget(id);
-        if let Err(e) = probe(&upload.path).await {
-            if matches!(e, ApiError::UnsupportedMedia(_)) {
-                app.handle.delete(owner, id).await?;
-            }
-            return Err(e);
-        }
-        app.handle.finish_upload(owner, id).await?;
+        complete(app, owner, id, &upload).await?;
     }
     Ok(offset)
+}
+
+/// Probes a complete upload: media is queued, anything else removed (415).
+/// Any other failure leaves it complete and `uploading`, to be finished by
+/// the next HEAD or PATCH, or at the next start.
+pub async fn complete(
+    app: &App,
+    owner: &str,
+    id: &str,
+    upload: &PartialUpload,
+) -> Result<(), ApiError> {
+    match probe(&upload.path).await {
+        Ok(()) => {
+            app.handle.finish_upload(owner, id).await?;
+        }
+        Err(e @ ApiError::UnsupportedMedia(_)) => {
+            app.handle.delete(owner, id).await?;
+            app.uploads.forget(id);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    }
+    app.uploads.forget(id);
+    Ok(())
 }
