@@ -131,14 +131,32 @@ pub fn generated_key_path(config: &Config) -> PathBuf {
     config.data_dir().join("hs256.secret")
 }
 
+/// The HS256 key: configured, else the generated one (created on first
+/// use when `generate`, else only read if it exists).
+fn hs256_key(config: &Config, generate: bool) -> Result<Option<Vec<u8>>, String> {
+    let a = &config.auth;
+    let generated = generated_key_path(config);
+    if generate || generated.exists() {
+        secret(&a.hs256_secret, &a.hs256_secret_file, Some(&generated))
+    } else {
+        secret(&a.hs256_secret, &a.hs256_secret_file, None)
+    }
+}
+
 /// Builds the token checker from the `auth` section.
 pub fn authenticator(config: &Config) -> Result<Authenticator, String> {
+    build_authenticator(config, true)
+}
+
+/// The token checker with the keys that exist, creating none (`vidmill
+/// doctor`).
+pub fn existing_authenticator(config: &Config) -> Result<Authenticator, String> {
+    build_authenticator(config, false)
+}
+
+fn build_authenticator(config: &Config, generate: bool) -> Result<Authenticator, String> {
     let a = &config.auth;
-    let hs = secret(
-        &a.hs256_secret,
-        &a.hs256_secret_file,
-        Some(&generated_key_path(config)),
-    )?;
+    let hs = hs256_key(config, generate)?;
     let jwks = if !a.jwks_path.is_empty() {
         Some(KeySource::File(PathBuf::from(&a.jwks_path)))
     } else if !a.jwks_url.is_empty() {
@@ -158,17 +176,21 @@ pub fn authenticator(config: &Config) -> Result<Authenticator, String> {
 
 /// Builds the URL signer: its own key, or one derived from the HS256 key.
 pub fn signer(config: &Config) -> Result<Signer, String> {
+    build_signer(config, true)
+}
+
+/// The URL signer from keys that exist, creating none (`vidmill doctor`).
+pub fn existing_signer(config: &Config) -> Result<Signer, String> {
+    build_signer(config, false)
+}
+
+fn build_signer(config: &Config, generate: bool) -> Result<Signer, String> {
     let s = &config.signing;
     if let Some(key) = secret(&s.key, &s.key_file, None)? {
         return Ok(Signer::new(&key));
     }
-    let a = &config.auth;
-    let hs = secret(
-        &a.hs256_secret,
-        &a.hs256_secret_file,
-        Some(&generated_key_path(config)),
-    )?
-    .unwrap_or_default();
+    let hs = hs256_key(config, generate)?
+        .ok_or("no signing key yet: start the server once so it creates one")?;
     // A separate key per purpose, so a token secret never signs URLs as is.
     Ok(Signer::new(
         Signer::new(&hs)

@@ -98,6 +98,8 @@ pub async fn run(
 async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(&config.storage.path)
+        .map_err(|e| format!("storage.path {}: {e}", config.storage.path.display()))?;
     let auth = app::authenticator(&config)?;
     let signer = app::signer(&config)?;
     let catalog =

@@ -4,7 +4,10 @@
 //! video and channel), while everything else proceeds. Email goes to the
 //! owner's address from their latest upload, and is dropped without one. Failures back off exponentially (1 s doubling to 10 min); a
 //! notification older than the configured age is dropped with a warning.
-//! It runs as one task woken when a video ends and when a retry is due.
+//! It runs as one task woken when a video ends and when the first
+//! notification of a lane is due (never polling rows that wait behind one).
+//! Delivered rows are kept 30 days, then purged. A video's notifications
+//! go with it when it is deleted: there is nothing left to link to.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,10 +33,20 @@ pub(crate) fn backoff_seconds(attempts: u32) -> u64 {
         .min(MAX_BACKOFF_SECONDS)
 }
 
+/// Delivered notifications are kept this long (to look into deliveries).
+const KEEP_DELIVERED_DAYS: u32 = 30;
+
 /// Starts the delivery task.
 pub(crate) fn spawn(deps: Arc<Deps>, notifier: Arc<dyn Notifier>, wake: Arc<Notify>) {
     tokio::spawn(async move {
+        let mut last_purge: Option<std::time::Instant> = None;
         loop {
+            if last_purge.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                last_purge = Some(std::time::Instant::now());
+                if let Err(e) = deps.catalog.purge_delivered(KEEP_DELIVERED_DAYS).await {
+                    tracing::warn!(error = %e, "could not purge delivered notifications");
+                }
+            }
             let wait = match round(&deps, notifier.as_ref()).await {
                 Ok(wait) => wait,
                 Err(e) => {
@@ -54,6 +67,7 @@ async fn round(deps: &Deps, notifier: &dyn Notifier) -> Result<Duration, CoreErr
     let catalog = &deps.catalog;
     let max_age = deps.config.notify_max_age.as_secs_f64();
     let mut blocked: HashSet<(VideoId, String)> = HashSet::new();
+    let mut next = IDLE;
     for p in catalog.pending_notifications(BATCH).await? {
         let lane = (p.video_id.clone(), p.channel.clone());
         if blocked.contains(&lane) {
@@ -69,7 +83,10 @@ async fn round(deps: &Deps, notifier: &dyn Notifier) -> Result<Duration, CoreErr
             catalog.drop_notification(p.id).await?;
             continue;
         }
-        if !p.due {
+        if p.wait_seconds > 0.0 {
+            // The head of its lane is not due: nothing behind it goes, and
+            // the next round is when it is due.
+            next = next.min(Duration::from_secs_f64(p.wait_seconds));
             blocked.insert(lane);
             continue;
         }
@@ -103,14 +120,12 @@ async fn round(deps: &Deps, notifier: &dyn Notifier) -> Result<Duration, CoreErr
                 tracing::warn!(video = %p.video_id, seq = p.seq, channel = %p.channel, attempts = p.attempts + 1,
                     retry_in = delay, error = %e, "notification not delivered");
                 catalog.notification_failed(p.id, delay).await?;
+                next = next.min(Duration::from_secs(delay));
                 blocked.insert(lane);
             }
         }
     }
-    Ok(match catalog.next_notification_in().await? {
-        Some(seconds) => Duration::from_secs_f64(seconds.clamp(0.05, IDLE.as_secs_f64())),
-        None => IDLE,
-    })
+    Ok(next.max(Duration::from_millis(50)))
 }
 
 #[cfg(test)]

@@ -104,6 +104,15 @@ fn parse(text: &str) -> Result<HashMap<String, Key>, AuthError> {
         let Some(kid) = jwk.common.key_id.clone() else {
             continue;
         };
+        // A key published for encryption does not sign tokens.
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != jsonwebtoken::jwk::PublicKeyUse::Signature)
+        {
+            continue;
+        }
         let alg = match &jwk.algorithm {
             AlgorithmParameters::RSA(_) => Algorithm::RS256,
             AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {

@@ -80,15 +80,17 @@ impl Authenticator {
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError(format!("malformed token: {e}")))?;
+        // HS256 is checked with the shared secret whatever `kid` it names
+        // (its key is never in a JWKS); everything else by its `kid`.
         let (key, alg) = match (&header.kid, &self.jwks) {
-            (Some(kid), Some(jwks)) => jwks
-                .key(kid)
-                .await
-                .ok_or_else(|| AuthError(format!("unknown signing key `{kid}`")))?,
             _ if header.alg == Algorithm::HS256 => match &self.hs256 {
                 Some((_, key)) => (key.clone(), Algorithm::HS256),
                 None => return Err(AuthError("HS256 tokens are not accepted".into())),
             },
+            (Some(kid), Some(jwks)) => jwks
+                .key(kid)
+                .await
+                .ok_or_else(|| AuthError(format!("unknown signing key `{kid}`")))?,
             (_, None) => {
                 return Err(AuthError(format!(
                     "{:?} tokens are not accepted: no JWKS is configured",

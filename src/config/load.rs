@@ -147,6 +147,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "set the sender address mail goes out from, e.g. `vidmill <video@example.org>`",
         );
     }
+    if c.notify.max_age_seconds < 60 {
+        return bad(
+            "notify.max_age_seconds",
+            "expected at least 60 (notifications are retried this long)",
+        );
+    }
     if c.limits.upload_expiry_seconds == 0 {
         return bad(
             "limits.upload_expiry_seconds",

@@ -33,17 +33,22 @@ fn gstreamer() -> Outcome {
 
 fn database(config: &Config) -> Outcome {
     let path = &config.database.path;
-    match Catalog::open(path) {
+    match Catalog::inspect(path) {
         Ok(_) => Outcome::Ok(format!("{} opens, schema up to date", path.display())),
-        Err(e) => Outcome::Fail(format!("database.path {}: {e}", path.display())),
+        Err(e) => Outcome::Fail(format!("database.path: {e}")),
     }
 }
 
 fn storage(config: &Config) -> Outcome {
     let root = std::path::Path::new(&config.storage.path);
+    if !root.is_dir() {
+        return Outcome::Fail(format!(
+            "storage.path {} does not exist (vidmill creates it on its first start)",
+            root.display()
+        ));
+    }
     let probe = root.join(format!(".doctor-{}", vidmill_actors::new_id()));
-    let written = std::fs::create_dir_all(root)
-        .and_then(|()| std::fs::write(&probe, b"vidmill doctor"))
+    let written = std::fs::write(&probe, b"vidmill doctor")
         .and_then(|()| std::fs::File::open(&probe)?.sync_all());
     let _ = std::fs::remove_file(&probe);
     if let Err(e) = written {

@@ -36,9 +36,11 @@ pub async fn checks(config: &Config, base: &str) -> Result<Vec<Check>, String> {
         );
         return Ok(checks);
     }
-    let token = app::authenticator(config)?
+    // The server's own keys, never generated here: the doctor must not
+    // create files a server would then use.
+    let token = app::existing_authenticator(config)?
         .mint("vidmill-doctor", Duration::from_secs(600), None)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{e} (start the server once so it creates its key)"))?;
     let bearer = format!("Bearer {token}");
     checks.push(Check::new(
         "range requests",
@@ -80,14 +82,14 @@ async fn health(client: &Client, base: &str) -> Outcome {
 
 /// `Range: bytes=0-1` on the newest playable video's signed link.
 async fn ranges(config: &Config, client: &Client, base: &str) -> Outcome {
-    let video = match Catalog::open(&config.database.path) {
+    let video = match Catalog::inspect(&config.database.path) {
         Ok(catalog) => catalog.newest_playable().await,
         Err(e) => return Outcome::Skip(format!("no database to find a video in: {e}")),
     };
     let Ok(Some(video)) = video else {
         return Outcome::Skip("no ready video to probe yet: upload one and run again".into());
     };
-    let signer = match app::signer(config) {
+    let signer = match app::existing_signer(config) {
         Ok(s) => s,
         Err(e) => return Outcome::Fail(e),
     };

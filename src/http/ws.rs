@@ -230,11 +230,13 @@ async fn pump(app: &App, owner: &str, mut feed: Feed, mut socket: WebSocket) -> 
         let positions = app.handle.queue_positions().await.unwrap_or_default();
         let snapshot = json!({"type": "snapshot", "video": render::video(app, &v, positions.get(&v.id).copied())});
         videos.insert(v.id.clone(), v);
-        if send(&mut socket, &mut budget, text(&snapshot))
-            .await
-            .is_err()
-        {
-            return "client gone during snapshot";
+        match send(&mut socket, &mut budget, text(&snapshot)).await {
+            Ok(()) => {}
+            Err("slow") => {
+                close(&mut socket, 1013, "too slow: events were not read").await;
+                return "slow during snapshot";
+            }
+            Err(_) => return "client gone during snapshot",
         }
     }
     let mut ping = tokio::time::interval(PING_EVERY);

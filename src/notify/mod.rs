@@ -54,6 +54,11 @@ impl Channels {
         let secret = crate::app::secret(&n.webhook_secret, &n.webhook_secret_file, None)
             .map_err(|e| format!("notify.webhook_secret_file: {e}"))?
             .unwrap_or_default();
+        if !n.webhook_url.is_empty() && secret.is_empty() {
+            return Err(
+                "notify.webhook_secret is empty: receivers check signatures with it".into(),
+            );
+        }
         let mailer = (!n.smtp_url.is_empty())
             .then(|| Mailer::new(&n.smtp_url, &n.from, app.clone()))
             .transpose()?;

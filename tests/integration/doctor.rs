@@ -183,3 +183,36 @@ fn relay(client: TcpStream, backend: &str) {
     let _ = upstream.read_to_end(&mut answer);
     let _ = (&client).write_all(&answer);
 }
+
+#[test]
+fn doctor_creates_nothing_on_a_machine_not_set_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\npath = \"{d}/vidmill.sqlite\"\n[storage]\npath = \"{d}/objects\"\n\
+             [server]\nlisten = \"127.0.0.1:9\"\n",
+            d = data.display()
+        ),
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_vidmill"))
+        .args(["doctor", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run doctor");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        line(&report, "database").contains("does not exist"),
+        "{report}"
+    );
+    assert!(!data.join("vidmill.sqlite").exists(), "no database created");
+    assert!(
+        !data.exists(),
+        "nothing created: {:?}",
+        std::fs::read_dir(&data).map(|d| d.count())
+    );
+}

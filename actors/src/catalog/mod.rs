@@ -74,6 +74,39 @@ impl Catalog {
         })
     }
 
+    /// Opens an existing database read-only, creating and migrating
+    /// nothing (`vidmill doctor`); refuses a missing file or a schema other
+    /// than this code's.
+    pub fn inspect(path: &Path) -> Result<Self, CoreError> {
+        if !path.is_file() {
+            return Err(CoreError::Storage(format!(
+                "{} does not exist (vidmill creates it on its first start)",
+                path.display()
+            )));
+        }
+        let open = || -> Result<Connection, CoreError> {
+            let c = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            configure(&c)?;
+            Ok(c)
+        };
+        let conn = open()?;
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != schema::latest() {
+            return Err(CoreError::Schema(format!(
+                "schema version {version}, this vidmill writes {}: start the server once to migrate",
+                schema::latest()
+            )));
+        }
+        Ok(Self {
+            writer: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Mutex::new(vec![open()?])),
+            path: path.into(),
+        })
+    }
+
     /// Runs `f` with the writer connection on a blocking thread.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, CoreError>
     where

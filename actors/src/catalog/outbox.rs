@@ -23,8 +23,8 @@ pub struct Pending {
     pub event: StateEvent,
     /// Deliveries tried so far.
     pub attempts: u32,
-    /// Whether its next attempt is due now.
-    pub due: bool,
+    /// Seconds until its next attempt (0 when due).
+    pub wait_seconds: f64,
     /// Seconds since it was written.
     pub age_seconds: f64,
 }
@@ -59,12 +59,13 @@ impl Catalog {
     /// Undelivered notifications, oldest first (at most `limit`).
     pub async fn pending_notifications(&self, limit: u32) -> Result<Vec<Pending>, CoreError> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT id, video_id, seq, kind, channel, payload, attempts, next_attempt_at <= {NOW},
+            let mut stmt = conn.prepare(
+                "SELECT id, video_id, seq, kind, channel, payload, attempts,
+                        MAX(0.0, (julianday(next_attempt_at) - julianday('now')) * 86400.0),
                         (julianday('now') - julianday(created_at)) * 86400.0
-                 FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?1"
-            ))?;
-            type Row = (i64, VideoId, u64, String, String, String, u32, bool, f64);
+                 FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?1",
+            )?;
+            type Row = (i64, VideoId, u64, String, String, String, u32, f64, f64);
             let rows = stmt.query_map([limit], |r| {
                 Ok((
                     r.get(0)?,
@@ -80,8 +81,17 @@ impl Catalog {
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, video_id, seq, kind, channel, payload, attempts, due, age_seconds): Row =
-                    row?;
+                let (
+                    id,
+                    video_id,
+                    seq,
+                    kind,
+                    channel,
+                    payload,
+                    attempts,
+                    wait_seconds,
+                    age_seconds,
+                ): Row = row?;
                 let event = serde_json::from_str(&payload)
                     .map_err(|e| CoreError::Internal(format!("outbox payload: {e}")))?;
                 out.push(Pending {
@@ -92,25 +102,11 @@ impl Catalog {
                     channel,
                     event,
                     attempts,
-                    due,
+                    wait_seconds,
                     age_seconds,
                 });
             }
             Ok(out)
-        })
-        .await
-    }
-
-    /// Seconds until the earliest undelivered notification is due (0 when
-    /// one is due now); `None` when nothing waits.
-    pub async fn next_notification_in(&self) -> Result<Option<f64>, CoreError> {
-        self.read(|conn| {
-            Ok(conn.query_row(
-                "SELECT MAX(0.0, MIN((julianday(next_attempt_at) - julianday('now')) * 86400.0))
-                 FROM outbox WHERE delivered_at IS NULL",
-                [],
-                |r| r.get::<_, Option<f64>>(0),
-            )?)
         })
         .await
     }
@@ -137,6 +133,19 @@ impl Catalog {
                 params![id, format!("+{delay_seconds} seconds")],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Removes delivered notifications older than `days` (kept that long
+    /// to look into deliveries).
+    pub async fn purge_delivered(&self, days: u32) -> Result<usize, CoreError> {
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM outbox WHERE delivered_at IS NOT NULL
+                 AND julianday(delivered_at) < julianday('now') - ?1",
+                [days],
+            )?)
         })
         .await
     }
