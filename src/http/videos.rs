@@ -136,6 +136,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     app.handle.delete(&who.sub, &id).await?;
     app.recent.forget(&id);
+    app.uploads.forget(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
