@@ -1,7 +1,8 @@
 //! `make bench-serve`: vidmill's range serving against nginx (sendfile) on
 //! loopback, measured alternately in one run with wrk (64 connections,
 //! random 1 MiB ranges), plus vidmill's idle memory, start-up time, and a
-//! 2 GiB streamed upload's ingest rate and peak memory growth.
+//! 2 GiB streamed upload's ingest rate and peak memory growth, as one plain
+//! upload and as one tus PATCH.
 //!
 //! Needs `nginx` and `wrk` (Debian packages; `make bench-serve` installs
 //! them) and a release build of `vidmill` (`make bench-serve` builds it).
@@ -281,40 +282,49 @@ fn range_script(dir: &Path, len: u64) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
-/// Streams 2 GiB to vidmill and samples its memory while it arrives.
-fn big_upload(v: &Vidmill, token: &str, dir: &Path) -> Result<(f64, u64), Error> {
+/// Writes the 2 GiB of pseudo-random bytes both uploads send.
+fn two_gib(dir: &Path) -> Result<PathBuf, Error> {
     let file = dir.join("2g.bin");
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
-        let block: Vec<u8> = (0..(1 << 20))
-            .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
-            .collect();
-        for _ in 0..2048 {
-            f.write_all(&block)?;
-        }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
+    let block: Vec<u8> = (0..(1 << 20))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    for _ in 0..2048 {
+        f.write_all(&block)?;
     }
+    Ok(file)
+}
+
+/// Streams `file` with curl (`-T`: with its length, never read into
+/// memory) and samples vidmill's memory while it arrives. Returns MiB/s,
+/// peak RSS growth (KiB) and the status vidmill answered.
+fn stream(
+    v: &Vidmill,
+    file: &Path,
+    method: &str,
+    url: &str,
+    headers: &[String],
+) -> Result<(f64, u64, String), Error> {
     let pid = v.child.id();
     let before = rss_kib(pid);
     let started = Instant::now();
-    let mut upload = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "-H",
-            "Content-Type: video/mp4",
-            "-H",
-            "Expect:",
-        ])
-        // -T streams the file (with its length); --data-binary would first
-        // read all 2 GiB into curl's memory.
-        .args(["-X", "POST", "-T"])
-        .arg(&file)
-        .arg(format!("http://{}/v1/videos?filename=big.mp4", v.addr))
+    let mut command = Command::new("curl");
+    command.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Expect:",
+    ]);
+    for h in headers {
+        command.args(["-H", h]);
+    }
+    let mut upload = command
+        .args(["-X", method, "-T"])
+        .arg(file)
+        .arg(url)
         .stdout(Stdio::piped())
         .spawn()?;
     let mut peak = before;
@@ -327,14 +337,76 @@ fn big_upload(v: &Vidmill, token: &str, dir: &Path) -> Result<(f64, u64), Error>
     if let Some(mut out) = upload.stdout.take() {
         std::io::Read::read_to_string(&mut out, &mut status)?;
     }
-    // Random bytes are received whole, then refused as not a video (415).
-    if status.trim() != "415" {
+    let size_mib = std::fs::metadata(file)?.len() as f64 / (1 << 20) as f64;
+    Ok((
+        size_mib / seconds,
+        peak.saturating_sub(before),
+        status.trim().to_string(),
+    ))
+}
+
+/// 2 GiB as one plain upload, then as one tus PATCH: ingest rates and peak
+/// memory growth. Random bytes are received whole, then refused as not a
+/// video (415), so nothing stays.
+fn big_uploads(v: &Vidmill, token: &str, dir: &Path) -> Result<[(f64, u64); 2], Error> {
+    let file = two_gib(dir)?;
+    let auth = format!("Authorization: Bearer {token}");
+    let (rate, peak, status) = stream(
+        v,
+        &file,
+        "POST",
+        &format!("http://{}/v1/videos?filename=big.mp4", v.addr),
+        &[auth.clone(), "Content-Type: video/mp4".into()],
+    )?;
+    if status != "415" {
         return Err(
             format!("2 GiB upload answered {status}, expected 415 after receiving it").into(),
         );
     }
+    let created = curl(&[
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-H",
+        "Tus-Resumable: 1.0.0",
+        "-H",
+        "Upload-Length: 2147483648",
+        &format!("http://{}/v1/uploads", v.addr),
+    ])?;
+    let location = created
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .ok_or_else(|| format!("no Location in {created}"))?
+        .trim()
+        .to_string();
+    let (tus_rate, tus_peak, status) = stream(
+        v,
+        &file,
+        "PATCH",
+        &format!("http://{}{location}", v.addr),
+        &[
+            auth,
+            "Tus-Resumable: 1.0.0".into(),
+            "Upload-Offset: 0".into(),
+            "Content-Type: application/offset+octet-stream".into(),
+        ],
+    )?;
+    if status != "415" {
+        return Err(
+            format!("2 GiB tus PATCH answered {status}, expected 415 after receiving it").into(),
+        );
+    }
     std::fs::remove_file(&file)?;
-    Ok((2048.0 / seconds, peak.saturating_sub(before)))
+    Ok([(rate, peak), (tus_rate, tus_peak)])
 }
 
 fn main() -> Result<(), Error> {
@@ -388,7 +460,7 @@ fn main() -> Result<(), Error> {
             }
         }
     }
-    let (big_rate, big_peak) = big_upload(&v, &token, dir.path())?;
+    let [(big_rate, big_peak), (tus_rate, tus_peak)] = big_uploads(&v, &token, dir.path())?;
 
     let col =
         |v: &[(f64, f64, f64)], i: usize| median(v.iter().map(|r| [r.0, r.1, r.2][i]).collect());
@@ -436,6 +508,12 @@ fn main() -> Result<(), Error> {
         ok(big_peak <= 32 * 1024)
     );
     println!("| 2 GiB streamed upload: ingest rate | {big_rate:.0} MiB/s | | |");
+    println!(
+        "| 2 GiB tus PATCH: peak RSS growth | {:.1} MiB | ≤ 32 MiB | {} |",
+        tus_peak as f64 / 1024.0,
+        ok(tus_peak <= 32 * 1024)
+    );
+    println!("| 2 GiB tus PATCH: ingest rate (synced to disk) | {tus_rate:.0} MiB/s | | |");
     drop(nginx);
     Ok(())
 }
