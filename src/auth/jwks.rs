@@ -41,7 +41,13 @@ impl KeySource {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // HTTPS may redirect (to HTTPS only); plain HTTP, allowed only
+            // to this machine, must not be sent anywhere else.
+            .redirect(if url.scheme() == "https" {
+                reqwest::redirect::Policy::limited(3)
+            } else {
+                reqwest::redirect::Policy::none()
+            })
             .https_only(url.scheme() == "https")
             .user_agent(concat!("vidmill/", env!("CARGO_PKG_VERSION")))
             .build()
