@@ -33,44 +33,52 @@ pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> String {
 /// Posts notifications to `notify.webhook_url`.
 #[derive(Debug, Clone)]
 pub struct Webhook {
-    url: Option<reqwest::Url>,
+    /// Where to and with what client; none when no webhook is configured
+    /// (the client, with its TLS roots, is only built when needed).
+    target: Option<(reqwest::Url, reqwest::Client)>,
     secret: Vec<u8>,
-    client: reqwest::Client,
     app: Attached,
 }
 
 impl Webhook {
     /// A webhook to `url` (none when empty) signed with `secret`.
     pub fn new(url: &str, secret: &[u8], app: Attached) -> Result<Self, String> {
-        let url = (!url.is_empty())
-            .then(|| reqwest::Url::parse(url).map_err(|e| format!("notify.webhook_url: {e}")))
-            .transpose()?;
-        let client = reqwest::Client::builder()
-            .timeout(DELIVERY_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("vidmill/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("webhook client: {e}"))?;
+        let target = if url.is_empty() {
+            None
+        } else {
+            let url = reqwest::Url::parse(url).map_err(|e| format!("notify.webhook_url: {e}"))?;
+            let client = reqwest::Client::builder()
+                .timeout(DELIVERY_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("vidmill/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("webhook client: {e}"))?;
+            Some((url, client))
+        };
         Ok(Self {
-            url,
+            target,
             secret: secret.to_vec(),
-            client,
             app,
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.url.is_some()
+        self.target.is_some()
     }
 
     pub async fn deliver(&self, note: &Notification) -> Result<(), String> {
-        match &self.url {
-            Some(url) => self.post(url, note).await,
+        match &self.target {
+            Some((url, client)) => self.post(client, url, note).await,
             None => Ok(()),
         }
     }
 
-    async fn post(&self, url: &reqwest::Url, note: &Notification) -> Result<(), String> {
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        url: &reqwest::Url,
+        note: &Notification,
+    ) -> Result<(), String> {
         let app = self.app.get().await?;
         let key = format!("{}:{}", note.event.video_id, note.event.seq);
         let body = serde_json::to_vec(&serde_json::json!({
@@ -80,8 +88,7 @@ impl Webhook {
             "video": render::video(app, &note.video, None),
         }))
         .map_err(|e| e.to_string())?;
-        let response = self
-            .client
+        let response = client
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", &key)
