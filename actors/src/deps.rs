@@ -38,6 +38,14 @@ impl Deps {
         Ok(video)
     }
 
+    /// Removes every stored object of `id` after the record failed to be
+    /// written or was deleted meanwhile: no object may outlive its record.
+    pub(crate) async fn discard_objects(&self, id: &str) {
+        if let Err(e) = self.store.delete_prefix(&format!("videos/{id}/")).await {
+            tracing::warn!(video = id, error = %e, "could not remove the objects of a video without a record");
+        }
+    }
+
     /// The directory a run of `id` keeps its temporary files in.
     pub(crate) fn work_dir(&self, id: &str) -> PathBuf {
         self.config.work_dir.join(id)

@@ -133,12 +133,7 @@ impl Handle {
         let (video, event) = match inserted {
             Ok(created) => created,
             Err(e) => {
-                // No record, so no object either.
-                let _ = self
-                    .deps
-                    .store
-                    .delete_prefix(&format!("videos/{id}/"))
-                    .await;
+                self.deps.discard_objects(&id).await;
                 return Err(e);
             }
         };

@@ -90,8 +90,9 @@ impl Core {
             .map(|v| v.id)
             .collect();
         let partial_dir = config.partial_dir.clone();
+        let kept = uploading.clone();
         let (swept_partials, swept_partial_bytes) =
-            tokio::task::spawn_blocking(move || uploads::sweep_partials(&partial_dir, &uploading))
+            tokio::task::spawn_blocking(move || uploads::sweep_partials(&partial_dir, &kept))
                 .await
                 .map_err(|e| CoreError::Internal(format!("sweep: {e}")))?;
         let (swept, swept_bytes) = (swept + swept_partials, swept_bytes + swept_partial_bytes);
@@ -124,14 +125,6 @@ impl Core {
             .await
             .map_err(spawn_err)?;
 
-        let uploading: Vec<VideoId> = deps
-            .catalog
-            .unfinished()
-            .await?
-            .into_iter()
-            .filter(|v| v.state == VideoState::Uploading)
-            .map(|v| v.id)
-            .collect();
         let moved = uploads::requeue_moved(&deps, &uploading).await?;
         if !moved.is_empty() {
             tracing::info!(

@@ -202,12 +202,8 @@ impl Handle {
         let video = match queued {
             Ok(video) => video,
             Err(e) => {
-                // Deleted meanwhile: its source must not outlive it.
-                let _ = self
-                    .deps
-                    .store
-                    .delete_prefix(&format!("videos/{id}/"))
-                    .await;
+                // Deleted meanwhile.
+                self.deps.discard_objects(id).await;
                 return Err(e);
             }
         };

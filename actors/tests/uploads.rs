@@ -129,34 +129,25 @@ async fn deleted_and_expired_uploads_leave_nothing() {
     let mut cfg = config(dir.path(), 1);
     cfg.upload_expiry = Duration::from_millis(300);
     let core = start_with(dir, cfg).await;
-    let deleted = core
-        .handle
-        .begin_upload("alice", "a.mov", Options::default(), 10)
-        .await
-        .expect("begin");
-    let deleted_path = core
-        .handle
-        .partial_upload("alice", &deleted.id)
-        .await
-        .expect("p")
-        .path;
+    let begin = |name: &'static str| {
+        let handle = core.handle.clone();
+        async move {
+            let v = handle
+                .begin_upload("alice", name, Options::default(), 10)
+                .await
+                .expect("begin");
+            let path = handle.partial_upload("alice", &v.id).await.expect("p").path;
+            (v, path)
+        }
+    };
+    let (deleted, deleted_path) = begin("a.mov").await;
     core.handle
         .delete("alice", &deleted.id)
         .await
         .expect("delete");
     assert!(!deleted_path.exists());
 
-    let old = core
-        .handle
-        .begin_upload("alice", "b.mov", Options::default(), 10)
-        .await
-        .expect("begin");
-    let old_path = core
-        .handle
-        .partial_upload("alice", &old.id)
-        .await
-        .expect("p")
-        .path;
+    let (old, old_path) = begin("b.mov").await;
     assert!(
         core.handle
             .expire_uploads()
