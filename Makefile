@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := pkg-config ca-certificates libgstreamer1.0-dev libgstreamer-p
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools ffmpeg
 
-.PHONY: deps build run test lint test-clients chromium bench-pipelines bench-serve clean
+.PHONY: deps build run test lint test-clients chromium garage bench-pipelines bench-serve clean
 
 # The stock clients the integration tests drive vidmill with: tus-js-client
 # and playwright-core under Node (npm, as package-lock.json pins them) and
@@ -62,7 +62,13 @@ chromium:
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-test-clients: $(CLIENTS)/node_modules/.package-lock.json $(CLIENTS)/.venv/installed chromium
+# The S3 tests run against Garage, a real S3 server, built from crates.io
+# once (about 10 minutes on 2 cores) into ~/.cargo/bin.
+garage:
+	@command -v garage >/dev/null || [ -x "$$HOME/.cargo/bin/garage" ] || \
+	  $(CARGO) install garage --locked
+
+test-clients: $(CLIENTS)/node_modules/.package-lock.json $(CLIENTS)/.venv/installed chromium garage
 
 test: lint test-clients
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

@@ -12,7 +12,6 @@ use vidmill_actors::{Handle, HeadroomProbe, ProgressEvent, Video, VideoId};
 use crate::auth::{Authenticator, KeySource};
 use crate::config::Config;
 use crate::signing::Signer;
-use crate::store::FileStore;
 
 #[derive(Clone)]
 pub struct App {
@@ -20,7 +19,7 @@ pub struct App {
     pub auth: Arc<Authenticator>,
     pub signer: Signer,
     pub config: Arc<Config>,
-    pub store: Arc<FileStore>,
+    pub store: Arc<dyn vidmill_actors::BlobStore>,
     pub headroom: HeadroomProbe,
     /// Base of signed links, without a trailing slash.
     pub public_url: String,
@@ -221,5 +220,19 @@ impl App {
 
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.config.signing.ttl_seconds)
+    }
+}
+
+/// The object store `storage` configures.
+pub async fn store(config: &Config) -> Result<Arc<dyn vidmill_actors::BlobStore>, String> {
+    match config.storage.kind.as_str() {
+        "s3" => {
+            let s3 = &config.storage.s3;
+            let secret = secret(&s3.secret_access_key, &s3.secret_access_key_file, None)
+                .map_err(|e| format!("storage.s3.secret_access_key_file: {e}"))?
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            Ok(Arc::new(crate::store::S3Store::new(s3, secret).await?))
+        }
+        _ => Ok(Arc::new(crate::store::FileStore::new(&config.storage.path))),
     }
 }

@@ -22,7 +22,6 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engine::{EngineSettings, GstEngine};
 use crate::notify::{Attached, Channels};
-use crate::store::FileStore;
 
 /// How often the JWKS is re-read when no token asks for it.
 const JWKS_REREAD_EVERY: Duration = Duration::from_secs(600);
@@ -98,8 +97,10 @@ pub async fn run(
 async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    std::fs::create_dir_all(&config.storage.path)
-        .map_err(|e| format!("storage.path {}: {e}", config.storage.path.display()))?;
+    if config.storage.kind == "file" {
+        std::fs::create_dir_all(&config.storage.path)
+            .map_err(|e| format!("storage.path {}: {e}", config.storage.path.display()))?;
+    }
     let auth = app::authenticator(&config)?;
     let signer = app::signer(&config)?;
     let catalog =
@@ -120,7 +121,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         max_height: config.media.max_height,
         jpeg_quality: config.media.jpeg_quality,
     }));
-    let store = Arc::new(FileStore::new(&config.storage.path));
+    let store = app::store(&config).await?;
     let headroom = core::system_headroom(data_dir.clone());
     let (handle, recovery) = Core::start(
         core_config,

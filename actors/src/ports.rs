@@ -173,6 +173,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Opens `key` for ranged reads (serving outputs); `NotFound` when it
     /// does not exist.
     fn open<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn BlobObject>, StoreError>>;
+
+    /// Whether the store can be used now (`/readyz`): reachable, writable.
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// A notification to deliver: a video's processing ended.

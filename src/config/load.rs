@@ -126,8 +126,35 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             return bad("auth.jwks_url", &why);
         }
     }
-    if c.storage.kind != "file" {
-        return bad("storage.type", "only `file` is available in this build");
+    match c.storage.kind.as_str() {
+        "file" => {}
+        "s3" => {
+            let s3 = &c.storage.s3;
+            if s3.bucket.is_empty() {
+                return bad("storage.s3.bucket", "name the bucket objects go to");
+            }
+            if !s3.endpoint.is_empty() && reqwest::Url::parse(&s3.endpoint).is_err() {
+                return bad(
+                    "storage.s3.endpoint",
+                    "expected a URL, e.g. http://127.0.0.1:3900",
+                );
+            }
+            if s3.access_key_id.is_empty()
+                != (s3.secret_access_key.is_empty() && s3.secret_access_key_file.is_empty())
+            {
+                return bad(
+                    "storage.s3.access_key_id",
+                    "set both the key id and its secret, or neither (the AWS default chain)",
+                );
+            }
+            if s3.redirect {
+                return bad(
+                    "storage.s3.redirect",
+                    "redirecting downloads to presigned URLs is not built yet; leave it false",
+                );
+            }
+        }
+        _ => return bad("storage.type", "expected file or s3"),
     }
     if !c.notify.webhook_url.is_empty() {
         match reqwest::Url::parse(&c.notify.webhook_url) {

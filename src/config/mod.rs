@@ -96,11 +96,12 @@ impl Default for Auth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
-    /// `file` (the only store built so far; `s3` comes later).
+    /// `file` (objects under `path`) or `s3` (objects in `s3.bucket`).
     #[serde(rename = "type")]
     pub kind: String,
     /// Root of the file store.
     pub path: PathBuf,
+    pub s3: S3,
 }
 
 impl Default for Storage {
@@ -108,6 +109,43 @@ impl Default for Storage {
         Self {
             kind: "file".into(),
             path: "./data/objects".into(),
+            s3: S3::default(),
+        }
+    }
+}
+
+/// An S3 bucket (AWS or any S3-compatible service).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3 {
+    pub bucket: String,
+    pub region: String,
+    /// The service's URL; empty for AWS.
+    pub endpoint: String,
+    /// `https://endpoint/bucket/key` rather than `https://bucket.endpoint/key`
+    /// (most self-hosted services want this).
+    pub path_style: bool,
+    /// Credentials; empty: the AWS default chain (environment, profile,
+    /// instance role).
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub secret_access_key_file: String,
+    /// Answer output downloads with a redirect to a presigned URL (not
+    /// built yet; must stay false).
+    pub redirect: bool,
+}
+
+impl Default for S3 {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            endpoint: String::new(),
+            path_style: false,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            secret_access_key_file: String::new(),
+            redirect: false,
         }
     }
 }
@@ -254,6 +292,7 @@ impl Config {
         c.auth.hs256_secret = mask(&c.auth.hs256_secret);
         c.signing.key = mask(&c.signing.key);
         c.notify.webhook_secret = mask(&c.notify.webhook_secret);
+        c.storage.s3.secret_access_key = mask(&c.storage.s3.secret_access_key);
         if let Some((scheme, rest)) = c.notify.smtp_url.split_once("://") {
             if let Some((_, host)) = rest.rsplit_once('@') {
                 c.notify.smtp_url = format!("{scheme}://***@{host}");

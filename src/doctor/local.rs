@@ -13,7 +13,7 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     vec![
         Check::new("gstreamer", gstreamer()),
         Check::new("database", database(config)),
-        Check::new("storage", storage(config)),
+        Check::new("storage", storage(config).await),
         Check::new("jwks", jwks(config).await),
     ]
 }
@@ -39,7 +39,17 @@ fn database(config: &Config) -> Outcome {
     }
 }
 
-fn storage(config: &Config) -> Outcome {
+async fn storage(config: &Config) -> Outcome {
+    if config.storage.kind == "s3" {
+        let bucket = &config.storage.s3.bucket;
+        return match crate::app::store(config).await {
+            Ok(store) => match store.check().await {
+                Ok(()) => Outcome::Ok(format!("S3 bucket {bucket} reachable")),
+                Err(e) => Outcome::Fail(format!("storage.s3: {e}")),
+            },
+            Err(e) => Outcome::Fail(e),
+        };
+    }
     let root = std::path::Path::new(&config.storage.path);
     if !root.is_dir() {
         return Outcome::Fail(format!(

@@ -32,8 +32,8 @@ pub enum ApiError {
     InsufficientStorage,
     #[error("the upload was cut off before it was complete")]
     UploadInterrupted,
-    #[error("direct upload needs the S3 store")]
-    DirectUploadUnavailable,
+    #[error("{0}")]
+    DirectUploadUnavailable(&'static str),
     #[error("no unfinished upload with that id")]
     UploadNotFound,
     #[error("{0}")]
@@ -77,7 +77,7 @@ impl ApiError {
                 "Insufficient storage",
             ),
             Self::UploadInterrupted => (S::BAD_REQUEST, "upload-interrupted", "Upload interrupted"),
-            Self::DirectUploadUnavailable => (
+            Self::DirectUploadUnavailable(_) => (
                 S::CONFLICT,
                 "direct-upload-unavailable",
                 "Direct upload unavailable",

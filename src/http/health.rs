@@ -36,16 +36,7 @@ pub async fn healthz() -> &'static str {
 )]
 pub async fn readyz(State(app): State<App>) -> Response {
     let database = app.handle.stats().await.map_err(|e| e.to_string());
-    let root = app.config.storage.path.clone();
-    let storage = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&root)?;
-        let probe = root.join(".readyz");
-        std::fs::write(&probe, b"ok")?;
-        std::fs::remove_file(&probe)
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r.map_err(|e| e.to_string()));
+    let storage = app.store.check().await.map_err(|e| e.to_string());
     let missing = vidmill_pipelines::missing_elements().map_err(|e| e.to_string());
     let gstreamer = match &missing {
         Ok(m) if m.is_empty() => Ok(()),

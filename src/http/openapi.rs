@@ -559,7 +559,7 @@ mod tests {
                 | ApiError::NotFailed(_)
                 | ApiError::InsufficientStorage
                 | ApiError::UploadInterrupted
-                | ApiError::DirectUploadUnavailable
+                | ApiError::DirectUploadUnavailable(_)
                 | ApiError::UploadNotFound
                 | ApiError::OffsetMismatch(_)
                 | ApiError::TusVersion
@@ -583,7 +583,7 @@ mod tests {
             ApiError::NotFailed(String::new()),
             ApiError::InsufficientStorage,
             ApiError::UploadInterrupted,
-            ApiError::DirectUploadUnavailable,
+            ApiError::DirectUploadUnavailable(""),
             ApiError::UploadNotFound,
             ApiError::OffsetMismatch(String::new()),
             ApiError::TusVersion,

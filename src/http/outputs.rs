@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use vidmill_actors::{object_key, BlobStore, ByteChunks, StoreError, Video};
+use vidmill_actors::{object_key, ByteChunks, StoreError, Video};
 
 use super::error::ApiError;
 use super::identity::bearer;

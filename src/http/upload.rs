@@ -260,7 +260,13 @@ pub async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     if query.get("upload").is_some_and(|u| u == "direct") {
-        return Err(ApiError::DirectUploadUnavailable);
+        return Err(ApiError::DirectUploadUnavailable(
+            if app.config.storage.kind == "s3" {
+                "direct upload to S3 is not built yet; upload through vidmill (plain or tus)"
+            } else {
+                "direct upload needs the S3 store (storage.type = \"s3\")"
+            },
+        ));
     }
     let options = parse_options(&query, app.config.media.frames_every)?;
     let limit = app.config.limits.max_upload_bytes;

@@ -116,6 +116,21 @@ impl BlobStore for FileStore {
         })
     }
 
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let root = self.root.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&root)?;
+                let probe = root.join(".readyz");
+                std::fs::write(&probe, b"ok")?;
+                std::fs::remove_file(&probe)
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.root.display())))
+        })
+    }
+
     fn open<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn BlobObject>, StoreError>> {
         Box::pin(async move {
             let path = self.path(key)?;

@@ -1,7 +1,9 @@
-//! Object stores behind the core's `BlobStore` port: the file store now,
-//! S3 when configured (a later step).
+//! Object stores behind the core's `BlobStore` port: files under a
+//! directory, or an S3 bucket.
 
 mod file;
 mod file_read;
+mod s3;
 
 pub use file::FileStore;
+pub use s3::S3Store;

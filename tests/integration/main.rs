@@ -2,13 +2,15 @@
 //! crash recovery with the core in a child process, the real server on
 //! 127.0.0.1:0 over HTTP and WebSocket, JWKS keys from a file and a URL,
 //! tus resumable uploads (raw and with stock clients), webhooks, the
-//! OpenAPI document, the web page in chromium and `vidmill doctor`.
+//! OpenAPI document, the web page in chromium, `vidmill doctor` and the S3
+//! store on a real Garage server.
 
 mod cli;
 mod doctor;
 mod jwks;
 mod openapi;
 mod recovery;
+mod s3;
 mod server;
 mod slow_client;
 mod support;

@@ -20,7 +20,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use vidmill_actors::{BlobStore, CoreError, PartialUpload};
+use vidmill_actors::{CoreError, PartialUpload};
 
 use self::headers::{byte_count, carries_bytes, check_version, metadata, EXTENSIONS, VERSION};
 pub use self::writers::{Uploads, Writing};

@@ -1,0 +1,257 @@
+//! The S3 store against a real S3 server: Garage on loopback with a bucket
+//! and key made for each test. The store itself (multipart puts, ranged
+//! reads, copies, prefix deletes), and the whole server on it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vidmill::config::S3;
+use vidmill::store::S3Store;
+use vidmill_actors::BlobStore;
+
+use crate::support::{webm, Server};
+
+/// A Garage server with one bucket and one key, killed on drop.
+pub struct Garage {
+    child: Child,
+    pub config: S3,
+    secret: String,
+}
+
+fn garage_bin() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let installed = home.join(".cargo/bin/garage");
+    if installed.exists() {
+        installed
+    } else {
+        PathBuf::from("garage")
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+impl Garage {
+    pub fn start(dir: &Path) -> Self {
+        let (rpc, s3) = (free_port(), free_port());
+        std::fs::create_dir_all(dir).expect("garage dir");
+        let conf = dir.join("garage.toml");
+        let d = dir.display();
+        let secret: String = (0..64)
+            .map(|i| b"0123456789abcdef"[(i * 7 + 3) % 16] as char)
+            .collect();
+        std::fs::write(
+            &conf,
+            format!(
+                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n"
+            ),
+        )
+        .expect("garage config");
+        let child = Command::new(garage_bin())
+            .arg("-c")
+            .arg(&conf)
+            .arg("server")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("garage (`make test-clients` installs it with cargo install)");
+        let cli = |args: &[&str]| -> String {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let out = Command::new(garage_bin())
+                    .arg("-c")
+                    .arg(&conf)
+                    .args(args)
+                    .output()
+                    .expect("garage cli");
+                if out.status.success() {
+                    return String::from_utf8_lossy(&out.stdout).into_owned();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "garage {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let node = cli(&["node", "id", "-q"]);
+        let node = node.trim().split('@').next().expect("node id").to_string();
+        cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        cli(&["layout", "apply", "--version", "1"]);
+        let key = cli(&["key", "create", "vidmill-test"]);
+        let field = |name: &str| {
+            key.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no `{name}` in {key}"))
+        };
+        let (key_id, secret_key) = (field("Key ID:"), field("Secret key:"));
+        cli(&["bucket", "create", "vidmill"]);
+        cli(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            "vidmill",
+            "--key",
+            "vidmill-test",
+        ]);
+        Self {
+            child,
+            config: S3 {
+                bucket: "vidmill".into(),
+                region: "garage".into(),
+                endpoint: format!("http://127.0.0.1:{s3}"),
+                path_style: true,
+                access_key_id: key_id,
+                ..S3::default()
+            },
+            secret: secret_key,
+        }
+    }
+
+    pub async fn store(&self) -> S3Store {
+        S3Store::new(&self.config, Some(self.secret.clone()))
+            .await
+            .expect("store")
+    }
+
+    /// Config for a vidmill server storing here.
+    pub fn server_toml(&self) -> String {
+        let c = &self.config;
+        format!(
+            "[storage.s3]\nbucket = \"{}\"\nregion = \"{}\"\nendpoint = \"{}\"\npath_style = true\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            c.bucket, c.region, c.endpoint, c.access_key_id, self.secret
+        )
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("runtime")
+}
+
+async fn read_range(store: &S3Store, key: &str, start: u64, count: u64) -> Vec<u8> {
+    let object = store.open(key).await.expect("open");
+    let mut chunks = object.range(start, count);
+    let mut got = Vec::new();
+    while let Some(chunk) = chunks.next_chunk().await.expect("chunk") {
+        got.extend_from_slice(&chunk);
+    }
+    got
+}
+
+#[test]
+fn the_s3_store_keeps_reads_copies_and_deletes_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garage = Garage::start(&dir.path().join("garage"));
+    runtime().block_on(async {
+        let store = garage.store().await;
+        store.check().await.expect("bucket reachable");
+        // Larger than one part: goes up in parts.
+        let big: Vec<u8> = (0..(40u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let file = dir.path().join("big");
+        std::fs::write(&file, &big).expect("write");
+        let len = store.put_file("videos/a/source", &file).await.expect("put");
+        assert_eq!(len, big.len() as u64);
+        assert!(!file.exists(), "handed over");
+        assert_eq!(store.len("videos/a/source").await.expect("len"), len);
+        for (start, count) in [(0, 10), ((16 << 20) - 3, 1 << 20), (len - 5, 5)] {
+            assert_eq!(
+                read_range(&store, "videos/a/source", start, count).await,
+                &big[start as usize..(start + count) as usize],
+                "{start}+{count}"
+            );
+        }
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"poster").expect("write");
+        store
+            .put_file("videos/a/poster.jpg", &small)
+            .await
+            .expect("put small");
+        let copy = store
+            .local_copy("videos/a/poster.jpg", &dir.path().join("scratch"))
+            .await
+            .expect("copy");
+        assert_eq!(std::fs::read(copy).expect("read"), b"poster");
+        assert!(matches!(
+            store.len("videos/b/source").await,
+            Err(vidmill_actors::StoreError::NotFound(_))
+        ));
+        store.delete_prefix("videos/a/").await.expect("delete");
+        assert!(store.len("videos/a/source").await.is_err());
+        assert!(store.len("videos/a/poster.jpg").await.is_err());
+    });
+}
+
+#[test]
+fn the_server_runs_on_s3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garage = Garage::start(&dir.path().join("garage"));
+    let server = Server::start_with_env(
+        &dir.path().join("vidmill"),
+        &garage.server_toml(),
+        &[("VIDMILL__STORAGE__TYPE", "s3")],
+    );
+    let ready = server.request("GET", "/readyz", &[], b"");
+    assert_eq!(ready.status, 200, "{ready:?}");
+    let token = server.token("alice");
+    let created = server.upload(&token, "filename=a.webm", &webm(dir.path(), 1.0));
+    assert_eq!(created.status, 201, "{created:?}");
+    let id = created.json()["id"].as_str().expect("id").to_string();
+    let video = server.wait_for(&token, &id, |v| v["state"] == "ready");
+    let url = video["outputs"]["mp4"]["url"].as_str().expect("url");
+    let path = url
+        .split_once(server.addr.as_str())
+        .map(|(_, p)| p)
+        .expect("path");
+    let r = server.request("GET", path, &[("Range", "bytes=0-99".into())], b"");
+    assert_eq!((r.status, r.body.len()), (206, 100), "{r:?}");
+    assert!(
+        !server.dir.join("data/objects").exists(),
+        "nothing in the file store"
+    );
+    let store = runtime().block_on(garage.store());
+    runtime().block_on(async {
+        for name in ["source", "video.mp4", "frames.zip", "poster.jpg"] {
+            store
+                .len(&format!("videos/{id}/{name}"))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    });
+    let deleted = server.request(
+        "DELETE",
+        &format!("/v1/videos/{id}"),
+        &[("Authorization", format!("Bearer {token}"))],
+        b"",
+    );
+    assert_eq!(deleted.status, 204);
+    runtime().block_on(async {
+        assert!(
+            store.len(&format!("videos/{id}/source")).await.is_err(),
+            "every object removed"
+        );
+        assert!(store.len(&format!("videos/{id}/video.mp4")).await.is_err());
+    });
+}
