@@ -176,6 +176,31 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Whether the store can be used now (`/readyz`): reachable, writable.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// A URL that lets its holder `method` the object `key` directly, for
+    /// `valid`; `None` when the store cannot presign (files).
+    fn presign<'a>(
+        &'a self,
+        _method: PresignMethod,
+        _key: &'a str,
+        _valid: Duration,
+    ) -> BoxFuture<'a, Result<Option<Presigned>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// What a presigned URL allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresignMethod {
+    Get,
+    Put,
+}
+
+/// A presigned request: its URL and the headers the client must send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presigned {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
 }
 
 /// A notification to deliver: a video's processing ended.

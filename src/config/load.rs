@@ -147,12 +147,6 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
                     "set both the key id and its secret, or neither (the AWS default chain)",
                 );
             }
-            if s3.redirect {
-                return bad(
-                    "storage.s3.redirect",
-                    "redirecting downloads to presigned URLs is not built yet; leave it false",
-                );
-            }
         }
         _ => return bad("storage.type", "expected file or s3"),
     }

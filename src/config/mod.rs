@@ -130,8 +130,8 @@ pub struct S3 {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub secret_access_key_file: String,
-    /// Answer output downloads with a redirect to a presigned URL (not
-    /// built yet; must stay false).
+    /// Answer output downloads with a redirect to a presigned URL, so the
+    /// bytes go from the bucket straight to the client.
     pub redirect: bool,
 }
 

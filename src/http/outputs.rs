@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use vidmill_actors::{object_key, ByteChunks, StoreError, Video};
+use vidmill_actors::{object_key, ByteChunks, PresignMethod, StoreError, Video};
 
 use super::error::ApiError;
 use super::identity::bearer;
@@ -143,6 +143,26 @@ pub async fn serve(
     let video = authorize(&app, &id, &path, &headers, &query).await?;
     if !present(&video) {
         return Err(ApiError::NotReady(object));
+    }
+    if app.config.storage.kind == "s3" && app.config.storage.s3.redirect {
+        if let Some(to) = app
+            .store
+            .presign(
+                PresignMethod::Get,
+                &object_key(&video.id, object),
+                app.ttl(),
+            )
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+        {
+            // The bucket answers ranges itself; the link is per request.
+            return Response::builder()
+                .status(StatusCode::FOUND)
+                .header(header::LOCATION, to.url)
+                .header(header::CACHE_CONTROL, "private, no-store")
+                .body(Body::empty())
+                .map_err(|e| ApiError::Internal(e.to_string()));
+        }
     }
     let stored = match app.store.open(&object_key(&video.id, object)).await {
         Ok(o) => o,

@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use tokio::io::AsyncWriteExt;
-use vidmill_actors::{BlobObject, BlobStore, BoxFuture, ByteChunks, StoreError};
+use vidmill_actors::{
+    BlobObject, BlobStore, BoxFuture, ByteChunks, PresignMethod, Presigned, StoreError,
+};
 
 use crate::config::S3;
 
@@ -277,6 +280,43 @@ impl BlobStore for S3Store {
 
     fn open<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn BlobObject>, StoreError>> {
         Box::pin(async move { Ok(Box::new(self.head(key).await?) as Box<dyn BlobObject>) })
+    }
+
+    fn presign<'a>(
+        &'a self,
+        method: PresignMethod,
+        key: &'a str,
+        valid: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Option<Presigned>, StoreError>> {
+        Box::pin(async move {
+            let config =
+                PresigningConfig::expires_in(valid).map_err(|e| failed("presign", key, e))?;
+            let request = match method {
+                PresignMethod::Get => self
+                    .client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .presigned(config)
+                    .await
+                    .map_err(|e| failed("presign", key, e))?,
+                PresignMethod::Put => self
+                    .client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .presigned(config)
+                    .await
+                    .map_err(|e| failed("presign", key, e))?,
+            };
+            Ok(Some(Presigned {
+                url: request.uri().to_string(),
+                headers: request
+                    .headers()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }))
+        })
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {

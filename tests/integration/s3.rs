@@ -255,3 +255,45 @@ fn the_server_runs_on_s3() {
         assert!(store.len(&format!("videos/{id}/video.mp4")).await.is_err());
     });
 }
+
+#[test]
+fn downloads_can_redirect_to_the_bucket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garage = Garage::start(&dir.path().join("garage"));
+    let server = Server::start_with_env(
+        &dir.path().join("vidmill"),
+        &format!("{}redirect = true\n", garage.server_toml()),
+        &[("VIDMILL__STORAGE__TYPE", "s3")],
+    );
+    let token = server.token("alice");
+    let created = server.upload(&token, "filename=a.webm", &webm(dir.path(), 1.0));
+    let id = created.json()["id"].as_str().expect("id").to_string();
+    let video = server.wait_for(&token, &id, |v| v["state"] == "ready");
+    let url = video["outputs"]["mp4"]["url"].as_str().expect("url");
+    let path = url
+        .split_once(server.addr.as_str())
+        .map(|(_, p)| p)
+        .expect("path");
+    let r = server.request("GET", path, &[], b"");
+    assert_eq!(r.status, 302, "{r:?}");
+    let to = r.header("location").expect("location").to_string();
+    assert!(to.starts_with(&garage.config.endpoint), "{to}");
+    // The bucket serves the range itself.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            "-r",
+            "0-99",
+            &to,
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "206 100");
+    // A bad signature is still refused before any redirect.
+    let forged = path.replace("sig=", "sig=0");
+    assert_eq!(server.request("GET", &forged, &[], b"").status, 403);
+}
