@@ -159,6 +159,55 @@ impl Handle {
         }
     }
 
+    /// Creates a video in state `uploading` whose source the client puts
+    /// into the store itself (a presigned URL), then reports with
+    /// [`Handle::queue_uploaded`].
+    pub async fn begin_direct_upload(
+        &self,
+        owner: &str,
+        filename: &str,
+        options: Options,
+    ) -> Result<Video, CoreError> {
+        let (video, event) = self
+            .deps
+            .catalog
+            .insert(NewVideo {
+                id: new_id(),
+                owner: owner.into(),
+                filename: filename.into(),
+                options,
+                state: VideoState::Uploading,
+            })
+            .await?;
+        let _ = self.deps.hub.cast(HubMsg::State(event));
+        Ok(video)
+    }
+
+    /// Queues an `uploading` video whose source is in the store (a direct
+    /// upload the caller has checked).
+    pub async fn queue_uploaded(&self, owner: &str, id: &str) -> Result<Video, CoreError> {
+        let video = self.get(owner, id).await?;
+        if video.state != VideoState::Uploading {
+            return Err(CoreError::Conflict(format!(
+                "video {id} is {}, not uploading",
+                video.state
+            )));
+        }
+        let video = self
+            .deps
+            .persist(
+                id,
+                Change {
+                    state: Some(VideoState::Queued),
+                    ..Change::default()
+                },
+            )
+            .await?;
+        self.supervisor
+            .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
+        Ok(video)
+    }
+
     /// Upload `id` of `owner` while it is still receiving bytes; missing,
     /// foreign and finished uploads read as not found.
     pub async fn partial_upload(&self, owner: &str, id: &str) -> Result<PartialUpload, CoreError> {

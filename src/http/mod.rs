@@ -1,6 +1,7 @@
 //! The HTTP and WebSocket API (API.md): the router, with request metrics and
 //! the body idle timeout around every route.
 
+pub mod direct;
 pub mod error;
 pub mod health;
 pub mod identity;
@@ -47,6 +48,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/videos", post(upload::create).get(videos::list))
         .route("/v1/videos/{id}", get(videos::get).delete(videos::delete))
         .route("/v1/videos/{id}/retry", post(videos::retry))
+        .route("/v1/videos/{id}/complete", post(direct::complete))
         .route("/v1/videos/{id}/events", get(ws::video_events))
         .route(
             "/v1/videos/{id}/{output}",

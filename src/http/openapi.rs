@@ -425,6 +425,7 @@ pub struct ReadyChecks {
         super::videos::get,
         super::videos::delete,
         super::videos::retry,
+        super::direct::complete,
         super::output_docs::video_mp4,
         super::output_docs::frames_zip,
         super::output_docs::poster_jpg,

@@ -235,12 +235,13 @@ fn is_raw_media(headers: &HeaderMap) -> bool {
         ),
     ),
     responses(
-        (status = 201, description = "Created; state `queued`", body = doc::Video,
+        (status = 201, description = "Created; state `queued` (with `?upload=direct`: `uploading`, plus \
+            `upload`: the presigned PUT to send the bytes to, then `POST /v1/videos/{id}/complete`)", body = doc::Video,
             headers(("Location" = String, description = "`/v1/videos/{id}`"))),
         (status = 400, description = "`invalid-option` (naming the option), `empty-upload`, or \
             `upload-interrupted` (body cut off before its declared length)",
             body = doc::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`direct-upload-unavailable` (`?upload=direct` with the file store)",
+        (status = 409, description = "`direct-upload-unavailable`: `?upload=direct` needs the S3 store",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`",
             body = doc::Problem, content_type = "application/problem+json"),
@@ -260,13 +261,7 @@ pub async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     if query.get("upload").is_some_and(|u| u == "direct") {
-        return Err(ApiError::DirectUploadUnavailable(
-            if app.config.storage.kind == "s3" {
-                "direct upload to S3 is not built yet; upload through vidmill (plain or tus)"
-            } else {
-                "direct upload needs the S3 store (storage.type = \"s3\")"
-            },
-        ));
+        return super::direct::start(&app, &who, &query).await;
     }
     let options = parse_options(&query, app.config.media.frames_every)?;
     let limit = app.config.limits.max_upload_bytes;

@@ -11,6 +11,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/videos", &["get", "post"]),
     ("/v1/videos/{id}", &["get", "delete"]),
     ("/v1/videos/{id}/retry", &["post"]),
+    ("/v1/videos/{id}/complete", &["post"]),
     ("/v1/videos/{id}/events", &["get"]),
     ("/v1/videos/{id}/video.mp4", &["get", "head"]),
     ("/v1/videos/{id}/frames.zip", &["get", "head"]),

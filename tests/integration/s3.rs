@@ -297,3 +297,109 @@ fn downloads_can_redirect_to_the_bucket() {
     let forged = path.replace("sig=", "sig=0");
     assert_eq!(server.request("GET", &forged, &[], b"").status, 403);
 }
+
+/// Puts `bytes` at a presigned upload the way a client does.
+fn put_presigned(upload: &serde_json::Value, bytes: &[u8], dir: &Path) -> String {
+    let file = dir.join(format!("put-{}", bytes.len()));
+    std::fs::write(&file, bytes).expect("write");
+    let mut curl = Command::new("curl");
+    curl.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "PUT",
+        "-T",
+    ])
+    .arg(&file);
+    for (k, v) in upload["headers"].as_object().expect("headers") {
+        curl.args(["-H", &format!("{k}: {}", v.as_str().expect("value"))]);
+    }
+    let out = curl
+        .arg(upload["url"].as_str().expect("url"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_direct_upload_goes_to_the_bucket_then_is_completed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garage = Garage::start(&dir.path().join("garage"));
+    let server = Server::start_with_env(
+        &dir.path().join("vidmill"),
+        &garage.server_toml(),
+        &[("VIDMILL__STORAGE__TYPE", "s3")],
+    );
+    let token = server.token("alice");
+    let bearer = [("Authorization", format!("Bearer {token}"))];
+    let start = |name: &str| {
+        let r = server.request(
+            "POST",
+            &format!("/v1/videos?upload=direct&filename={name}&frames_every=1"),
+            &bearer,
+            b"",
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+        r.json()
+    };
+
+    let created = start("direct.webm");
+    assert_eq!(created["state"], "uploading");
+    assert_eq!(created["upload"]["method"], "PUT");
+    assert!(created["upload"]["expires_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    let id = created["id"].as_str().expect("id").to_string();
+    let complete = format!("/v1/videos/{id}/complete");
+    let early = server.request("POST", &complete, &bearer, b"");
+    assert_eq!((early.status, early.code().as_str()), (409, "not-ready"));
+    assert_eq!(
+        put_presigned(&created["upload"], &webm(dir.path(), 1.0), dir.path()),
+        "200"
+    );
+    let other = server.token("bob");
+    let foreign = server.request(
+        "POST",
+        &complete,
+        &[("Authorization", format!("Bearer {other}"))],
+        b"",
+    );
+    assert_eq!(foreign.status, 404);
+    let done = server.request("POST", &complete, &bearer, b"");
+    assert_eq!(done.status, 200, "{done:?}");
+    assert_eq!(done.json()["state"], "queued");
+    let ready = server.wait_for(&token, &id, |v| v["state"] == "ready");
+    assert_eq!(ready["options"]["frames_every"], 1.0);
+    let again = server.request("POST", &complete, &bearer, b"");
+    assert_eq!(again.status, 404, "completed once");
+
+    // Not a video: refused, and the object and the record are gone.
+    let junk = start("junk.bin");
+    let junk_id = junk["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        put_presigned(&junk["upload"], &[7u8; 5000], dir.path()),
+        "200"
+    );
+    let refused = server.request(
+        "POST",
+        &format!("/v1/videos/{junk_id}/complete"),
+        &bearer,
+        b"",
+    );
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (415, "unsupported-media")
+    );
+    assert_eq!(
+        server.get(&format!("/v1/videos/{junk_id}"), &token).status,
+        404
+    );
+    let store = runtime().block_on(garage.store());
+    assert!(runtime()
+        .block_on(store.len(&format!("videos/{junk_id}/source")))
+        .is_err());
+    assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+}

@@ -1,0 +1,156 @@
+//! Direct upload to S3 (API.md "Direct upload to S3"): the client gets a
+//! presigned PUT for the video's source, sends the bytes to the bucket
+//! itself, then calls `complete`, which checks the object, probes a local
+//! copy of it and queues the video (or answers 415 and removes it).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use vidmill_actors::{object_key, CoreError, PresignMethod, StoreError};
+
+use super::error::ApiError;
+use super::openapi as doc;
+use super::render;
+use super::upload::{check_disk, parse_options, probe, remember_contact};
+use crate::app::{unix_now, App};
+use crate::auth::Identity;
+
+/// Presigned PUTs live as long as an unfinished upload (S3 caps them at a
+/// week).
+fn put_lifetime(app: &App) -> Duration {
+    Duration::from_secs(app.config.limits.upload_expiry_seconds.min(7 * 24 * 3600))
+}
+
+/// `POST /v1/videos?upload=direct`: the video, `uploading`, and where to
+/// put its bytes.
+pub async fn start(
+    app: &App,
+    who: &Identity,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let options = parse_options(query, app.config.media.frames_every)?;
+    check_disk(app).await?;
+    let filename = query
+        .get("filename")
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "upload".into());
+    remember_contact(app, who).await;
+    let video = app
+        .handle
+        .begin_direct_upload(&who.sub, &filename, options)
+        .await?;
+    let valid = put_lifetime(app);
+    let presigned = match app
+        .store
+        .presign(PresignMethod::Put, &object_key(&video.id, "source"), valid)
+        .await
+    {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            let _ = app.handle.delete(&who.sub, &video.id).await;
+            return Err(ApiError::DirectUploadUnavailable(
+                "direct upload needs the S3 store (storage.type = \"s3\")",
+            ));
+        }
+        Err(e) => {
+            let _ = app.handle.delete(&who.sub, &video.id).await;
+            return Err(ApiError::Internal(e.to_string()));
+        }
+    };
+    let expires_at = DateTime::from_secs((unix_now() + valid.as_secs()) as i64)
+        .fmt(DateTimeFormat::DateTime)
+        .unwrap_or_default();
+    let mut body = render::video(app, &video, None);
+    body["upload"] = serde_json::json!({
+        "method": "PUT",
+        "url": presigned.url,
+        "headers": presigned.headers.into_iter().collect::<HashMap<_, _>>(),
+        "expires_at": expires_at,
+    });
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(location) = format!("/v1/videos/{}", video.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Direct upload finished
+///
+/// Checks the object the client put with its presigned URL, probes it and
+/// queues the video; anything but a video is refused with 415 and removed.
+#[utoipa::path(
+    post,
+    path = "/v1/videos/{id}/complete",
+    tag = "videos",
+    params(("id" = String, Path, description = "Video id")),
+    responses(
+        (status = 200, description = "Queued", body = doc::Video),
+        (status = 404, description = "`video-not-found` (also another owner's) or `upload-not-found` (not awaiting a direct upload)",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`not-ready`: nothing was put at the presigned URL yet",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`; removed",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media`: not a video vidmill can read; removed",
+            body = doc::Problem, content_type = "application/problem+json"),
+        doc::Failures,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn complete(
+    State(app): State<App>,
+    who: Identity,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let video = app.handle.get(&who.sub, &id).await?;
+    // A tus upload (it has a partial file) finishes through its PATCHes.
+    if video.state != vidmill_actors::VideoState::Uploading
+        || app.handle.partial_upload(&who.sub, &id).await.is_ok()
+    {
+        return Err(ApiError::UploadNotFound);
+    }
+    let key = object_key(&id, "source");
+    let size = match app.store.len(&key).await {
+        Ok(size) => size,
+        Err(StoreError::NotFound(_)) => return Err(ApiError::NotReady("the uploaded source")),
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    };
+    let limit = app.config.limits.max_upload_bytes;
+    if size > limit {
+        app.handle.delete(&who.sub, &id).await?;
+        return Err(ApiError::UploadTooLarge(limit));
+    }
+    let scratch = app
+        .config
+        .data_dir()
+        .join("uploads")
+        .join(format!("direct-{id}"));
+    let probed = match app.store.local_copy(&key, &scratch).await {
+        Ok(copy) => probe(&copy).await,
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    };
+    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    match probed {
+        Ok(()) => {}
+        Err(e @ ApiError::UnsupportedMedia(_)) => {
+            app.handle.delete(&who.sub, &id).await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    }
+    let video = app
+        .handle
+        .queue_uploaded(&who.sub, &id)
+        .await
+        .map_err(|e| match e {
+            CoreError::Conflict(_) => ApiError::UploadNotFound,
+            other => other.into(),
+        })?;
+    Ok(Json(render::video(&app, &video, None)).into_response())
+}
