@@ -79,6 +79,18 @@ fn create_partial(data: &Path, length: u64) -> Result<(), CoreError> {
 }
 
 impl Deps {
+    /// Moves an uploaded video into the queue (its state event included).
+    async fn mark_queued(&self, id: &str) -> Result<Video, CoreError> {
+        self.persist(
+            id,
+            Change {
+                state: Some(VideoState::Queued),
+                ..Change::default()
+            },
+        )
+        .await
+    }
+
     /// The partial file of upload `id`.
     pub(crate) fn partial_path(&self, id: &str) -> PathBuf {
         self.config.partial_dir.join(id)
@@ -193,16 +205,7 @@ impl Handle {
                 video.state
             )));
         }
-        let video = self
-            .deps
-            .persist(
-                id,
-                Change {
-                    state: Some(VideoState::Queued),
-                    ..Change::default()
-                },
-            )
-            .await?;
+        let video = self.deps.mark_queued(id).await?;
         self.supervisor
             .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
         Ok(video)
@@ -237,16 +240,7 @@ impl Handle {
             .put_file(&object_key(id, "source"), &partial.path)
             .await
             .map_err(|e| CoreError::Storage(e.to_string()))?;
-        let queued = self
-            .deps
-            .persist(
-                id,
-                Change {
-                    state: Some(VideoState::Queued),
-                    ..Change::default()
-                },
-            )
-            .await;
+        let queued = self.deps.mark_queued(id).await;
         self.deps.remove_partial(id).await;
         let video = match queued {
             Ok(video) => video,
@@ -359,15 +353,7 @@ pub(crate) async fn requeue_moved(
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         if declared.is_some_and(|s| s.length == stored) {
-            let video = deps
-                .persist(
-                    id,
-                    Change {
-                        state: Some(VideoState::Queued),
-                        ..Change::default()
-                    },
-                )
-                .await?;
+            let video = deps.mark_queued(id).await?;
             deps.remove_partial(id).await;
             queued.push(video);
         }

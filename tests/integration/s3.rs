@@ -147,6 +147,16 @@ impl Drop for Garage {
     }
 }
 
+/// A vidmill server under `dir` storing in `garage`, with `extra` lines
+/// for `[storage.s3]`.
+fn on_s3(dir: &Path, garage: &Garage, extra: &str) -> Server {
+    Server::start_with_env(
+        &dir.join("vidmill"),
+        &format!("{}{extra}", garage.server_toml()),
+        &[("VIDMILL__STORAGE__TYPE", "s3")],
+    )
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("runtime")
 }
@@ -208,11 +218,7 @@ fn the_s3_store_keeps_reads_copies_and_deletes_objects() {
 fn the_server_runs_on_s3() {
     let dir = tempfile::tempdir().expect("tempdir");
     let garage = Garage::start(&dir.path().join("garage"));
-    let server = Server::start_with_env(
-        &dir.path().join("vidmill"),
-        &garage.server_toml(),
-        &[("VIDMILL__STORAGE__TYPE", "s3")],
-    );
+    let server = on_s3(dir.path(), &garage, "");
     let ready = server.request("GET", "/readyz", &[], b"");
     assert_eq!(ready.status, 200, "{ready:?}");
     let token = server.token("alice");
@@ -260,11 +266,7 @@ fn the_server_runs_on_s3() {
 fn downloads_can_redirect_to_the_bucket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let garage = Garage::start(&dir.path().join("garage"));
-    let server = Server::start_with_env(
-        &dir.path().join("vidmill"),
-        &format!("{}redirect = true\n", garage.server_toml()),
-        &[("VIDMILL__STORAGE__TYPE", "s3")],
-    );
+    let server = on_s3(dir.path(), &garage, "redirect = true\n");
     let token = server.token("alice");
     let created = server.upload(&token, "filename=a.webm", &webm(dir.path(), 1.0));
     let id = created.json()["id"].as_str().expect("id").to_string();
@@ -328,11 +330,7 @@ fn put_presigned(upload: &serde_json::Value, bytes: &[u8], dir: &Path) -> String
 fn a_direct_upload_goes_to_the_bucket_then_is_completed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let garage = Garage::start(&dir.path().join("garage"));
-    let server = Server::start_with_env(
-        &dir.path().join("vidmill"),
-        &garage.server_toml(),
-        &[("VIDMILL__STORAGE__TYPE", "s3")],
-    );
+    let server = on_s3(dir.path(), &garage, "");
     let token = server.token("alice");
     let bearer = [("Authorization", format!("Bearer {token}"))];
     let start = |name: &str| {
