@@ -99,7 +99,28 @@ async fn ranges(config: &Config, client: &Client, base: &str) -> Outcome {
         "{base}{path}?exp={exp}&sig={}",
         signer.sign(&video.owner, &path, exp)
     );
-    match client.get(&url).header(header::RANGE, "bytes=0-1").send().await {
+    let mut answer = client
+        .get(&url)
+        .header(header::RANGE, "bytes=0-1")
+        .send()
+        .await;
+    // With storage.s3.redirect the bucket answers: follow the one redirect.
+    if let Ok(r) = &answer {
+        if r.status() == StatusCode::FOUND {
+            if let Some(to) = r
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+            {
+                answer = client
+                    .get(to)
+                    .header(header::RANGE, "bytes=0-1")
+                    .send()
+                    .await;
+            }
+        }
+    }
+    match answer {
         Ok(r) if r.status() == StatusCode::PARTIAL_CONTENT => {
             let range = r.headers().get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             match r.bytes().await {

@@ -33,6 +33,11 @@ pub async fn start(
     who: &Identity,
     query: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
+    if app.config.storage.kind != "s3" {
+        return Err(ApiError::DirectUploadUnavailable(
+            "direct upload needs the S3 store (storage.type = \"s3\")",
+        ));
+    }
     let options = parse_options(query, app.config.media.frames_every)?;
     check_disk(app).await?;
     let filename = query

@@ -298,6 +298,18 @@ fn downloads_can_redirect_to_the_bucket() {
     // A bad signature is still refused before any redirect.
     let forged = path.replace("sig=", "sig=0");
     assert_eq!(server.request("GET", &forged, &[], b"").status, 403);
+    // The doctor reaches the bucket and follows the redirect for its probe.
+    let out = Command::new(env!("CARGO_BIN_EXE_vidmill"))
+        .args(["doctor", "--config"])
+        .arg(server.dir.join("config.toml"))
+        .args(["--url", &format!("http://{}", server.addr)])
+        .env("VIDMILL__STORAGE__TYPE", "s3")
+        .output()
+        .expect("doctor");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("S3 bucket vidmill reachable"), "{report}");
+    assert!(report.contains("answered 206"), "{report}");
 }
 
 /// Puts `bytes` at a presigned upload the way a client does.
