@@ -202,16 +202,22 @@ impl App {
     /// A signed URL for one output, valid for `signing.ttl` plus the video's
     /// duration so a player's later range requests still work.
     pub fn signed_url(&self, video: &Video, output: &str) -> String {
+        let exp = unix_now() + self.link_lifetime(video).as_secs();
+        let path = format!("/v1/videos/{}/{output}", video.id);
+        let sig = self.signer.sign(&video.owner, &path, exp);
+        format!("{}{path}?exp={exp}&sig={sig}", self.public_url)
+    }
+
+    /// How long a link to `video`'s outputs works: `signing.ttl` plus its
+    /// duration, so a player started near the end still gets its ranges.
+    pub fn link_lifetime(&self, video: &Video) -> Duration {
         let duration = video
             .source
             .as_ref()
             .and_then(|s| s.duration)
             .unwrap_or(0.0)
             .ceil() as u64;
-        let exp = unix_now() + self.config.signing.ttl_seconds + duration;
-        let path = format!("/v1/videos/{}/{output}", video.id);
-        let sig = self.signer.sign(&video.owner, &path, exp);
-        format!("{}{path}?exp={exp}&sig={sig}", self.public_url)
+        Duration::from_secs(self.config.signing.ttl_seconds + duration)
     }
 
     pub fn latest_progress(&self, id: &str) -> Option<ProgressEvent> {

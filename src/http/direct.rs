@@ -20,10 +20,11 @@ use super::upload::{check_disk, parse_options, probe, remember_contact};
 use crate::app::{unix_now, App};
 use crate::auth::Identity;
 
-/// Presigned PUTs live as long as an unfinished upload (S3 caps them at a
-/// week).
+/// How long a presigned PUT may be started: an hour (S3 checks it when the
+/// request starts, so a long upload that starts in time completes). Short,
+/// because until then the URL can replace the source.
 fn put_lifetime(app: &App) -> Duration {
-    Duration::from_secs(app.config.limits.upload_expiry_seconds.min(7 * 24 * 3600))
+    Duration::from_secs(app.config.limits.upload_expiry_seconds.min(3600))
 }
 
 /// `POST /v1/videos?upload=direct`: the video, `uploading`, and where to
@@ -114,6 +115,10 @@ pub async fn complete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let video = app.handle.get(&who.sub, &id).await?;
+    // One completion at a time per video: a retried call waits for the
+    // first, then finds the video queued.
+    let _one_at_a_time = app.uploads.claim(&id).await?;
+    let video = app.handle.get(&who.sub, &video.id).await?;
     // A tus upload (it has a partial file) finishes through its PATCHes.
     if video.state != vidmill_actors::VideoState::Uploading
         || app.handle.partial_upload(&who.sub, &id).await.is_ok()
@@ -124,7 +129,7 @@ pub async fn complete(
     let size = match app.store.len(&key).await {
         Ok(size) => size,
         Err(StoreError::NotFound(_)) => return Err(ApiError::NotReady("the uploaded source")),
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let limit = app.config.limits.max_upload_bytes;
     if size > limit {

@@ -157,6 +157,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<vidmill_actors::StoreError> for ApiError {
+    fn from(e: vidmill_actors::StoreError) -> Self {
+        match e {
+            vidmill_actors::StoreError::NotFound(_) => Self::VideoNotFound,
+            // The store is down or unreachable: try again, not a bug.
+            vidmill_actors::StoreError::Unavailable(m) => Self::Unavailable(m),
+        }
+    }
+}
+
 impl From<vidmill_actors::CoreError> for ApiError {
     fn from(e: vidmill_actors::CoreError) -> Self {
         use vidmill_actors::CoreError as C;

@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use vidmill_actors::{object_key, ByteChunks, PresignMethod, StoreError, Video};
+use vidmill_actors::{object_key, ByteChunks, PresignMethod, Video};
 
 use super::error::ApiError;
 use super::identity::bearer;
@@ -144,16 +144,17 @@ pub async fn serve(
     if !present(&video) {
         return Err(ApiError::NotReady(object));
     }
-    if app.config.storage.kind == "s3" && app.config.storage.s3.redirect {
+    // A GET may go to the bucket itself; a HEAD is answered here (a URL
+    // presigned for GET refuses HEAD).
+    if method == Method::GET && app.config.storage.kind == "s3" && app.config.storage.s3.redirect {
+        // As long as the signed link: players keep asking for ranges.
+        let valid = app
+            .link_lifetime(&video)
+            .min(std::time::Duration::from_secs(7 * 24 * 3600));
         if let Some(to) = app
             .store
-            .presign(
-                PresignMethod::Get,
-                &object_key(&video.id, object),
-                app.ttl(),
-            )
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .presign(PresignMethod::Get, &object_key(&video.id, object), valid)
+            .await?
         {
             // The bucket answers ranges itself; the link is per request.
             return Response::builder()
@@ -167,8 +168,7 @@ pub async fn serve(
     let stored = match app.store.open(&object_key(&video.id, object)).await {
         Ok(o) => o,
         // Deleted between the lookup and the open: it is gone.
-        Err(StoreError::NotFound(_)) => return Err(ApiError::VideoNotFound),
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let (len, modified) = (stored.size_bytes(), stored.modified());
     let nanos = modified

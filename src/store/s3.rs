@@ -40,6 +40,20 @@ pub struct S3Store {
     bucket: String,
 }
 
+/// The type an object is served with (a redirected download comes
+/// straight from the bucket).
+fn content_type(key: &str) -> &'static str {
+    if key.ends_with(".mp4") {
+        "video/mp4"
+    } else if key.ends_with(".zip") {
+        "application/zip"
+    } else if key.ends_with(".jpg") {
+        "image/jpeg"
+    } else {
+        "application/octet-stream"
+    }
+}
+
 /// Whether an S3 error means the object is not there.
 fn missing<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     if let SdkError::ServiceError(s) = e {
@@ -91,6 +105,7 @@ impl S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .content_type(content_type(key))
             .body(body)
             .send()
             .await
@@ -104,6 +119,7 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
+            .content_type(content_type(key))
             .send()
             .await
             .map_err(|e| failed("start upload", key, e))?;
@@ -266,13 +282,23 @@ impl BlobStore for S3Store {
                     .quiet(true)
                     .build()
                     .map_err(|e| failed("delete", prefix, e))?;
-                self.client
+                let answer = self
+                    .client
                     .delete_objects()
                     .bucket(&self.bucket)
                     .delete(delete)
                     .send()
                     .await
                     .map_err(|e| failed("delete", prefix, e))?;
+                // A 200 can still list keys it did not delete.
+                if let Some(e) = answer.errors().first() {
+                    return Err(StoreError::Unavailable(format!(
+                        "S3 delete {}: {} {}",
+                        e.key().unwrap_or(prefix),
+                        e.code().unwrap_or(""),
+                        e.message().unwrap_or("")
+                    )));
+                }
             }
             Ok(())
         })
@@ -297,6 +323,8 @@ impl BlobStore for S3Store {
                     .get_object()
                     .bucket(&self.bucket)
                     .key(key)
+                    // Served as what it is, whatever the bucket stored.
+                    .response_content_type(content_type(key))
                     .presigned(config)
                     .await
                     .map_err(|e| failed("presign", key, e))?,

@@ -280,21 +280,18 @@ fn downloads_can_redirect_to_the_bucket() {
     assert_eq!(r.status, 302, "{r:?}");
     let to = r.header("location").expect("location").to_string();
     assert!(to.starts_with(&garage.config.endpoint), "{to}");
-    // The bucket serves the range itself.
+    // The bucket serves the range itself, as what it is.
     let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{size_download}",
-            "-r",
-            "0-99",
-            &to,
-        ])
+        .args(["-s", "-D", "-", "-o", "/dev/null", "-r", "0-99", &to])
         .output()
         .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "206 100");
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 206"), "{head}");
+    assert!(head.contains("content-type: video/mp4"), "{head}");
+    assert!(head.contains("content-length: 100"), "{head}");
+    // HEAD is answered by vidmill (a URL presigned for GET refuses HEAD).
+    let head = server.request("HEAD", path, &[], b"");
+    assert_eq!(head.status, 200, "{head:?}");
     // A bad signature is still refused before any redirect.
     let forged = path.replace("sig=", "sig=0");
     assert_eq!(server.request("GET", &forged, &[], b"").status, 403);
