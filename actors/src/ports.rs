@@ -177,6 +177,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Whether the store can be used now (`/readyz`): reachable, writable.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Moves object `from` to `to` (replacing it) inside the store.
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// A URL that lets its holder `method` the object `key` directly, for
     /// `valid`; `None` when the store cannot presign (files).
     fn presign<'a>(

@@ -1,7 +1,9 @@
 //! Direct upload to S3 (API.md "Direct upload to S3"): the client gets a
-//! presigned PUT for the video's source, sends the bytes to the bucket
-//! itself, then calls `complete`, which checks the object, probes a local
-//! copy of it and queues the video (or answers 415 and removes it).
+//! presigned PUT for a staging key of the video, sends the bytes to the
+//! bucket itself, then calls `complete`, which checks the object, probes a
+//! local copy of it and moves it to the video's source (or answers 415 and
+//! removes it). The source key is never presigned, so a late PUT cannot
+//! replace what was probed.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +21,9 @@ use super::render;
 use super::upload::{check_disk, parse_options, probe, remember_contact};
 use crate::app::{unix_now, App};
 use crate::auth::Identity;
+
+/// Where the client puts the bytes, beside the source they become.
+const STAGING: &str = "direct-upload";
 
 /// How long a presigned PUT may be started: an hour (S3 checks it when the
 /// request starts, so a long upload that starts in time completes). Short,
@@ -54,7 +59,7 @@ pub async fn start(
     let valid = put_lifetime(app);
     let presigned = match app
         .store
-        .presign(PresignMethod::Put, &object_key(&video.id, "source"), valid)
+        .presign(PresignMethod::Put, &object_key(&video.id, STAGING), valid)
         .await
     {
         Ok(Some(p)) => p,
@@ -125,7 +130,7 @@ pub async fn complete(
     {
         return Err(ApiError::UploadNotFound);
     }
-    let key = object_key(&id, "source");
+    let key = object_key(&id, STAGING);
     let size = match app.store.len(&key).await {
         Ok(size) => size,
         Err(StoreError::NotFound(_)) => return Err(ApiError::NotReady("the uploaded source")),
@@ -154,6 +159,8 @@ pub async fn complete(
         }
         Err(e) => return Err(e),
     }
+    // Only now does it become the source: what was probed is what runs.
+    app.store.rename(&key, &object_key(&id, "source")).await?;
     let video = app
         .handle
         .queue_uploaded(&who.sub, &id)

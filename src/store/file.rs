@@ -116,6 +116,19 @@ impl BlobStore for FileStore {
         })
     }
 
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (from_path, to_path) = (self.path(from)?, self.path(to)?);
+            match tokio::fs::rename(&from_path, &to_path).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(StoreError::NotFound(from.into()))
+                }
+                Err(e) => Err(unavailable("rename", &from_path, e)),
+            }
+        })
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         let root = self.root.clone();
         Box::pin(async move {

@@ -308,6 +308,34 @@ impl BlobStore for S3Store {
         Box::pin(async move { Ok(Box::new(self.head(key).await?) as Box<dyn BlobObject>) })
     }
 
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let copied = self
+                .client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(to)
+                .copy_source(format!("{}/{from}", self.bucket))
+                .content_type(content_type(to))
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .send()
+                .await;
+            match copied {
+                Ok(_) => {}
+                Err(e) if missing(&e) => return Err(StoreError::NotFound(from.into())),
+                Err(e) => return Err(failed("copy", from, e)),
+            }
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(from)
+                .send()
+                .await
+                .map_err(|e| failed("delete", from, e))?;
+            Ok(())
+        })
+    }
+
     fn presign<'a>(
         &'a self,
         method: PresignMethod,

@@ -208,6 +208,18 @@ fn the_s3_store_keeps_reads_copies_and_deletes_objects() {
             store.len("videos/b/source").await,
             Err(vidmill_actors::StoreError::NotFound(_))
         ));
+        store
+            .rename("videos/a/poster.jpg", "videos/a/renamed.jpg")
+            .await
+            .expect("rename");
+        assert!(
+            store.len("videos/a/poster.jpg").await.is_err(),
+            "moved away"
+        );
+        assert_eq!(
+            store.len("videos/a/renamed.jpg").await.expect("moved here"),
+            6
+        );
         store.delete_prefix("videos/a/").await.expect("delete");
         assert!(store.len("videos/a/source").await.is_err());
         assert!(store.len("videos/a/poster.jpg").await.is_err());
@@ -382,6 +394,22 @@ fn a_direct_upload_goes_to_the_bucket_then_is_completed() {
     assert_eq!(ready["options"]["frames_every"], 1.0);
     let again = server.request("POST", &complete, &bearer, b"");
     assert_eq!(again.status, 404, "completed once");
+    // The URL keeps working for a while, but only for the staging key: the
+    // source that was probed cannot be replaced through it.
+    let store = runtime().block_on(garage.store());
+    let source_len = runtime()
+        .block_on(store.len(&format!("videos/{id}/source")))
+        .expect("source");
+    assert_eq!(
+        put_presigned(&created["upload"], &[1u8; 10], dir.path()),
+        "200"
+    );
+    assert_eq!(
+        runtime()
+            .block_on(store.len(&format!("videos/{id}/source")))
+            .expect("source"),
+        source_len
+    );
 
     // Not a video: refused, and the object and the record are gone.
     let junk = start("junk.bin");

@@ -72,6 +72,13 @@ impl BlobStore for DirStore {
         Box::pin(async { Ok(()) })
     }
 
+    fn rename<'a>(&'a self, from: &'a str, to: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            std::fs::rename(self.path(from), self.path(to))
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        })
+    }
+
     fn open<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Box<dyn BlobObject>, StoreError>> {
         Box::pin(async move {
             let bytes =
