@@ -124,19 +124,27 @@ impl S3Store {
             .await
             .map_err(|e| failed("start upload", key, e))?;
         let upload_id = started.upload_id().unwrap_or_default().to_string();
-        let sent = self.send_parts(key, file, len, &upload_id).await;
-        if sent.is_err() {
-            // Abandoned parts cost storage until aborted.
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-        }
-        sent
+        // The parts go up in a task of their own, so a caller that goes away
+        // (a client hanging up) cannot leave a multipart upload half-done:
+        // abandoned parts are invisible in listings and cost storage until
+        // aborted.
+        let (store, key, file) = (self.clone(), key.to_string(), file.to_path_buf());
+        tokio::spawn(async move {
+            let sent = store.send_parts(&key, &file, len, &upload_id).await;
+            if sent.is_err() {
+                let _ = store
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&store.bucket)
+                    .key(&key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+            }
+            sent
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("S3 upload task: {e}")))?
     }
 
     async fn send_parts(
