@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ractor::ActorRef;
 
 use crate::admission::AdmissionMsg;
-use crate::catalog::{Catalog, Change};
+use crate::catalog::{Catalog, Change, NewVideo};
 use crate::config::CoreConfig;
 use crate::error::CoreError;
 use crate::hub::HubMsg;
@@ -35,6 +35,13 @@ impl Deps {
         if let Some(event) = event {
             let _ = self.hub.cast(HubMsg::State(event));
         }
+        Ok(video)
+    }
+
+    /// Stores a new video and announces its first state event.
+    pub(crate) async fn insert_video(&self, new: NewVideo) -> Result<Video, CoreError> {
+        let (video, event) = self.catalog.insert(new).await?;
+        let _ = self.hub.cast(HubMsg::State(event));
         Ok(video)
     }
 

@@ -121,8 +121,7 @@ impl Handle {
             .map_err(|e| CoreError::Storage(e.to_string()))?;
         let inserted = self
             .deps
-            .catalog
-            .insert(NewVideo {
+            .insert_video(NewVideo {
                 id: id.clone(),
                 owner: owner.into(),
                 filename: filename.into(),
@@ -130,14 +129,13 @@ impl Handle {
                 state: VideoState::Queued,
             })
             .await;
-        let (video, event) = match inserted {
-            Ok(created) => created,
+        let video = match inserted {
+            Ok(video) => video,
             Err(e) => {
                 self.deps.discard_objects(&id).await;
                 return Err(e);
             }
         };
-        let _ = self.deps.hub.cast(HubMsg::State(event));
         self.supervisor
             .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
         Ok(video)

@@ -12,7 +12,6 @@ use crate::catalog::{Change, NewVideo};
 use crate::deps::Deps;
 use crate::error::CoreError;
 use crate::handle::Handle;
-use crate::hub::HubMsg;
 use crate::model::{new_id, Options, Video, VideoId};
 use crate::ports::object_key;
 use crate::state::VideoState;
@@ -150,8 +149,7 @@ impl Handle {
         }
         let inserted = self
             .deps
-            .catalog
-            .insert(NewVideo {
+            .insert_video(NewVideo {
                 id: id.clone(),
                 owner: owner.into(),
                 filename: filename.into(),
@@ -159,16 +157,10 @@ impl Handle {
                 state: VideoState::Uploading,
             })
             .await;
-        match inserted {
-            Ok((video, event)) => {
-                let _ = self.deps.hub.cast(HubMsg::State(event));
-                Ok(video)
-            }
-            Err(e) => {
-                self.deps.remove_partial(&id).await;
-                Err(e)
-            }
+        if inserted.is_err() {
+            self.deps.remove_partial(&id).await;
         }
+        inserted
     }
 
     /// Creates a video in state `uploading` whose source the client puts
@@ -180,19 +172,15 @@ impl Handle {
         filename: &str,
         options: Options,
     ) -> Result<Video, CoreError> {
-        let (video, event) = self
-            .deps
-            .catalog
-            .insert(NewVideo {
+        self.deps
+            .insert_video(NewVideo {
                 id: new_id(),
                 owner: owner.into(),
                 filename: filename.into(),
                 options,
                 state: VideoState::Uploading,
             })
-            .await?;
-        let _ = self.deps.hub.cast(HubMsg::State(event));
-        Ok(video)
+            .await
     }
 
     /// Queues an `uploading` video whose source is in the store (a direct

@@ -211,3 +211,27 @@ impl KeyCache {
         self.get(kid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RSA_JWK: &str = include_str!("../../tests/integration/fixtures/rsa-test-jwk.json");
+
+    fn set_with(kid: &str, key_use: &str) -> String {
+        let mut jwk: serde_json::Value = serde_json::from_str(RSA_JWK).expect("jwk");
+        jwk["kid"] = kid.into();
+        jwk["use"] = key_use.into();
+        serde_json::json!({ "keys": [jwk] }).to_string()
+    }
+
+    #[test]
+    fn only_signing_keys_with_an_id_are_kept() {
+        assert_eq!(parse(&set_with("k1", "sig")).expect("parse").len(), 1);
+        assert!(parse(&set_with("k1", "enc")).expect("parse").is_empty());
+        let mut no_kid: serde_json::Value = serde_json::from_str(RSA_JWK).expect("jwk");
+        no_kid["use"] = "sig".into();
+        let set = serde_json::json!({ "keys": [no_kid] }).to_string();
+        assert!(parse(&set).expect("parse").is_empty());
+    }
+}

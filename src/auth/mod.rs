@@ -248,6 +248,29 @@ mod tests {
         assert!(a.verify(&wrong_aud).await.is_err());
     }
 
+    #[tokio::test]
+    async fn hs256_with_a_kid_is_checked_with_the_secret_beside_a_jwks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jwks.json");
+        let mut jwk: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/integration/fixtures/rsa-test-jwk.json"
+        ))
+        .expect("jwk");
+        jwk["kid"] = "rsa-1".into();
+        std::fs::write(&path, serde_json::json!({ "keys": [jwk] }).to_string()).expect("write");
+        let a =
+            Authenticator::new(Some(SECRET), Some(KeySource::File(path)), "", "", 0).expect("auth");
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("some-kid".into());
+        let t = jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": "a", "exp": now() + 100}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("encode");
+        assert_eq!(a.verify(&t).await.map(|i| i.sub), Ok("a".into()));
+    }
+
     /// Minimal URL-safe base64 without padding, for hand-made tokens.
     mod base64_engine {
         pub fn encode(input: &[u8]) -> String {

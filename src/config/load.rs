@@ -133,10 +133,19 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             if s3.bucket.is_empty() {
                 return bad("storage.s3.bucket", "name the bucket objects go to");
             }
-            if !s3.endpoint.is_empty() && reqwest::Url::parse(&s3.endpoint).is_err() {
+            if s3.region.is_empty() {
+                return bad(
+                    "storage.s3.region",
+                    "name the region (Garage: its s3_region)",
+                );
+            }
+            let http = |u: &str| {
+                reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            };
+            if !s3.endpoint.is_empty() && !http(&s3.endpoint) {
                 return bad(
                     "storage.s3.endpoint",
-                    "expected a URL, e.g. http://127.0.0.1:3900",
+                    "expected an http(s) URL, e.g. http://127.0.0.1:3900",
                 );
             }
             if s3.access_key_id.is_empty()
@@ -276,6 +285,36 @@ mod tests {
             load(&dir.path().join("missing.toml"), true, none()).is_err(),
             "a named file must exist"
         );
+    }
+
+    #[test]
+    fn notification_and_upload_limits_must_be_positive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        for (text, key) in [
+            ("[notify]\nmax_age_seconds = 10\n", "notify.max_age_seconds"),
+            (
+                "[limits]\nupload_expiry_seconds = 0\n",
+                "limits.upload_expiry_seconds",
+            ),
+            ("[storage]\ntype = \"s3\"\n", "storage.s3.bucket"),
+            (
+                "[storage]\ntype = \"s3\"\n[storage.s3]\nbucket = \"b\"\nregion = \"\"\n",
+                "storage.s3.region",
+            ),
+            (
+                "[storage]\ntype = \"s3\"\n[storage.s3]\nbucket = \"b\"\nendpoint = \"ftp://x\"\n",
+                "storage.s3.endpoint",
+            ),
+            (
+                "[notify]\nsmtp_url = \"smtp://127.0.0.1:25\"\n",
+                "notify.from",
+            ),
+        ] {
+            std::fs::write(&file, text).expect("write");
+            let err = load(&file, true, none()).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

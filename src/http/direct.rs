@@ -145,12 +145,18 @@ pub async fn complete(
         .config
         .data_dir()
         .join("uploads")
-        .join(format!("direct-{id}"));
+        .join(format!("direct-{id}-{}", vidmill_actors::new_id()));
+    // Recorded, so a crash mid-copy leaves nothing after the next start.
+    app.handle
+        .track_temp(&scratch, "direct upload probe")
+        .await?;
     let probed = match app.store.local_copy(&key, &scratch).await {
         Ok(copy) => probe(&copy).await,
-        Err(e) => Err(ApiError::Internal(e.to_string())),
+        Err(StoreError::NotFound(_)) => Err(ApiError::NotReady("the uploaded source")),
+        Err(e) => Err(e.into()),
     };
     let _ = tokio::fs::remove_dir_all(&scratch).await;
+    let _ = app.handle.untrack_temp(&scratch).await;
     match probed {
         Ok(()) => {}
         Err(e @ ApiError::UnsupportedMedia(_)) => {

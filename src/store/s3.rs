@@ -84,8 +84,15 @@ impl S3Store {
             ));
         }
         let shared = loader.load().await;
-        let mut builder =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(config.path_style);
+        // A stalled connection must not hang a request or a pipeline; the
+        // SDK's stalled-stream protection covers bodies that stop moving.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build();
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .timeout_config(timeouts)
+            .force_path_style(config.path_style);
         if !config.endpoint.is_empty() {
             builder = builder.endpoint_url(&config.endpoint);
         }
