@@ -31,7 +31,8 @@ pub struct ConvertSpec {
     pub preset: String,
     /// x264 constant rate factor, 0–51.
     pub crf: u32,
-    /// Output height cap; taller sources are scaled down (and so transcoded).
+    /// Cap on the output's shorter side; larger sources are scaled down (and
+    /// so transcoded). A 1080×1920 portrait video is within 1080.
     pub max_height: u32,
     /// AAC bitrate in bits per second.
     pub audio_bitrate: u32,
@@ -83,7 +84,9 @@ pub struct ConvertReport {
     pub size_bytes: u64,
 }
 
-/// Why the source cannot be remuxed as it is, or `None` when it can.
+/// Why the source's video cannot be copied as it is, or `None` when it can.
+/// Audio never stands in the way: what browsers do not play is encoded to
+/// AAC beside the copied video.
 pub fn remux_blocker(facts: &MediaFacts, max_height: u32) -> Option<String> {
     let v = &facts.video;
     if v.codec != "h264" {
@@ -114,13 +117,13 @@ pub fn remux_blocker(facts: &MediaFacts, max_height: u32) -> Option<String> {
     if v.width % 2 == 1 || v.height % 2 == 1 {
         return Some("dimensions are odd".into());
     }
-    if v.height > max_height {
-        return Some(format!("height {} is above {max_height}", v.height));
+    if v.width.min(v.height) > max_height {
+        return Some(format!(
+            "{}x{} is above {max_height} lines on its shorter side",
+            v.width, v.height
+        ));
     }
-    match &facts.audio {
-        Some(a) if a.codec != "aac" => Some(format!("audio codec is {}, not AAC", a.codec)),
-        _ => None,
-    }
+    None
 }
 
 /// The method `spec` would use for `facts`.
@@ -182,7 +185,11 @@ pub(crate) fn transcode_or_remux(
     let tap = PositionTap::default();
     let (width, height) = match method {
         Method::Remux => {
-            add_remux_routes(&pipeline, input, facts, &mux, &tap)?;
+            let dts = match crate::dts::needed_for(&facts.container) {
+                true => crate::dts::plan(input, ctl)?,
+                false => None,
+            };
+            add_remux_routes(&pipeline, input, facts, spec, &mux, &tap, dts)?;
             facts.video.display_size()
         }
         Method::Transcode => {
@@ -211,8 +218,10 @@ fn add_remux_routes(
     pipeline: &gst::Pipeline,
     input: &Path,
     facts: &MediaFacts,
+    spec: &ConvertSpec,
     mux: &gst::Element,
     tap: &PositionTap,
+    dts: Option<std::sync::Arc<Vec<u64>>>,
 ) -> Result<()> {
     let video_head = make("h264parse")?;
     pipeline.add(&video_head)?;
@@ -221,29 +230,72 @@ fn add_remux_routes(
         mux,
         "video_%u",
     )?;
-    let audio_head = match facts.audio {
-        Some(_) => {
+    tap.attach(&video_head.static_pad("src").ok_or_else(no_pad)?);
+    let audio: Option<graph::Route> = match &facts.audio {
+        Some(a) if audio_copies(a) => {
             let parse = make("aacparse")?;
             pipeline.add(&parse)?;
-            graph::link_request(
-                &parse.static_pad("src").ok_or_else(no_pad)?,
-                mux,
-                "audio_%u",
-            )?;
-            Some(parse)
+            let src = parse.static_pad("src").ok_or_else(no_pad)?;
+            tap.attach(&src);
+            graph::link_request(&src, mux, "audio_%u")?;
+            Some(Box::new(move |_, pad| link_to(pad, &parse)))
+        }
+        Some(_) => {
+            let head = add_audio_encode(pipeline, spec, mux, tap)?;
+            Some(Box::new(move |pipeline, pad| {
+                graph::decode_into(pipeline, pad, &head)
+            }))
         }
         None => None,
     };
-    let tap = tap.clone();
     graph::add_source(
         pipeline,
         input,
         Box::new(move |_, pad| {
-            tap.attach(pad);
+            if let Some(plan) = &dts {
+                crate::dts::stamp(pad, plan.clone());
+            }
             link_to(pad, &video_head)
         }),
-        audio_head.map(|head| -> graph::Route { Box::new(move |_, pad| link_to(pad, &head)) }),
+        audio,
     )
+}
+
+/// Whether the source's audio goes into the MP4 as it is: AAC that every
+/// browser plays as stereo or mono. Anything else is decoded, downmixed to
+/// at most two channels and encoded to AAC-LC, while the video may still
+/// be copied.
+fn audio_copies(a: &crate::facts::AudioFacts) -> bool {
+    a.codec == "aac" && a.channels <= 2
+}
+
+/// `queue ! audioconvert ! audioresample ! capsfilter ! AAC encoder` into
+/// the muxer; returns the queue, where decoded audio goes in.
+fn add_audio_encode(
+    pipeline: &gst::Pipeline,
+    spec: &ConvertSpec,
+    mux: &gst::Element,
+    tap: &PositionTap,
+) -> Result<gst::Element> {
+    let queue = make("queue")?;
+    let convert = make("audioconvert")?;
+    let resample = make("audioresample")?;
+    // Stereo at most (5.1 and beyond are downmixed by audioconvert's
+    // standard matrix), and a rate AAC-LC and every browser take.
+    let filter = make("capsfilter")?;
+    filter.set_property(
+        "caps",
+        gst::Caps::builder("audio/x-raw")
+            .field("channels", gst::IntRange::new(1, 2))
+            .field("rate", gst::IntRange::new(8000, 48000))
+            .build(),
+    );
+    let encoder = aac_encoder(spec.audio_bitrate)?;
+    graph::add_chain(pipeline, &[&queue, &convert, &resample, &filter, &encoder])?;
+    let src = encoder.static_pad("src").ok_or_else(no_pad)?;
+    tap.attach(&src);
+    graph::link_request(&src, mux, "audio_%u")?;
+    Ok(queue)
 }
 
 /// Each stream is decoded; video is made upright, scaled and encoded with
@@ -289,30 +341,16 @@ fn add_transcode_routes(
         None => prep_tail.link(&queue)?,
     }
 
+    let parse_src = parse.static_pad("src").ok_or_else(no_pad)?;
+    tap.attach(&parse_src);
     let audio_head = match facts.audio {
-        Some(_) => {
-            let queue = make("queue")?;
-            let convert = make("audioconvert")?;
-            let resample = make("audioresample")?;
-            let encoder = aac_encoder(spec.audio_bitrate)?;
-            graph::add_chain(pipeline, &[&queue, &convert, &resample, &encoder])?;
-            graph::link_request(
-                &encoder.static_pad("src").ok_or_else(no_pad)?,
-                mux,
-                "audio_%u",
-            )?;
-            Some(queue)
-        }
+        Some(_) => Some(add_audio_encode(pipeline, spec, mux, tap)?),
         None => None,
     };
-    let tap = tap.clone();
     graph::add_source(
         pipeline,
         input,
-        Box::new(move |pipeline, pad| {
-            tap.attach(pad);
-            graph::decode_into(pipeline, pad, &prep_head)
-        }),
+        Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &prep_head)),
         audio_head.map(|head| -> graph::Route {
             Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &head))
         }),
@@ -398,6 +436,25 @@ mod tests {
     }
 
     #[test]
+    fn audio_browsers_do_not_play_is_encoded_beside_copied_video() {
+        let spec = ConvertSpec::new("out.mp4");
+        let mut mp3 = h264("main", 720);
+        if let Some(a) = mp3.audio.as_mut() {
+            a.codec = "mp3".into();
+        }
+        assert_eq!(plan(&mp3, &spec), Method::Remux);
+        assert!(!audio_copies(mp3.audio.as_ref().expect("audio")));
+        let mut surround = h264("main", 720);
+        if let Some(a) = surround.audio.as_mut() {
+            a.channels = 6;
+        }
+        assert!(!audio_copies(surround.audio.as_ref().expect("audio")));
+        assert!(audio_copies(
+            h264("main", 720).audio.as_ref().expect("audio")
+        ));
+    }
+
+    #[test]
     fn browser_ready_h264_is_remuxed() {
         let spec = ConvertSpec::new("out.mp4");
         assert_eq!(plan(&h264("high", 1080), &spec), Method::Remux);
@@ -412,11 +469,14 @@ mod tests {
         let spec = ConvertSpec::new("out.mp4");
         assert_eq!(plan(&h264("high-10", 1080), &spec), Method::Transcode);
         assert_eq!(plan(&h264("high", 2160), &spec), Method::Transcode);
-        let mut mp3 = h264("main", 720);
-        if let Some(a) = mp3.audio.as_mut() {
-            a.codec = "mp3".into();
-        }
-        assert_eq!(plan(&mp3, &spec), Method::Transcode);
+        let mut portrait = h264("high", 1080);
+        portrait.video.width = 1080;
+        portrait.video.height = 1920;
+        assert_eq!(
+            plan(&portrait, &spec),
+            Method::Remux,
+            "short side within 1080"
+        );
         let mut rotated = h264("main", 720);
         rotated.video.orientation = Orientation {
             rotation: 90,

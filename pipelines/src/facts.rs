@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::colour::Colour;
+
 /// How the picture must be turned for display (from the container's rotation
 /// matrix or orientation tag).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -76,6 +78,8 @@ pub struct VideoFacts {
     pub interlaced: bool,
     /// Mean seconds between keyframes over the first part of the stream.
     pub keyframe_spacing: Option<f64>,
+    /// Range, matrix, transfer and primaries, as far as the stream says.
+    pub colour: Colour,
 }
 
 impl VideoFacts {

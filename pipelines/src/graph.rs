@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use gst::prelude::*;
 
+use crate::colour;
 use crate::error::{MediaError, Result};
 use crate::facts::VideoFacts;
 
@@ -102,11 +103,22 @@ pub(crate) fn add_source(
     Ok(())
 }
 
+/// Compressed data one demuxed stream may run ahead of the others by.
+const DECOUPLE_BYTES: u32 = 128 * 1024 * 1024;
+
 /// Puts a queue after a demuxed stream so each stream runs on its own
 /// thread: the demuxer pushes all streams from one thread, and a muxer that
 /// waits for one stream would otherwise block it from delivering the other.
 fn decouple(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<gst::Pad> {
     let queue = make("queue")?;
+    // Bounded by bytes only. A queue full after a second (the default)
+    // deadlocks a file whose audio starts late or whose streams are
+    // interleaved loosely: the muxer waits for the stream that has not
+    // come yet while the demuxer waits for room in this one. The data is
+    // still compressed, so this is seconds to minutes of media.
+    queue.set_property("max-size-buffers", 0u32);
+    queue.set_property("max-size-time", 0u64);
+    queue.set_property("max-size-bytes", DECOUPLE_BYTES);
     pipeline.add(&queue)?;
     queue.sync_state_with_parent()?;
     pad.link(&sink_pad(&queue)?)
@@ -170,7 +182,9 @@ pub(crate) fn keyframes_only(parsed: &gst::Pad) {
 }
 
 /// The output picture size for a source: display size after rotation and
-/// pixel aspect ratio, scaled down to at most `max_height` lines, even.
+/// pixel aspect ratio, scaled down so that its shorter side is at most
+/// `max_height` (what "1080p" means for a portrait phone video too), even.
+/// Never scaled up.
 pub fn output_size(v: &VideoFacts, max_height: u32) -> (u32, u32) {
     let (par_n, par_d) = v.pixel_aspect_ratio;
     let mut w = v.width as f64;
@@ -182,9 +196,11 @@ pub fn output_size(v: &VideoFacts, max_height: u32) -> (u32, u32) {
         std::mem::swap(&mut w, &mut h);
     }
     let cap = max_height.max(2) as f64;
-    if h > cap {
-        w = w * cap / h;
-        h = cap;
+    let short = w.min(h);
+    if short > cap {
+        let scale = cap / short;
+        w *= scale;
+        h *= scale;
     }
     (even(w), even(h))
 }
@@ -207,17 +223,24 @@ pub(crate) fn add_video_prep(
     convert.set_property("n-threads", 0u32);
     let scale = make("videoscale")?;
     scale.set_property("n-threads", 0u32);
+    // HDR sources are converted to BT.709: the transfer function and
+    // primaries are remapped, not just relabelled (these do nothing when
+    // source and target agree).
+    convert.set_property_from_str("gamma-mode", "remap");
+    convert.set_property_from_str("primaries-mode", "fast");
     let filter = make("capsfilter")?;
-    let mut caps = gst::Caps::builder("video/x-raw")
+    // Limited range, BT.601 or BT.709 (see `colour`): what players expect
+    // of H.264, and a known starting point for the still images.
+    let caps = gst::Caps::builder("video/x-raw")
         .field("format", "I420")
         .field("width", size.0 as i32)
         .field("height", size.1 as i32)
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
-    // JPEG is full range; players expect H.264 in limited ("TV") range.
-    if video.codec == "mjpeg" {
-        caps = caps.field("colorimetry", "bt601");
-    }
-    let caps = caps.build();
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .field(
+            "colorimetry",
+            colour::mp4_colorimetry(&video.colour, video.height),
+        )
+        .build();
     filter.set_property("caps", &caps);
     // videoflip copies every frame even when it has nothing to do: only
     // an orientation that needs turning gets one.
@@ -264,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn output_size_caps_height_and_keeps_even_dimensions() {
+    fn output_size_caps_the_short_side_and_keeps_even_dimensions() {
         assert_eq!(
             output_size(&video(3840, 2160, Orientation::default()), 1080),
             (1920, 1080)
@@ -285,7 +308,16 @@ mod tests {
             rotation: 90,
             flipped: false,
         };
-        assert_eq!(output_size(&video(1920, 1080, rotated), 1080), (608, 1080));
+        assert_eq!(output_size(&video(1920, 1080, rotated), 1080), (1080, 1920));
+        assert_eq!(output_size(&video(3840, 2160, rotated), 1080), (1080, 1920));
+        assert_eq!(
+            output_size(&video(1080, 1920, Orientation::default()), 1080),
+            (1080, 1920)
+        );
+        assert_eq!(
+            output_size(&video(720, 1280, Orientation::default()), 1080),
+            (720, 1280)
+        );
         let mut anamorphic = video(720, 576, Orientation::default());
         anamorphic.pixel_aspect_ratio = (16, 11);
         assert_eq!(output_size(&anamorphic, 1080), (1048, 576));

@@ -11,8 +11,10 @@
 //! pipeline to `Null`, and writes outputs under a temporary name that is
 //! renamed only when complete.
 
+mod colour;
 mod control;
 mod convert;
+mod dts;
 mod error;
 mod facts;
 mod frames;
@@ -25,6 +27,7 @@ mod probe;
 mod runner;
 pub mod synth;
 
+pub use colour::Colour;
 pub use control::{progress_channel, CancelToken, Control, Progress, ProgressRx, ProgressTx};
 pub use convert::{convert, plan, remux_blocker, ConvertReport, ConvertSpec, Method};
 pub use error::{MediaError, Result};

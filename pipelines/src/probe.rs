@@ -13,6 +13,7 @@ use std::time::Duration;
 use gst::prelude::*;
 use gst_pbutils::prelude::*;
 
+use crate::colour::Colour;
 use crate::control::Control;
 use crate::error::{MediaError, Result};
 use crate::facts::{AudioFacts, MediaFacts, Orientation, VideoFacts};
@@ -142,6 +143,12 @@ fn video_facts(v: &gst_pbutils::DiscovererVideoInfo) -> VideoFacts {
     let frame_rate =
         (fps.numer() > 0 && fps.denom() > 0).then(|| fps.numer() as f64 / fps.denom() as f64);
     let par = v.par();
+    let colour = match field("colorimetry") {
+        Some(c) => Colour::from_caps_field(&c),
+        // JPEG is full-range BT.601 by definition (JFIF).
+        None if codec == "mjpeg" => Colour::from_caps_field(crate::colour::JPEG_COLORIMETRY),
+        None => Colour::default(),
+    };
     VideoFacts {
         codec,
         profile: field("profile"),
@@ -155,6 +162,7 @@ fn video_facts(v: &gst_pbutils::DiscovererVideoInfo) -> VideoFacts {
         frame_rate,
         interlaced: v.is_interlaced(),
         keyframe_spacing: None,
+        colour,
     }
 }
 

@@ -17,27 +17,26 @@ const POLL: Duration = Duration::from_millis(50);
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 /// How long `Null` may take before the pipeline is abandoned to its thread.
 const NULL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same wait after a cancel.
+const CANCEL_NULL_TIMEOUT: Duration = Duration::from_millis(1200);
 
-/// The latest media time seen at one point of a pipeline, shared with a pad
-/// probe. `u64::MAX` means nothing seen yet.
-#[derive(Debug, Clone)]
+/// The furthest media time seen at the points of a pipeline it is attached
+/// to, shared with pad probes. With every stream attached, progress goes on
+/// while any stream does: a video that ends before its audio is no stall.
+/// Stored as nanoseconds + 1; 0 means nothing seen yet.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct PositionTap(Arc<AtomicU64>);
-
-impl Default for PositionTap {
-    fn default() -> Self {
-        Self(Arc::new(AtomicU64::new(u64::MAX)))
-    }
-}
 
 impl PositionTap {
     pub(crate) fn set(&self, t: Duration) {
-        self.0.store(t.as_nanos() as u64, Ordering::Relaxed);
+        let ns = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.0.fetch_max(ns + 1, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self) -> Option<Duration> {
         match self.0.load(Ordering::Relaxed) {
-            u64::MAX => None,
-            ns => Some(Duration::from_nanos(ns)),
+            0 => None,
+            n => Some(Duration::from_nanos(n - 1)),
         }
     }
 
@@ -232,7 +231,15 @@ impl<'c> Running<'c> {
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        shut_down(&self.pipeline);
+        // An encoder torn down mid-stream finishes the frames its threads
+        // hold first (seconds with x264's slow presets); a cancelled caller
+        // was promised a stop within 2 s, so it waits less and leaves the
+        // rest to the shutdown thread.
+        let wait = match self.ctl.cancel.is_cancelled() {
+            true => CANCEL_NULL_TIMEOUT,
+            false => NULL_TIMEOUT,
+        };
+        shut_down_within(&self.pipeline, wait);
     }
 }
 
@@ -240,6 +247,10 @@ impl Drop for Running<'_> {
 /// element stuck in a blocking call cannot hang the caller; the stuck thread
 /// then finishes the transition on its own.
 pub(crate) fn shut_down(pipeline: &gst::Pipeline) {
+    shut_down_within(pipeline, NULL_TIMEOUT);
+}
+
+fn shut_down_within(pipeline: &gst::Pipeline, wait: Duration) {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let p = pipeline.clone();
     let spawned = std::thread::Builder::new()
@@ -250,7 +261,7 @@ pub(crate) fn shut_down(pipeline: &gst::Pipeline) {
         });
     match spawned {
         Ok(_) => {
-            if rx.recv_timeout(NULL_TIMEOUT).is_err() {
+            if rx.recv_timeout(wait).is_err() && wait == NULL_TIMEOUT {
                 tracing::error!(pipeline = %pipeline.name(), "pipeline did not reach Null in time; abandoning it");
             }
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use gst::prelude::*;
 
+use crate::colour::JPEG_COLORIMETRY;
 use crate::error::{MediaError, Result};
 use crate::frames::ImageFormat;
 use crate::graph::make;
@@ -34,18 +35,45 @@ impl ImageEncoder {
             .is_live(false)
             .build();
         let convert = make("videoconvert")?;
+        // jpegenc takes YUV as it comes and writes JFIF, which readers take
+        // as full range: limited-range (16–235) samples must be converted
+        // first or every picture comes out washed out. PNG is RGB, which
+        // videoconvert makes from the frame's own colorimetry.
+        let filter = make("capsfilter")?;
         let encoder = match format {
             ImageFormat::Jpeg => {
+                filter.set_property(
+                    "caps",
+                    gst::Caps::builder("video/x-raw")
+                        .field("format", "I420")
+                        .field("colorimetry", JPEG_COLORIMETRY)
+                        .build(),
+                );
                 let e = make("jpegenc")?;
                 e.set_property("quality", jpeg_quality.clamp(1, 100) as i32);
                 e
             }
-            ImageFormat::Png => make("pngenc")?,
+            ImageFormat::Png => {
+                filter.set_property(
+                    "caps",
+                    gst::Caps::builder("video/x-raw")
+                        .field("format", "RGB")
+                        .build(),
+                );
+                make("pngenc")?
+            }
         };
         let sink = gst_app::AppSink::builder().sync(false).build();
         let pipeline = gst::Pipeline::new();
-        pipeline.add_many([src.upcast_ref(), &convert, &encoder, sink.upcast_ref()])?;
-        gst::Element::link_many([src.upcast_ref(), &convert, &encoder, sink.upcast_ref()])?;
+        let chain = [
+            src.upcast_ref(),
+            &convert,
+            &filter,
+            &encoder,
+            sink.upcast_ref(),
+        ];
+        pipeline.add_many(chain)?;
+        gst::Element::link_many(chain)?;
         pipeline.set_state(gst::State::Playing)?;
         Ok(Self {
             pipeline,

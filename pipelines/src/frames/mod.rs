@@ -242,14 +242,16 @@ impl FrameJob {
         let head = self.attach(&pipeline)?;
         let (prep_head, prep_tail) = graph::add_video_prep(&pipeline, &facts.video, self.size)?;
         prep_tail.link(&head)?;
+        // Progress is what has been decoded: the demuxer may run far ahead.
         let tap = PositionTap::default();
-        let route_tap = tap.clone();
+        if let Some(pad) = prep_tail.static_pad("src") {
+            tap.attach(&pad);
+        }
         let keyframes = self.accuracy == Accuracy::Keyframe;
         graph::add_source(
             &pipeline,
             input,
             Box::new(move |pipeline, pad| {
-                route_tap.attach(pad);
                 if keyframes {
                     graph::keyframes_only(pad);
                 }
