@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use gst::prelude::*;
 
-use crate::colour::JPEG_COLORIMETRY;
 use crate::error::{MediaError, Result};
 use crate::frames::ImageFormat;
 use crate::graph::make;
@@ -35,33 +34,26 @@ impl ImageEncoder {
             .is_live(false)
             .build();
         let convert = make("videoconvert")?;
-        // jpegenc takes YUV as it comes and writes JFIF, which readers take
-        // as full range: limited-range (16–235) samples must be converted
-        // first or every picture comes out washed out. PNG is RGB, which
-        // videoconvert makes from the frame's own colorimetry.
+        // Both encoders get RGB, made by videoconvert from the frame's own
+        // colorimetry. jpegenc would take YUV as it comes and write JFIF,
+        // which readers take as full range, so limited-range (16–235)
+        // samples came out washed out; and GStreamer 1.22's videoconvert
+        // relabels rather than converts a YUV → YUV change of range alone.
+        // From RGB, libjpeg makes JFIF's full-range BT.601 itself.
         let filter = make("capsfilter")?;
+        filter.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "RGB")
+                .build(),
+        );
         let encoder = match format {
             ImageFormat::Jpeg => {
-                filter.set_property(
-                    "caps",
-                    gst::Caps::builder("video/x-raw")
-                        .field("format", "I420")
-                        .field("colorimetry", JPEG_COLORIMETRY)
-                        .build(),
-                );
                 let e = make("jpegenc")?;
                 e.set_property("quality", jpeg_quality.clamp(1, 100) as i32);
                 e
             }
-            ImageFormat::Png => {
-                filter.set_property(
-                    "caps",
-                    gst::Caps::builder("video/x-raw")
-                        .field("format", "RGB")
-                        .build(),
-                );
-                make("pngenc")?
-            }
+            ImageFormat::Png => make("pngenc")?,
         };
         let sink = gst_app::AppSink::builder().sync(false).build();
         let pipeline = gst::Pipeline::new();
