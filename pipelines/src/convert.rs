@@ -416,6 +416,7 @@ mod tests {
         MediaFacts {
             container: "mp4".into(),
             duration: Some(10.0),
+            start: 0.0,
             size_bytes: 1,
             video: VideoFacts {
                 codec: "h264".into(),

@@ -109,6 +109,10 @@ pub struct MediaFacts {
     pub container: String,
     /// Seconds, when the container tells.
     pub duration: Option<f64>,
+    /// Stream time in seconds of the earliest packet of any stream: where
+    /// a player's clock (and the MP4, and frame times) start. Non-zero for
+    /// MPEG program and transport streams and other captures.
+    pub start: f64,
     pub size_bytes: u64,
     pub video: VideoFacts,
     pub audio: Option<AudioFacts>,

@@ -242,17 +242,27 @@ pub(crate) fn add_video_prep(
         )
         .build();
     filter.set_property("caps", &caps);
+    let mut chain = vec![convert.clone()];
+    if video.interlaced {
+        // One progressive frame per interlaced frame (the frame rate is
+        // kept), motion adaptive; combing in a browser is never wanted.
+        let deinterlace = make("deinterlace")?;
+        deinterlace.set_property_from_str("mode", "interlaced");
+        deinterlace.set_property_from_str("fields", "top");
+        chain.push(deinterlace);
+    }
     // videoflip copies every frame even when it has nothing to do: only
     // an orientation that needs turning gets one.
-    if orientation.is_identity() {
-        add_live_chain(pipeline, &[&convert, &scale, &filter])?;
-    } else {
+    if !orientation.is_identity() {
         let flip = make("videoflip")?;
         // Set from the probed orientation, not "auto": a tag that arrives
         // after the caps would otherwise renegotiate the size mid-stream.
         flip.set_property_from_str("video-direction", orientation.flip_method());
-        add_live_chain(pipeline, &[&convert, &flip, &scale, &filter])?;
+        chain.push(flip);
     }
+    chain.push(scale);
+    chain.push(filter.clone());
+    add_live_chain(pipeline, &chain.iter().collect::<Vec<_>>())?;
     Ok((convert, filter))
 }
 

@@ -52,6 +52,7 @@ pub const REQUIRED_ELEMENTS: &[&str] = &[
     "videoconvert",
     "videoscale",
     "videoflip",
+    "deinterlace",
     "x264enc",
     "h264parse",
     "aacparse",

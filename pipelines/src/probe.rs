@@ -106,10 +106,12 @@ pub fn probe(path: &Path) -> Result<MediaFacts> {
         .and_then(|s| s.caps())
         .map(|c| container_name(&c))
         .unwrap_or_else(|| "unknown".into());
-    video.keyframe_spacing = keyframe_spacing(path).unwrap_or(None);
+    let scan = scan(path).unwrap_or_default();
+    video.keyframe_spacing = scan.spacing();
     Ok(MediaFacts {
         container,
         duration: info.duration().map(|d| d.nseconds() as f64 / 1e9),
+        start: scan.start().map_or(0.0, |s| s.as_secs_f64()),
         size_bytes: meta.len(),
         video,
         audio,
@@ -250,22 +252,18 @@ fn pixel_format(chroma: &str, depth: u32) -> Option<String> {
     })
 }
 
-/// Mean seconds between keyframes over the first [`SCAN_MEDIA`] of the
-/// stream, from the parsed packets' keyframe flags (no decoding). When only
-/// one keyframe is seen, the scanned span is a lower bound and is returned.
-fn keyframe_spacing(path: &Path) -> Result<Option<f64>> {
+/// Reads the first [`SCAN_MEDIA`] of the parsed (not decoded) streams:
+/// the video's keyframe times, and the first time of every stream.
+fn scan(path: &Path) -> Result<Scan> {
     let pipeline = gst::Pipeline::new();
     let seen: Arc<Mutex<Scan>> = Arc::default();
     let tap = PositionTap::default();
     let (scan, probe_tap) = (seen.clone(), tap.clone());
+    let audio_scan = seen.clone();
     graph::add_source(
         &pipeline,
         path,
         Box::new(move |pipeline, pad| {
-            let sink = graph::make("fakesink")?;
-            sink.set_property("sync", false);
-            pipeline.add(&sink)?;
-            sink.sync_state_with_parent()?;
             let scan = scan.clone();
             let tap = probe_tap.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
@@ -278,6 +276,7 @@ fn keyframe_spacing(path: &Path) -> Result<Option<f64>> {
                     s.packets += 1;
                     if let Some(t) = t {
                         tap.set(t);
+                        s.first = Some(s.first.map_or(t, |f| f.min(t)));
                         s.last = Some(t);
                         if key {
                             s.keys.push(t);
@@ -286,11 +285,21 @@ fn keyframe_spacing(path: &Path) -> Result<Option<f64>> {
                 }
                 gst::PadProbeReturn::Ok
             });
-            pad.link(&graph::sink_pad(&sink)?)
-                .map_err(|e| MediaError::Pipeline(format!("link scan sink: {e:?}")))?;
-            Ok(())
+            fake_sink(pipeline, pad)
         }),
-        None,
+        Some(Box::new(move |pipeline, pad| {
+            let scan = audio_scan.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let t = info
+                    .buffer()
+                    .and_then(|b| runner::stream_time(pad, b.pts().or(b.dts())));
+                if let (Some(t), Ok(mut s)) = (t, scan.lock()) {
+                    s.first_audio = Some(s.first_audio.map_or(t, |f| f.min(t)));
+                }
+                gst::PadProbeReturn::Ok
+            });
+            fake_sink(pipeline, pad)
+        })),
     )?;
     let ctl = Control {
         stall_timeout: Duration::from_secs(5),
@@ -306,17 +315,40 @@ fn keyframe_spacing(path: &Path) -> Result<Option<f64>> {
     let s = seen
         .lock()
         .map_err(|_| MediaError::Pipeline("scan state poisoned".into()))?;
-    Ok(s.spacing())
+    Ok(s.clone())
 }
 
-#[derive(Debug, Default)]
+fn fake_sink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<()> {
+    let sink = graph::make("fakesink")?;
+    sink.set_property("sync", false);
+    pipeline.add(&sink)?;
+    sink.sync_state_with_parent()?;
+    pad.link(&graph::sink_pad(&sink)?)
+        .map_err(|e| MediaError::Pipeline(format!("link scan sink: {e:?}")))?;
+    Ok(())
+}
+
+#[derive(Debug, Default, Clone)]
 struct Scan {
     packets: usize,
     keys: Vec<Duration>,
     last: Option<Duration>,
+    /// The earliest video time seen (B-frames come out of order).
+    first: Option<Duration>,
+    first_audio: Option<Duration>,
 }
 
 impl Scan {
+    /// Where the media starts: the earliest time of any stream.
+    fn start(&self) -> Option<Duration> {
+        match (self.first, self.first_audio) {
+            (Some(v), Some(a)) => Some(v.min(a)),
+            (v, a) => v.or(a),
+        }
+    }
+
+    /// Mean seconds between keyframes over the scanned part. When only one
+    /// keyframe is seen, the scanned span is a lower bound and is returned.
     fn spacing(&self) -> Option<f64> {
         let mut keys = self.keys.clone();
         keys.sort();
@@ -351,12 +383,14 @@ mod tests {
             packets: 10,
             keys: vec![secs(0), secs(3), secs(6), secs(9)],
             last: Some(secs(10)),
+            ..Scan::default()
         };
         assert_eq!(s.spacing(), Some(3.0));
         let one = Scan {
             packets: 10,
             keys: vec![secs(0)],
             last: Some(secs(20)),
+            ..Scan::default()
         };
         assert_eq!(one.spacing(), Some(20.0));
     }

@@ -157,7 +157,7 @@ pub fn frame_count(every: f64, duration: f64) -> u64 {
 /// an exact seek decodes on average half a keyframe interval, a keyframe
 /// seek one frame, against `every` seconds of decoding straight through.
 pub fn choose_strategy(facts: &MediaFacts, every: f64, accuracy: Accuracy) -> Strategy {
-    if facts.duration().is_none() {
+    if facts.duration().is_none() || !seeks_exactly(&facts.container) {
         return Strategy::Decode;
     }
     // Unknown spacing: assume x264's default of 250 frames at 25 fps.
@@ -173,6 +173,14 @@ pub fn choose_strategy(facts: &MediaFacts, every: f64, accuracy: Accuracy) -> St
     } else {
         Strategy::Decode
     }
+}
+
+/// Containers whose demuxers seek to a time reliably, from an index. The
+/// MPEG program and transport streams (DVD, broadcast, old cameras), FLV
+/// and bare streams are searched by guessing at byte offsets, which lands
+/// on the wrong frame: those are decoded straight through.
+pub(crate) fn seeks_exactly(container: &str) -> bool {
+    matches!(container, "mp4" | "quicktime" | "matroska" | "webm" | "avi")
 }
 
 /// Extracts frames from `input` (probed as `facts`) into the ZIP `spec.output`.
@@ -202,6 +210,8 @@ pub(crate) struct FrameJob {
     every: f64,
     accuracy: Accuracy,
     strategy: Strategy,
+    /// Stream time where the media starts (see `MediaFacts::start`).
+    origin: f64,
 }
 
 impl std::fmt::Debug for FrameJob {
@@ -233,6 +243,7 @@ impl FrameJob {
             every: spec.every,
             accuracy: spec.accuracy,
             strategy,
+            origin: facts.start,
         })
     }
 
@@ -353,11 +364,12 @@ impl VideoTap for FrameJob {
         queue.link(&sink)?;
         let collector = self.collector.clone();
         let keyframes_only = self.accuracy == Accuracy::Keyframe;
+        let origin = self.origin;
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let Some(time) = sample_time(&sample) else {
+                    let Some(time) = sample_time(&sample, origin) else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
                     let is_delta = sample
@@ -385,11 +397,12 @@ impl VideoTap for FrameJob {
     }
 }
 
-/// Stream time of a decoded frame, in seconds.
-fn sample_time(sample: &gst::Sample) -> Option<f64> {
+/// Media time of a decoded frame in seconds: its stream time less the
+/// stream time where the media starts.
+fn sample_time(sample: &gst::Sample, origin: f64) -> Option<f64> {
     let pts = sample.buffer()?.pts()?;
     let seg = sample.segment()?.downcast_ref::<gst::ClockTime>()?.clone();
-    runner::segment_stream_time(&seg, pts).map(|d| d.as_secs_f64())
+    runner::segment_stream_time(&seg, pts).map(|d| (d.as_secs_f64() - origin).max(0.0))
 }
 
 /// Chooses frames and writes them to the archive, encoding each distinct
@@ -449,6 +462,7 @@ pub(crate) struct Grabber<'c> {
     running: Running<'c>,
     sink: gst_app::AppSink,
     tap: PositionTap,
+    origin: f64,
 }
 
 impl<'c> Grabber<'c> {
@@ -478,7 +492,12 @@ impl<'c> Grabber<'c> {
             facts.duration(),
         )?;
         Self::preroll(&mut running, None)?;
-        Ok(Self { running, sink, tap })
+        Ok(Self {
+            running,
+            sink,
+            tap,
+            origin: facts.start,
+        })
     }
 
     fn preroll(running: &mut Running<'_>, position: Option<Duration>) -> Result<()> {
@@ -505,7 +524,7 @@ impl<'c> Grabber<'c> {
         };
         // Same tolerance as the sampler: a frame stamped a hair after `t`
         // (time-base rounding) is the one meant for `t`.
-        let target = Duration::from_secs_f64(t + 0.001);
+        let target = Duration::from_secs_f64(self.origin + t + 0.001);
         self.running
             .pipeline()
             .seek_simple(
@@ -520,6 +539,6 @@ impl<'c> Grabber<'c> {
         let Some(sample) = self.sink.try_pull_preroll(gst::ClockTime::ZERO) else {
             return Ok(None);
         };
-        Ok(sample_time(&sample).map(|time| (time, sample)))
+        Ok(sample_time(&sample, self.origin).map(|time| (time, sample)))
     }
 }
