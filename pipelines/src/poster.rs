@@ -4,14 +4,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use gst::prelude::*;
 use serde::Serialize;
 
 use crate::control::Control;
 use crate::error::{MediaError, Result};
 use crate::facts::MediaFacts;
-use crate::frames::{Accuracy, Grabber, ImageEncoder, ImageFormat};
+use crate::frames::{sample_time, seeks_exactly, Accuracy, Grabber, ImageEncoder, ImageFormat};
 use crate::graph;
 use crate::output::TempOutput;
+use crate::runner::{PositionTap, Running};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PosterSpec {
@@ -52,14 +54,18 @@ pub fn poster(
 ) -> Result<PosterReport> {
     crate::init()?;
     let size = graph::output_size(&facts.video, spec.max_height);
-    let mut grabber = Grabber::open(input, facts, size, ctl)?;
-    let grabbed = match grabber.grab(poster_time(facts), Accuracy::Exact)? {
-        Some(g) => Some(g),
-        None => grabber.grab(0.0, Accuracy::Exact)?,
+    let at = poster_time(facts);
+    let grabbed = if seeks_exactly(&facts.container) {
+        let mut grabber = Grabber::open(input, facts, size, ctl)?;
+        match grabber.grab(at, Accuracy::Exact)? {
+            Some(g) => Some(g),
+            None => grabber.grab(0.0, Accuracy::Exact)?,
+        }
+    } else {
+        decode_to(input, facts, size, at, ctl)?
     };
     let (time, sample) =
         grabbed.ok_or_else(|| MediaError::Corrupt("the video yielded no frame".into()))?;
-    drop(grabber);
     let image = ImageEncoder::new(ImageFormat::Jpeg, spec.jpeg_quality)?.encode(&sample)?;
     let out = TempOutput::new(&spec.output)?;
     let mut file = std::fs::File::create(out.path()).map_err(|e| MediaError::io(out.path(), e))?;
@@ -73,4 +79,64 @@ pub fn poster(
         time,
         size_bytes,
     })
+}
+
+/// The frame on screen at `at` seconds, found by decoding from the start:
+/// for containers that cannot seek to a frame exactly. Stops at the first
+/// frame after `at`; the last frame when the video ends first.
+fn decode_to(
+    input: &Path,
+    facts: &MediaFacts,
+    size: (u32, u32),
+    at: f64,
+    ctl: &Control,
+) -> Result<Option<(f64, gst::Sample)>> {
+    let pipeline = gst::Pipeline::new();
+    // Not synced, and no preroll to wait for: frames are pulled as decoded.
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .async_(false)
+        .max_buffers(2)
+        .build();
+    pipeline.add(&sink)?;
+    let (prep_head, prep_tail) = graph::add_video_prep(&pipeline, &facts.video, size)?;
+    prep_tail.link(&sink)?;
+    let tap = PositionTap::default();
+    if let Some(pad) = prep_tail.static_pad("src") {
+        tap.attach(&pad);
+    }
+    graph::add_source(
+        &pipeline,
+        input,
+        Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &prep_head)),
+        None,
+    )?;
+    let mut running = Running::start(pipeline, gst::State::Playing, ctl, tap, facts.duration())?;
+    let mut shown: Option<(f64, gst::Sample)> = None;
+    let origin = facts.start;
+    let found = running.wait_for(None, || {
+        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
+            let Some(time) = sample_time(&sample, origin) else {
+                continue;
+            };
+            // The sampler's tolerance: a frame a hair after `at` is meant for it.
+            if time > at + 0.001 && shown.is_some() {
+                return Some(());
+            }
+            shown = Some((time, sample));
+        }
+        None
+    })?;
+    if found.is_none() {
+        // End of stream: frames may still wait in the sink.
+        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
+            if let Some(time) = sample_time(&sample, origin) {
+                if time > at + 0.001 && shown.is_some() {
+                    break;
+                }
+                shown = Some((time, sample));
+            }
+        }
+    }
+    Ok(shown)
 }

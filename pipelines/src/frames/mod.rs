@@ -399,7 +399,7 @@ impl VideoTap for FrameJob {
 
 /// Media time of a decoded frame in seconds: its stream time less the
 /// stream time where the media starts.
-fn sample_time(sample: &gst::Sample, origin: f64) -> Option<f64> {
+pub(crate) fn sample_time(sample: &gst::Sample, origin: f64) -> Option<f64> {
     let pts = sample.buffer()?.pts()?;
     let seg = sample.segment()?.downcast_ref::<gst::ClockTime>()?.clone();
     runner::segment_stream_time(&seg, pts).map(|d| (d.as_secs_f64() - origin).max(0.0))
