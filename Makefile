@@ -77,7 +77,12 @@ test: lint test-clients
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
+# The upload → ready rows run the release server and upload with curl.
 bench-pipelines: deps
+	@command -v curl >/dev/null || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends curl >/dev/null; }
+	$(CARGO) build --release --bin vidmill
 	$(CARGO) run --release -p vidmill-bench --bin bench-pipelines
 
 # nginx and wrk are the anchor and the load generator; only this target needs them.

@@ -7,16 +7,16 @@
 //! Needs `nginx` and `wrk` (Debian packages; `make bench-serve` installs
 //! them) and a release build of `vidmill` (`make bench-serve` builds it).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vidmill_pipelines::synth::{self, AudioCodec, Container, SynthSpec, VideoCodec};
 
-type Error = Box<dyn std::error::Error>;
+mod server;
 
-const SECRET: &str = "bench-secret-0123456789abcdef";
+use server::{curl, publish, rss_kib, start_vidmill, token, Error, Vidmill};
 
 fn rounds() -> usize {
     std::env::var("BENCH_ROUNDS")
@@ -30,141 +30,6 @@ fn wrk_seconds() -> u64 {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(20)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-struct Vidmill {
-    child: Child,
-    addr: String,
-    started_to_listening: Duration,
-    started_to_ready: Duration,
-}
-
-impl Drop for Vidmill {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn vidmill_bin() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vidmill")
-}
-
-fn start_vidmill(dir: &Path) -> Result<Vidmill, Error> {
-    std::fs::create_dir_all(dir)?;
-    let d = dir.display();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\nhs256_secret = \"{SECRET}\"\n[database]\npath = \"{d}/data/vidmill.sqlite\"\n\
-             [storage]\npath = \"{d}/data/objects\"\n[limits]\nmin_free_disk_bytes = 0\nmax_upload_bytes = 4294967296\n"
-        ),
-    )?;
-    let started = Instant::now();
-    let mut child = Command::new(vidmill_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("VIDMILL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
-    let started_to_listening = started.elapsed();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .ok_or("no listening line")?
-        .to_string();
-    while curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("http://{addr}/readyz"),
-    ])? != "200"
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(Vidmill {
-        child,
-        addr,
-        started_to_listening,
-        started_to_ready: started.elapsed(),
-    })
-}
-
-fn curl(args: &[&str]) -> Result<String, Error> {
-    let out = Command::new("curl").args(args).output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn token(dir: &Path) -> Result<String, Error> {
-    let out = Command::new(vidmill_bin())
-        .args(["token", "--sub", "bench", "--config"])
-        .arg(dir.join("config.toml"))
-        .output()?;
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
-
-/// Uploads `file` and waits for the MP4; returns its signed path.
-fn publish(v: &Vidmill, token: &str, file: &Path) -> Result<String, Error> {
-    let auth = format!("Authorization: Bearer {token}");
-    let created = curl(&[
-        "-s",
-        "-H",
-        &auth,
-        "-H",
-        "Content-Type: video/mp4",
-        "-H",
-        "Expect:",
-        "--data-binary",
-        &format!("@{}", file.display()),
-        &format!("http://{}/v1/videos?filename=bench.mp4&outputs=mp4", v.addr),
-    ])?;
-    let id =
-        json_field(&created, "\"id\":\"").ok_or_else(|| format!("upload failed: {created}"))?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let video = curl(&[
-            "-s",
-            "-H",
-            &auth,
-            &format!("http://{}/v1/videos/{id}", v.addr),
-        ])?;
-        if video.contains("\"state\":\"ready\"") {
-            let url = json_field(&video, "\"url\":\"").ok_or("no url")?;
-            return Ok(url
-                .splitn(4, '/')
-                .nth(3)
-                .map(|p| format!("/{p}"))
-                .ok_or("bad url")?);
-        }
-        if video.contains("\"state\":\"failed\"") || Instant::now() > deadline {
-            return Err(format!("processing failed: {video}").into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn json_field(text: &str, prefix: &str) -> Option<String> {
-    let start = text.find(prefix)? + prefix.len();
-    let end = text[start..].find('"')? + start;
-    Some(text[start..end].to_string())
 }
 
 struct Nginx {
@@ -424,7 +289,7 @@ fn main() -> Result<(), Error> {
     eprintln!("generating a 1080p 30 s source ...");
     synth::generate(&spec, &source)?;
 
-    let v = start_vidmill(&dir.path().join("vidmill"))?;
+    let v = start_vidmill(&dir.path().join("vidmill"), "")?;
     let idle = rss_kib(v.child.id());
     let token = token(&dir.path().join("vidmill"))?;
     let path = publish(&v, &token, &source)?;

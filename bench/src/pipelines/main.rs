@@ -31,6 +31,8 @@
 mod inputs;
 mod measure;
 mod report;
+#[path = "../server.rs"]
+mod server;
 mod sides;
 mod tools;
 
@@ -41,7 +43,7 @@ use std::path::{Path, PathBuf};
 use vidmill_pipelines::Accuracy;
 
 use inputs::Input;
-use sides::Op;
+use sides::{Op, Server};
 
 /// Every error boxed alike: the bench only reports them, never tells them apart.
 type BenchResult<T> = Result<T, Box<dyn Error>>;
@@ -56,7 +58,8 @@ fn main() -> BenchResult<()> {
     let scratch = tempfile::Builder::new()
         .prefix("vidmill-bench-")
         .tempdir()?;
-    let measured = rows(&a, &b)
+    let server = start_server(scratch.path())?;
+    let measured = rows(&a, &b, &server)
         .iter()
         .filter(|r| config.selects(r))
         .map(|row| measure::measure(row, (&a, &b), config.rounds, scratch.path()))
@@ -71,6 +74,20 @@ fn main() -> BenchResult<()> {
         return Err(format!("{failed} row(s) had an operation fail; see the report").into());
     }
     Ok(())
+}
+
+/// The release build of `vidmill serve` for the upload → ready rows, with
+/// its defaults (all cores, worker processes) and data in `scratch`.
+fn start_server(scratch: &Path) -> BenchResult<Server> {
+    let dir = scratch.join("server");
+    let vidmill = server::start_vidmill(&dir, "").map_err(|e| {
+        format!(
+            "start {} (make bench-pipelines builds it): {e}",
+            server::vidmill_bin().display()
+        )
+    })?;
+    let token = server::token(&dir)?;
+    Ok(Server { vidmill, token })
 }
 
 /// What the environment asks for.
@@ -134,7 +151,7 @@ struct Row<'a> {
 const TRANSCODE_B: &str =
     "-i B -c:v libx264 -preset veryfast -crf 23 -c:a aac -movflags +faststart out.mp4";
 
-fn rows<'a>(a: &'a Input, b: &'a Input) -> Vec<Row<'a>> {
+fn rows<'a>(a: &'a Input, b: &'a Input, server: &'a Server) -> Vec<Row<'a>> {
     let frames = |every, accuracy| Op::Frames {
         input: a,
         every,
@@ -179,6 +196,32 @@ fn rows<'a>(a: &'a Input, b: &'a Input) -> Vec<Row<'a>> {
             },
             anchor: vec![TRANSCODE_B, "-i B -vf fps=1/2 out_%04d.jpg"],
             target: 0.9,
+        },
+        // The upload rows set the whole service against the bare commands
+        // that do what one upload does, each a process of its own: read the
+        // file, make the MP4, a frame every 10 s, a poster at 6 s (a tenth
+        // of the way in).
+        Row {
+            work: "upload → ready, 1080p H.264/AAC 60 s (remux, frames every 10 s, poster)",
+            vidmill: Op::Upload { input: a, server },
+            anchor: vec![
+                "ffprobe -show_format -show_streams A",
+                "-i A -c copy -movflags +faststart out.mp4",
+                "-i A -vf fps=1/10 out_%04d.jpg",
+                "-ss 6 -i A -frames:v 1 poster.jpg",
+            ],
+            target: 1.25,
+        },
+        Row {
+            work: "upload → ready, VP9 720p 60 s (transcode, frames every 10 s, poster)",
+            vidmill: Op::Upload { input: b, server },
+            anchor: vec![
+                "ffprobe -show_format -show_streams B",
+                TRANSCODE_B,
+                "-i B -vf fps=1/10 out_%04d.jpg",
+                "-ss 6 -i B -frames:v 1 poster.jpg",
+            ],
+            target: 1.1,
         },
     ]
 }

@@ -63,7 +63,10 @@ impl Measured {
             anchor: row
                 .anchor
                 .iter()
-                .map(|a| format!("ffmpeg -y -v error {a}"))
+                .map(|a| {
+                    let (program, rest, first) = crate::sides::anchor_program(a);
+                    format!("{program} {} {rest}", first.join(" "))
+                })
                 .collect::<Vec<_>>()
                 .join(" && "),
             failure: None,
@@ -137,16 +140,18 @@ fn time_once(
         fs::remove_dir_all(&dir)?;
     }
     fs::create_dir(&dir)?;
-    let cpu_before = cpu_seconds(side);
+    let cpu = || match (side, row.vidmill.cpu_pid()) {
+        (Side::Vidmill, Some(pid)) => crate::server::cpu_seconds(pid),
+        _ => cpu_seconds(side),
+    };
+    let cpu_before = cpu();
     let started = Instant::now();
     let chose = match side {
         Side::Vidmill => row.vidmill.run(&dir).map(Some),
         Side::Ffmpeg => run_anchor(row, inputs, &dir).map(|()| None),
     };
     let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(side)
-        .zip(cpu_before)
-        .map(|(after, before)| after - before);
+    let cpu = cpu().zip(cpu_before).map(|(after, before)| after - before);
     let chose = match chose {
         Ok(c) => c,
         Err(e) => return Ok(Err(e.to_string())),

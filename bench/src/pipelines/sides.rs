@@ -13,6 +13,7 @@ use vidmill_pipelines::{
 
 use crate::inputs::Input;
 use crate::report::megabytes;
+use crate::server::{json_field, upload, wait_ready, Vidmill};
 use crate::tools::video_format;
 use crate::{BenchResult, Row};
 
@@ -45,6 +46,27 @@ pub(crate) enum Op<'a> {
     },
     /// `run_job` with [`convert_spec`] and frames every `every` seconds.
     Job { input: &'a Input, every: f64 },
+    /// The whole service: upload to a running `vidmill serve` and wait for
+    /// the video to be ready (probe, MP4, frames every 10 s, poster, each
+    /// verified, every GStreamer job in a worker process).
+    Upload {
+        input: &'a Input,
+        server: &'a Server,
+    },
+}
+
+/// A running server and a token for it.
+pub(crate) struct Server {
+    pub(crate) vidmill: Vidmill,
+    pub(crate) token: String,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.vidmill.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Op<'_> {
@@ -85,6 +107,21 @@ impl Op<'_> {
                     .collect::<Vec<_>>()
                     .join(" + "))
             }
+            Op::Upload { input, server } => {
+                let (v, token) = (&server.vidmill, &server.token);
+                let id = upload(v, token, &input.path, "frames_every=10")?;
+                let video = wait_ready(v, token, &id)?;
+                let method = json_field(&video, "\"method\":\"").unwrap_or_default();
+                Ok(format!("ready, method {method}"))
+            }
+        }
+    }
+
+    /// The process whose CPU time the operation uses, when not this one.
+    pub(crate) fn cpu_pid(&self) -> Option<u32> {
+        match self {
+            Op::Upload { server, .. } => Some(server.vidmill.child.id()),
+            _ => None,
         }
     }
 }
@@ -101,19 +138,29 @@ fn anchor_args(template: &str, a: &Input, b: &Input) -> Vec<String> {
         .collect()
 }
 
+/// The program and its first arguments for an anchor template: `ffprobe`
+/// when the template starts with it, else `ffmpeg`.
+pub(crate) fn anchor_program(template: &str) -> (&'static str, &str, &'static [&'static str]) {
+    match template.strip_prefix("ffprobe ") {
+        Some(rest) => ("ffprobe", rest, &["-v", "error"]),
+        None => ("ffmpeg", template, &["-y", "-v", "error"]),
+    }
+}
+
 /// Runs a row's anchor commands in `dir`, one after the other.
 pub(crate) fn run_anchor(row: &Row<'_>, inputs: (&Input, &Input), dir: &Path) -> BenchResult<()> {
     for template in &row.anchor {
-        let a = anchor_args(template, inputs.0, inputs.1);
-        let out = Command::new("ffmpeg")
-            .args(["-y", "-v", "error"])
+        let (program, rest, first) = anchor_program(template);
+        let a = anchor_args(rest, inputs.0, inputs.1);
+        let out = Command::new(program)
+            .args(first)
             .args(&a)
             .current_dir(dir)
             .stdin(Stdio::null())
             .output()?;
         if !out.status.success() {
             return Err(format!(
-                "ffmpeg {template} failed ({}): {}",
+                "{template} failed ({}): {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             )
