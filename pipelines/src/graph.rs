@@ -205,8 +205,10 @@ pub fn output_size(v: &VideoFacts, max_height: u32) -> (u32, u32) {
     (even(w), even(h))
 }
 
+/// Down to an even number: a decoder's odd last row or column has no
+/// chroma of its own, so it is cropped rather than stretched over.
 fn even(x: f64) -> u32 {
-    (((x / 2.0).round() as u32) * 2).max(2)
+    (((x + 0.01) / 2.0).floor() as u32 * 2).max(2)
 }
 
 /// `videoconvert ! videoflip ! videoscale ! capsfilter`: decoded frames in,
@@ -223,11 +225,18 @@ pub(crate) fn add_video_prep(
     convert.set_property("n-threads", 0u32);
     let scale = make("videoscale")?;
     scale.set_property("n-threads", 0u32);
-    // HDR sources are converted to BT.709: the transfer function and
-    // primaries are remapped, not just relabelled (these do nothing when
-    // source and target agree).
-    convert.set_property_from_str("gamma-mode", "remap");
-    convert.set_property_from_str("primaries-mode", "fast");
+    if video.colour.is_hdr() {
+        // HDR is converted to BT.709: transfer function and primaries
+        // remapped, not just relabelled. Only then: with a transfer the
+        // stream leaves unsaid, a remap turns the picture black.
+        convert.set_property_from_str("gamma-mode", "remap");
+        convert.set_property_from_str("primaries-mode", "fast");
+    }
+    if video.chroma_format.as_deref().is_none_or(|c| c == "4:2:0") {
+        // 4:2:0 in, 4:2:0 out: chroma is taken as it is rather than
+        // resampled up and down again, which blurs it (10-bit sources).
+        convert.set_property_from_str("chroma-mode", "none");
+    }
     let filter = make("capsfilter")?;
     // Limited range, BT.601 or BT.709 (see `colour`): what players expect
     // of H.264, and a known starting point for the still images.
@@ -243,6 +252,20 @@ pub(crate) fn add_video_prep(
         .build();
     filter.set_property("caps", &caps);
     let mut chain = vec![convert.clone()];
+    if video.colour.full_range == Some(true) {
+        // Full range (JPEG, "yuvj" phones) to limited: GStreamer 1.22's
+        // videoconvert relabels a YUV → YUV change of range alone instead
+        // of converting it, so the picture goes by way of RGB.
+        let rgb = make("capsfilter")?;
+        rgb.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw").field("format", "RGB").build(),
+        );
+        let back = make("videoconvert")?;
+        back.set_property("n-threads", 0u32);
+        chain.push(rgb);
+        chain.push(back);
+    }
     if video.interlaced {
         // One progressive frame per interlaced frame (the frame rate is
         // kept), motion adaptive; combing in a browser is never wanted.
@@ -304,7 +327,7 @@ mod tests {
         );
         assert_eq!(
             output_size(&video(1281, 721, Orientation::default()), 1080),
-            (1282, 722)
+            (1280, 720)
         );
         assert_eq!(
             output_size(&video(321, 241, Orientation::default()), 120),

@@ -120,7 +120,7 @@ fn decode_to(
                 continue;
             };
             // The sampler's tolerance: a frame a hair after `at` is meant for it.
-            if time > at + 0.001 && shown.is_some() {
+            if time > at + crate::frames::EPSILON && shown.is_some() {
                 return Some(());
             }
             shown = Some((time, sample));
@@ -131,7 +131,7 @@ fn decode_to(
         // End of stream: frames may still wait in the sink.
         while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
             if let Some(time) = sample_time(&sample, origin) {
-                if time > at + 0.001 && shown.is_some() {
+                if time > at + crate::frames::EPSILON && shown.is_some() {
                     break;
                 }
                 shown = Some((time, sample));

@@ -29,6 +29,7 @@ use crate::runner::{self, BusEvent, PositionTap, Running};
 
 use archive::FrameArchive;
 pub(crate) use encode::ImageEncoder;
+pub(crate) use sampler::EPSILON;
 use sampler::{Pick, Sampler};
 
 /// Shortest interval accepted: finer than any real frame rate.
@@ -456,13 +457,17 @@ impl Collector {
     }
 }
 
-/// A paused pipeline that seeks to a time and hands back the frame there:
-/// the model is gstreamer-rs's thumbnail example.
+/// A pipeline that seeks to a time and hands back the frame on screen
+/// there (the model is gstreamer-rs's thumbnail example). It seeks to the
+/// keyframe at or before the time and decodes forward itself rather than
+/// asking for an accurate seek: after one, the decoder clips the frame that
+/// straddles the target to start at the target, and its own time is lost.
 pub(crate) struct Grabber<'c> {
     running: Running<'c>,
     sink: gst_app::AppSink,
     tap: PositionTap,
     origin: f64,
+    playing: bool,
 }
 
 impl<'c> Grabber<'c> {
@@ -473,7 +478,12 @@ impl<'c> Grabber<'c> {
         ctl: &'c Control,
     ) -> Result<Self> {
         let pipeline = gst::Pipeline::new();
-        let sink = gst_app::AppSink::builder().sync(false).build();
+        // A short queue: once the frame is found, decoding stops here
+        // until the next seek flushes it.
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .max_buffers(2)
+            .build();
         pipeline.add(&sink)?;
         let (prep_head, prep_tail) = graph::add_video_prep(&pipeline, &facts.video, size)?;
         prep_tail.link(&sink)?;
@@ -491,54 +501,65 @@ impl<'c> Grabber<'c> {
             tap.clone(),
             facts.duration(),
         )?;
-        Self::preroll(&mut running, None)?;
+        loop {
+            match running.pop(Duration::from_millis(50))? {
+                Some(BusEvent::AsyncDone) | Some(BusEvent::Eos) => break,
+                None => running.tick(None)?,
+            }
+        }
         Ok(Self {
             running,
             sink,
             tap,
             origin: facts.start,
+            playing: false,
         })
     }
 
-    fn preroll(running: &mut Running<'_>, position: Option<Duration>) -> Result<()> {
-        loop {
-            match running.pop(Duration::from_millis(50))? {
-                Some(BusEvent::AsyncDone) | Some(BusEvent::Eos) => return Ok(()),
-                None => running.tick(position)?,
-            }
-        }
-    }
-
-    /// The frame at `t` seconds (exact), or the keyframe at or before it,
-    /// with its stream time; `None` past the last frame.
+    /// The frame on screen at `t` seconds (exact), or the keyframe at or
+    /// before it, with its media time; the last frame when `t` is past it,
+    /// `None` when the seek finds no frame at all.
     pub(crate) fn grab(
         &mut self,
         t: f64,
         accuracy: Accuracy,
     ) -> Result<Option<(f64, gst::Sample)>> {
-        let flags = match accuracy {
-            Accuracy::Exact => gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
-            Accuracy::Keyframe => {
-                gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE
-            }
-        };
-        // Same tolerance as the sampler: a frame stamped a hair after `t`
-        // (time-base rounding) is the one meant for `t`.
-        let target = Duration::from_secs_f64(self.origin + t + 0.001);
+        let target = Duration::from_secs_f64(self.origin + t + sampler::EPSILON);
         self.running
             .pipeline()
             .seek_simple(
-                flags,
+                gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE,
                 gst::ClockTime::from_nseconds(target.as_nanos() as u64),
             )
             .map_err(|e| MediaError::Corrupt(format!("seek to {t:.3} s failed: {e}")))?;
+        if !self.playing {
+            self.running.pipeline().set_state(gst::State::Playing)?;
+            self.playing = true;
+        }
         // Progress counts seek targets: media time advances with each one.
         let position = Duration::from_secs_f64(t);
         self.tap.set(position);
-        Self::preroll(&mut self.running, Some(position))?;
-        let Some(sample) = self.sink.try_pull_preroll(gst::ClockTime::ZERO) else {
-            return Ok(None);
-        };
-        Ok(sample_time(&sample, self.origin).map(|time| (time, sample)))
+        let mut shown: Option<(f64, gst::Sample)> = None;
+        loop {
+            while let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::ZERO) {
+                let Some(time) = sample_time(&sample, self.origin) else {
+                    continue;
+                };
+                if accuracy == Accuracy::Keyframe {
+                    return Ok(Some((time, sample)));
+                }
+                if time > t + sampler::EPSILON && shown.is_some() {
+                    return Ok(shown);
+                }
+                shown = Some((time, sample));
+            }
+            if self.sink.is_eos() {
+                return Ok(shown);
+            }
+            if self.running.pop(Duration::from_millis(20))? == Some(BusEvent::Eos) {
+                continue;
+            }
+            self.running.tick(Some(position))?;
+        }
     }
 }

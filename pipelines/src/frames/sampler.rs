@@ -4,8 +4,10 @@
 //! whose time is not after it.
 
 /// Container time bases round timestamps (a frame meant for 1.0 s may say
-/// 1.0000004 s); a frame this close after a target still counts as on screen.
-const EPSILON: f64 = 0.001;
+/// 1.0000004 s, or 1.0005 s in Matroska's milliseconds); a frame this
+/// close after a target still counts as on screen. Less than the 1 ms by
+/// which NTSC's frame 30 (1.001 s) misses 1.0 s.
+pub(crate) const EPSILON: f64 = 0.0005;
 
 /// One decoded frame chosen for one or more targets.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +147,10 @@ mod tests {
     fn rounded_timestamps_still_match_their_target() {
         let picks = run(1.0, Some(2.0), &[0.0, 0.5, 1.000_000_4, 1.5]);
         assert_eq!(picks, vec![(0.0, vec![0]), (1.000_000_4, vec![1])]);
+        // NTSC: frame 30 is at 1.001 s, after 1.0 s; frame 29 is on screen.
+        let ntsc: Vec<f64> = (0..60).map(|i| i as f64 * 1.001 / 30.0).collect();
+        let picks = run(1.0, Some(2.0), &ntsc);
+        assert_eq!(picks[1].0, 29.0 * 1.001 / 30.0);
     }
 
     #[test]
