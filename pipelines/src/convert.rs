@@ -417,6 +417,7 @@ mod tests {
             container: "mp4".into(),
             duration: Some(10.0),
             start: 0.0,
+            seekable: true,
             size_bytes: 1,
             video: VideoFacts {
                 codec: "h264".into(),

@@ -113,6 +113,11 @@ pub struct MediaFacts {
     /// a player's clock (and the MP4, and frame times) start. Non-zero for
     /// MPEG program and transport streams and other captures.
     pub start: f64,
+    /// Whether a seek lands on the frame asked for: the container has an
+    /// index (MP4, MOV, AVI, Matroska with cues and a duration). Fragmented
+    /// MP4, MPEG streams, FLV and Matroska written live are searched by
+    /// guessing at byte offsets; frames are then decoded straight through.
+    pub seekable: bool,
     pub size_bytes: u64,
     pub video: VideoFacts,
     pub audio: Option<AudioFacts>,

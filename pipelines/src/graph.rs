@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use gst::prelude::*;
 
@@ -71,11 +72,31 @@ pub(crate) fn add_source(
     add_chain(pipeline, &[&src, &parse])?;
     let seen_video = AtomicBool::new(false);
     let seen_audio = AtomicBool::new(false);
+    let demuxer = Arc::new(std::sync::OnceLock::<SegmentFix>::new());
+    let found = demuxer.clone();
+    parse.connect("deep-element-added", false, move |args| {
+        let factory = args
+            .get(2)
+            .and_then(|v| v.get::<gst::Element>().ok())
+            .and_then(|e| e.factory());
+        let fix = match factory.as_ref().map(|f| f.name()) {
+            Some(n) if n == "matroskademux" => Some(SegmentFix::TimeIsTimestamp),
+            Some(n) if n == "tsdemux" || n == "mpegpsdemux" => Some(SegmentFix::FromZero),
+            _ => None,
+        };
+        if let Some(fix) = fix {
+            let _ = found.set(fix);
+        }
+        None
+    });
     let weak = pipeline.downgrade();
     parse.connect_pad_added(move |parse, pad| {
         let Some(pipeline) = weak.upgrade() else {
             return;
         };
+        if let Some(fix) = demuxer.get() {
+            fix_segments(pad, *fix);
+        }
         // Some parsers expose their pad before sending caps; what the pad
         // can produce still names the media type.
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
@@ -105,6 +126,55 @@ pub(crate) fn add_source(
 
 /// Compressed data one demuxed stream may run ahead of the others by.
 const DECOUPLE_BYTES: u32 = 128 * 1024 * 1024;
+
+/// How a demuxer's segments are set right before anything reads times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SegmentFix {
+    /// Matroska times are the media's own (no edit lists): stream time is
+    /// the timestamp. matroskademux's first segment maps its first
+    /// timestamp to stream time 0 and the next one, a few packets later,
+    /// maps 0 to 0, so the first frames would be told early.
+    TimeIsTimestamp,
+    /// MPEG transport and program streams start their segment at the first
+    /// video timestamp, so audio that starts a frame earlier lies before it
+    /// and is dropped or clamped by the muxer (A/V sync off by a frame).
+    /// The segment starts at 0 instead: every packet is kept, and stream
+    /// time is the timestamp (vidmill counts from the earliest packet).
+    FromZero,
+}
+
+fn fix_segments(pad: &gst::Pad, fix: SegmentFix) {
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &mut info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Segment(seg) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(seg) = seg.segment().downcast_ref::<gst::ClockTime>() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if seg.rate() < 0.0 {
+            return gst::PadProbeReturn::Ok;
+        }
+        let mut fixed = seg.clone();
+        match fix {
+            SegmentFix::TimeIsTimestamp => fixed.set_time(seg.start()),
+            SegmentFix::FromZero => {
+                fixed.set_start(gst::ClockTime::ZERO);
+                fixed.set_time(gst::ClockTime::ZERO);
+                fixed.set_position(gst::ClockTime::ZERO);
+            }
+        }
+        if fixed == *seg {
+            return gst::PadProbeReturn::Ok;
+        }
+        *event = gst::event::Segment::builder(&fixed)
+            .seqnum(event.seqnum())
+            .build();
+        gst::PadProbeReturn::Ok
+    });
+}
 
 /// Puts a queue after a demuxed stream so each stream runs on its own
 /// thread: the demuxer pushes all streams from one thread, and a muxer that
@@ -205,10 +275,16 @@ pub fn output_size(v: &VideoFacts, max_height: u32) -> (u32, u32) {
     (even(w), even(h))
 }
 
-/// Down to an even number: a decoder's odd last row or column has no
-/// chroma of its own, so it is cropped rather than stretched over.
+/// The nearest even number; a dimension left as the source has it (a
+/// whole number) goes down instead: a decoder's odd last row or column has
+/// no chroma of its own, so it is cropped rather than stretched over.
 fn even(x: f64) -> u32 {
-    (((x + 0.01) / 2.0).floor() as u32 * 2).max(2)
+    let pairs = if x.fract() == 0.0 {
+        (x / 2.0).floor()
+    } else {
+        (x / 2.0).round()
+    };
+    (pairs as u32 * 2).max(2)
 }
 
 /// `videoconvert ! videoflip ! videoscale ! capsfilter`: decoded frames in,
@@ -232,7 +308,7 @@ pub(crate) fn add_video_prep(
         convert.set_property_from_str("gamma-mode", "remap");
         convert.set_property_from_str("primaries-mode", "fast");
     }
-    if video.chroma_format.as_deref().is_none_or(|c| c == "4:2:0") {
+    if video.chroma_format.as_deref() == Some("4:2:0") {
         // 4:2:0 in, 4:2:0 out: chroma is taken as it is rather than
         // resampled up and down again, which blurs it (10-bit sources).
         convert.set_property_from_str("chroma-mode", "none");
@@ -269,8 +345,11 @@ pub(crate) fn add_video_prep(
     if video.interlaced {
         // One progressive frame per interlaced frame (the frame rate is
         // kept), motion adaptive; combing in a browser is never wanted.
+        // greedyl: on GStreamer 1.22, greedyh and tomsmocomp garble I420
+        // (4 dB against the source), greedyl matches ffmpeg's yadif.
         let deinterlace = make("deinterlace")?;
         deinterlace.set_property_from_str("mode", "interlaced");
+        deinterlace.set_property_from_str("method", "greedyl");
         deinterlace.set_property_from_str("fields", "top");
         chain.push(deinterlace);
     }

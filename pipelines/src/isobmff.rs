@@ -7,47 +7,76 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+/// What the top-level boxes of a file say.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Starts like ISO BMFF (`ftyp`, `wide`, `free` or `mdat`).
+    pub(crate) iso: bool,
+    pub(crate) mdat: bool,
+    pub(crate) moov: bool,
+    /// Movie fragments: a fragmented MP4 (OBS's crash-safe recording,
+    /// DASH/HLS segments), whose demuxer seeks by guessing.
+    pub(crate) moof: bool,
+}
+
 /// True when `path` is an ISO BMFF file that has `mdat` but no `moov` or
 /// `moof`; false for complete files and for anything that is not ISO BMFF.
 pub(crate) fn lacks_index(path: &Path) -> bool {
+    let l = layout(path);
+    l.iso && l.mdat && !l.moov && !l.moof
+}
+
+/// Whether `path` is a fragmented ISO BMFF file.
+pub(crate) fn is_fragmented(path: &Path) -> bool {
+    let l = layout(path);
+    l.iso && l.moof
+}
+
+/// Walks the top-level box headers (reading 16 bytes of each).
+pub(crate) fn layout(path: &Path) -> Layout {
+    let mut l = Layout::default();
     let Ok(mut file) = File::open(path) else {
-        return false;
+        return l;
     };
     let Ok(len) = file.metadata().map(|m| m.len()) else {
-        return false;
+        return l;
     };
-    let (mut at, mut first, mut has_mdat) = (0u64, true, false);
+    let mut at = 0u64;
     while at + 8 <= len {
         let mut header = [0u8; 16];
         if file.seek(SeekFrom::Start(at)).is_err() || file.read_exact(&mut header[..8]).is_err() {
-            return false;
+            return l;
         }
         let kind: [u8; 4] = [header[4], header[5], header[6], header[7]];
         let kind = &kind;
-        if first && kind != b"ftyp" && kind != b"wide" && kind != b"free" && kind != b"mdat" {
-            return false;
+        if at == 0 {
+            if !matches!(kind, b"ftyp" | b"wide" | b"free" | b"mdat") {
+                return l;
+            }
+            l.iso = true;
         }
-        first = false;
         let mut size = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as u64;
         if size == 1 {
             if file.read_exact(&mut header[8..16]).is_err() {
-                return has_mdat || kind == b"mdat";
+                l.mdat |= kind == b"mdat";
+                return l;
             }
             size = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
         } else if size == 0 {
             size = len - at;
         }
         match kind {
-            b"moov" | b"moof" => return false,
-            b"mdat" => has_mdat = true,
+            b"moov" => l.moov = true,
+            b"moof" => l.moof = true,
+            b"mdat" => l.mdat = true,
             _ => {}
         }
         if size < 8 {
-            return false;
+            return l;
         }
         at = at.saturating_add(size);
     }
-    has_mdat
+    l
 }
 
 #[cfg(test)]
@@ -87,6 +116,8 @@ mod tests {
             0,
         );
         assert!(!lacks_index(fragmented.path()));
+        assert!(is_fragmented(fragmented.path()));
+        assert!(!is_fragmented(whole.path()));
         let other = file(&[b"\x1aE\xdf\xa3 matroska".to_vec()], 0);
         assert!(!lacks_index(other.path()));
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::control::Control;
 use crate::error::{MediaError, Result};
 use crate::facts::MediaFacts;
-use crate::frames::{sample_time, seeks_exactly, Accuracy, Grabber, ImageEncoder, ImageFormat};
+use crate::frames::{sample_time, Accuracy, Grabber, ImageEncoder, ImageFormat};
 use crate::graph;
 use crate::output::TempOutput;
 use crate::runner::{PositionTap, Running};
@@ -55,7 +55,7 @@ pub fn poster(
     crate::init()?;
     let size = graph::output_size(&facts.video, spec.max_height);
     let at = poster_time(facts);
-    let grabbed = if seeks_exactly(&facts.container) {
+    let grabbed = if facts.seekable {
         let mut grabber = Grabber::open(input, facts, size, ctl)?;
         match grabber.grab(at, Accuracy::Exact)? {
             Some(g) => Some(g),

@@ -27,6 +27,9 @@ const DISCOVER_TIMEOUT: Duration = Duration::from_secs(15);
 const SCAN_MEDIA: Duration = Duration::from_secs(20);
 /// ...or this many video packets, whichever comes first.
 const SCAN_PACKETS: usize = 1500;
+/// Longest a read of every packet may take (parsing only, no decoding: a
+/// few seconds for gigabytes).
+const WHOLE_SCAN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Reads what `path` holds. Fails with `Unsupported` for anything that is not
 /// a video (empty, not media, audio only, a still image, an undecodable
@@ -106,12 +109,34 @@ pub fn probe(path: &Path) -> Result<MediaFacts> {
         .and_then(|s| s.caps())
         .map(|c| container_name(&c))
         .unwrap_or_else(|| "unknown".into());
-    let scan = scan(path).unwrap_or_default();
+    // Matroska written live (MediaRecorder, a crashed OBS) and fragmented
+    // MP4 may say no duration or a wrong one, and have no index: their
+    // packets are read to the end to learn how long they really are.
+    let fragmented = isobmff::is_fragmented(path);
+    let whole = fragmented || matches!(container.as_str(), "matroska" | "webm");
+    let scan = scan(path, whole).unwrap_or_default();
     video.keyframe_spacing = scan.spacing();
+    let declared = info.duration().map(|d| d.nseconds() as f64 / 1e9);
+    let start = scan.start().map_or(0.0, |s| s.as_secs_f64());
+    let measured = scan
+        .end
+        .filter(|_| whole)
+        .map(|end| end.as_secs_f64() - start)
+        .filter(|d| *d > 0.0);
+    let seekable = match container.as_str() {
+        "mp4" | "quicktime" => !fragmented,
+        "avi" => true,
+        // Cues and a duration are written together when a recording ends.
+        "matroska" | "webm" => declared
+            .zip(measured)
+            .is_some_and(|(d, m)| (d - m).abs() <= 0.1),
+        _ => false,
+    };
     Ok(MediaFacts {
         container,
-        duration: info.duration().map(|d| d.nseconds() as f64 / 1e9),
-        start: scan.start().map_or(0.0, |s| s.as_secs_f64()),
+        duration: measured.or(declared),
+        start,
+        seekable,
         size_bytes: meta.len(),
         video,
         audio,
@@ -252,9 +277,10 @@ fn pixel_format(chroma: &str, depth: u32) -> Option<String> {
     })
 }
 
-/// Reads the first [`SCAN_MEDIA`] of the parsed (not decoded) streams:
-/// the video's keyframe times, and the first time of every stream.
-fn scan(path: &Path) -> Result<Scan> {
+/// Reads the first [`SCAN_MEDIA`] of the parsed (not decoded) streams, or
+/// all of them when `whole`: the video's keyframe times, and the first and
+/// last time of every stream.
+fn scan(path: &Path, whole: bool) -> Result<Scan> {
     let pipeline = gst::Pipeline::new();
     let seen: Arc<Mutex<Scan>> = Arc::default();
     let tap = PositionTap::default();
@@ -272,10 +298,12 @@ fn scan(path: &Path) -> Result<Scan> {
                 };
                 let t = runner::stream_time(pad, buf.pts().or(buf.dts()));
                 let key = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let length = buf.duration().map(|d| Duration::from_nanos(d.nseconds()));
                 if let Ok(mut s) = scan.lock() {
                     s.packets += 1;
                     if let Some(t) = t {
                         tap.set(t);
+                        s.reach(t + length.unwrap_or_default());
                         s.first = Some(s.first.map_or(t, |f| f.min(t)));
                         s.last = Some(t);
                         if key {
@@ -290,11 +318,14 @@ fn scan(path: &Path) -> Result<Scan> {
         Some(Box::new(move |pipeline, pad| {
             let scan = audio_scan.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-                let t = info
-                    .buffer()
-                    .and_then(|b| runner::stream_time(pad, b.pts().or(b.dts())));
+                let Some(buf) = info.buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let t = runner::stream_time(pad, buf.pts().or(buf.dts()));
+                let length = buf.duration().map(|d| Duration::from_nanos(d.nseconds()));
                 if let (Some(t), Ok(mut s)) = (t, scan.lock()) {
                     s.first_audio = Some(s.first_audio.map_or(t, |f| f.min(t)));
+                    s.reach(t + length.unwrap_or_default());
                 }
                 gst::PadProbeReturn::Ok
             });
@@ -303,13 +334,14 @@ fn scan(path: &Path) -> Result<Scan> {
     )?;
     let ctl = Control {
         stall_timeout: Duration::from_secs(5),
-        deadline: Some(Duration::from_secs(10)),
+        deadline: Some(if whole { WHOLE_SCAN_LIMIT } else { Duration::from_secs(10) }),
         ..Control::default()
     };
     let mut running = Running::start(pipeline, gst::State::Playing, &ctl, tap, None)?;
     running.wait_for(None, || {
         let s = seen.lock().ok()?;
-        (s.packets >= SCAN_PACKETS || s.last.is_some_and(|t| t >= SCAN_MEDIA)).then_some(())
+        let enough = s.packets >= SCAN_PACKETS || s.last.is_some_and(|t| t >= SCAN_MEDIA);
+        (enough && !whole).then_some(())
     })?;
     drop(running);
     let s = seen
@@ -336,9 +368,15 @@ struct Scan {
     /// The earliest video time seen (B-frames come out of order).
     first: Option<Duration>,
     first_audio: Option<Duration>,
+    /// The furthest any packet of any stream reaches (its time + duration).
+    end: Option<Duration>,
 }
 
 impl Scan {
+    fn reach(&mut self, t: Duration) {
+        self.end = Some(self.end.map_or(t, |e| e.max(t)));
+    }
+
     /// Where the media starts: the earliest time of any stream.
     fn start(&self) -> Option<Duration> {
         match (self.first, self.first_audio) {

@@ -158,7 +158,7 @@ pub fn frame_count(every: f64, duration: f64) -> u64 {
 /// an exact seek decodes on average half a keyframe interval, a keyframe
 /// seek one frame, against `every` seconds of decoding straight through.
 pub fn choose_strategy(facts: &MediaFacts, every: f64, accuracy: Accuracy) -> Strategy {
-    if facts.duration().is_none() || !seeks_exactly(&facts.container) {
+    if facts.duration().is_none() || !facts.seekable {
         return Strategy::Decode;
     }
     // Unknown spacing: assume x264's default of 250 frames at 25 fps.
@@ -174,14 +174,6 @@ pub fn choose_strategy(facts: &MediaFacts, every: f64, accuracy: Accuracy) -> St
     } else {
         Strategy::Decode
     }
-}
-
-/// Containers whose demuxers seek to a time reliably, from an index. The
-/// MPEG program and transport streams (DVD, broadcast, old cameras), FLV
-/// and bare streams are searched by guessing at byte offsets, which lands
-/// on the wrong frame: those are decoded straight through.
-pub(crate) fn seeks_exactly(container: &str) -> bool {
-    matches!(container, "mp4" | "quicktime" | "matroska" | "webm" | "avi")
 }
 
 /// Extracts frames from `input` (probed as `facts`) into the ZIP `spec.output`.
