@@ -301,6 +301,9 @@ pub(crate) fn add_video_prep(
     convert.set_property("n-threads", 0u32);
     let scale = make("videoscale")?;
     scale.set_property("n-threads", 0u32);
+    // Rounding, not dithering, when 10-bit becomes 8-bit: x264 spends bits
+    // on dither noise and the picture drifts from the source (1-2 dB).
+    convert.set_property_from_str("dither", "none");
     if video.colour.is_hdr() {
         // HDR is converted to BT.709: transfer function and primaries
         // remapped, not just relabelled. Only then: with a transfer the
@@ -348,8 +351,10 @@ pub(crate) fn add_video_prep(
         // greedyl: on GStreamer 1.22, greedyh and tomsmocomp garble I420
         // (4 dB against the source), greedyl matches ffmpeg's yadif.
         let deinterlace = make("deinterlace")?;
-        deinterlace.set_property_from_str("mode", "interlaced");
+        // Frames flagged progressive in a mixed stream (film on DVD) pass.
+        deinterlace.set_property_from_str("mode", "auto");
         deinterlace.set_property_from_str("method", "greedyl");
+        first_field_only(&deinterlace);
         deinterlace.set_property_from_str("fields", "top");
         chain.push(deinterlace);
     }
@@ -366,6 +371,33 @@ pub(crate) fn add_video_prep(
     chain.push(filter.clone());
     add_live_chain(pipeline, &chain.iter().collect::<Vec<_>>())?;
     Ok((convert, filter))
+}
+
+/// Makes `deinterlace` build each frame from the field shown first (top
+/// for most, bottom for DV), as the decoded caps tell: from the other one
+/// its frames come out a frame late, the first one twice.
+fn first_field_only(deinterlace: &gst::Element) {
+    let Some(pad) = deinterlace.static_pad("sink") else {
+        return;
+    };
+    let weak = deinterlace.downgrade();
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(caps) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let bottom = caps
+            .caps()
+            .structure(0)
+            .and_then(|s| s.get::<&str>("field-order").ok())
+            == Some("bottom-field-first");
+        if let Some(d) = weak.upgrade() {
+            d.set_property_from_str("fields", if bottom { "bottom" } else { "top" });
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// The `sink` pad of an element, which every element used here has.

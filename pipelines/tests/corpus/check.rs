@@ -30,6 +30,19 @@ pub enum Colour {
     /// An HLG (BT.2020) source: converted to BT.709 SDR by remapping the
     /// transfer and primaries, no tone mapping; BT.709 tags.
     HlgToBt709,
+    /// Full-range BT.709 H.264: copied as it is, so the MP4 keeps its full
+    /// range and says so (`yuvj420p`, `color_range pc`); stills converted.
+    FullRangeBt709,
+}
+
+impl Colour {
+    /// The pixel format and colour range ffprobe must report for the MP4.
+    fn mp4_range(self) -> (&'static str, &'static str) {
+        match self {
+            Colour::FullRangeBt709 => ("yuvj420p", "pc"),
+            _ => ("yuv420p", "tv"),
+        }
+    }
 }
 
 /// A kind of source: how ffmpeg makes it and what vidmill must make of it.
@@ -348,9 +361,10 @@ fn check_mp4(
     f.check(codec == "h264", || {
         format!("mp4: video codec {codec}, expected h264")
     });
+    let (want_pix, want_range) = kind.colour.mp4_range();
     let pix = v["pix_fmt"].as_str().unwrap_or("?");
-    f.check(pix == "yuv420p", || {
-        format!("mp4: pix_fmt {pix}, expected yuv420p")
+    f.check(pix == want_pix, || {
+        format!("mp4: pix_fmt {pix}, expected {want_pix}")
     });
     let profile = v["profile"].as_str().unwrap_or("?");
     f.check(PROFILES.contains(&profile), || {
@@ -450,11 +464,13 @@ fn check_mp4(
         ff::text(&v["color_space"]).unwrap_or("absent"),
     );
     let range = ff::text(&v["color_range"]).unwrap_or("absent");
-    f.check(range == "tv", || {
-        format!("mp4: color_range {range}, expected tv")
+    f.check(range == want_range, || {
+        format!("mp4: color_range {range}, expected {want_range}")
     });
     let ok = match kind.colour {
-        Colour::Bt709 | Colour::HlgToBt709 => tags == ("bt709", "bt709", "bt709"),
+        Colour::Bt709 | Colour::HlgToBt709 | Colour::FullRangeBt709 => {
+            tags == ("bt709", "bt709", "bt709")
+        }
         Colour::Sd => {
             matches!(tags.0, "bt709" | "smpte170m" | "bt470bg")
                 && matches!(tags.1, "bt709" | "smpte170m" | "bt470bg" | "bt470m")

@@ -26,7 +26,7 @@ fn soft_video(size: &str, rate: &str, secs: f64, sigma: f64) -> String {
 /// instant, as film on PAL DVD or 30p shot to DV); a deinterlacer that
 /// rebuilds each frame from one field halves their vertical detail, which
 /// costs a sharp test pattern ~5 dB, so these rows get a softer one.
-const INTERLACED_BLUR: f64 = 2.4;
+const INTERLACED_BLUR: f64 = 3.5;
 
 fn blur(size: &str) -> f64 {
     let short = size
@@ -286,7 +286,8 @@ pub fn dv_ntsc_widescreen_avi() -> Kind {
 }
 
 /// Full-range H.264 (yuvj420p, `color_range pc`), as some phones and
-/// screen recorders write it.
+/// screen recorders write it: browsers honour the flag, so it is copied
+/// with its range; frames and poster are converted from full range.
 pub fn h264_full_range() -> Kind {
     kind(
         "h264_full_range",
@@ -297,8 +298,8 @@ pub fn h264_full_range() -> Kind {
             sine(440, 48000, 2.0)
         )],
         1.0,
-        TRANSCODE,
-        Colour::Bt709,
+        REMUX,
+        Colour::FullRangeBt709,
         A440,
     )
 }
