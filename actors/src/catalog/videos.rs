@@ -322,8 +322,10 @@ impl Catalog {
     /// processes, so a death of the whole server (power loss, OOM kill,
     /// SIGKILL) says nothing about the video; it is simply run again.
     pub async fn clear_interrupted_runs(&self) -> Result<usize, CoreError> {
-        self.write(|conn| Ok(conn.execute("UPDATE videos SET in_flight = 0 WHERE in_flight = 1", [])?))
-            .await
+        self.write(|conn| {
+            Ok(conn.execute("UPDATE videos SET in_flight = 0 WHERE in_flight = 1", [])?)
+        })
+        .await
     }
 
     /// Counts one crash of a video's processing; returns the new count.
