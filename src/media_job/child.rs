@@ -59,6 +59,23 @@ fn serve() -> Result<(), ChildError> {
     });
     let outcome = match request.job {
         Job::Ping => Ok(()),
+        // Not every pipeline initialises GStreamer itself (a probe in the
+        // same process used to do it first).
+        job => media::init()
+            .map_err(engine_error)
+            .and_then(|()| run_job(job)),
+    };
+    let outcome = outcome.map_err(|e| starved(e, request.data_limit));
+    send(&match outcome {
+        Ok(()) => Reply::Done,
+        Err(e) => Reply::Failed(e),
+    });
+    Ok(())
+}
+
+fn run_job(job: Job) -> Result<(), EngineError> {
+    match job {
+        Job::Ping => Ok(()),
         Job::Probe { source } => probe(&source),
         Job::Process {
             job,
@@ -77,12 +94,29 @@ fn serve() -> Result<(), ChildError> {
         Job::Verify { output, source } => {
             GstEngine::new(Default::default()).verify(&output, &source)
         }
-    };
-    send(&match outcome {
-        Ok(()) => Reply::Done,
-        Err(e) => Reply::Failed(e),
-    });
-    Ok(())
+    }
+}
+
+/// Under its `RLIMIT_DATA` an allocation fails and most elements fail
+/// gracefully (x264, libav) rather than abort: that is the memory limit
+/// speaking, not a broken pipeline or file.
+fn starved(e: EngineError, data_limit: u64) -> EngineError {
+    let text = e.to_string().to_lowercase();
+    let allocation = ["malloc", "alloc", "out of memory", "cannot allocate"]
+        .iter()
+        .any(|w| text.contains(w));
+    match e {
+        EngineError::Failed(_) | EngineError::Corrupt(_) | EngineError::Stalled(_)
+            if data_limit > 0 && allocation =>
+        {
+            EngineError::LimitExceeded(format!(
+                "the job ran out of memory under its {} MiB data limit \
+                 (from limits.worker_memory_bytes): {e}",
+                data_limit >> 20
+            ))
+        }
+        e => e,
+    }
 }
 
 fn probe(source: &std::path::Path) -> Result<(), EngineError> {
@@ -107,8 +141,9 @@ fn tie_to_parent(expected: u32) -> Result<(), ChildError> {
 
 /// `RLIMIT_DATA` rather than `RLIMIT_AS`: GStreamer's threads each reserve
 /// stacks and malloc arenas that count as address space long before they
-/// are used, so an address-space cap fails healthy jobs; the data limit
-/// counts what is actually made writable.
+/// are used (a 320x240 transcode maps 1.4 GiB for 105 MiB resident), so
+/// an address-space cap fails healthy jobs; the data limit counts what is
+/// made writable.
 fn limit_memory(bytes: u64) -> Result<(), ChildError> {
     use rustix::process::{setrlimit, Resource, Rlimit};
     if bytes == 0 {
@@ -137,5 +172,26 @@ fn send(reply: &Reply) {
         .and_then(|()| out.flush());
     if written.is_err() {
         std::process::exit(3);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_allocation_under_the_limit_is_the_limit() {
+        let e =
+            EngineError::Failed("Encode x264 frame failed: malloc of size 7332480 failed".into());
+        let starved = starved(e.clone(), 600 << 20);
+        assert_eq!(starved.code(), "limit-exceeded");
+        assert!(starved.to_string().contains("600 MiB"), "{starved}");
+        assert_eq!(starved_unlimited(e.clone()), e);
+        let corrupt = EngineError::Corrupt("no frames".into());
+        assert_eq!(starved(corrupt.clone(), 600 << 20), corrupt);
+    }
+
+    fn starved_unlimited(e: EngineError) -> EngineError {
+        starved(e, 0)
     }
 }

@@ -152,6 +152,10 @@ pub fn run(
     let mut child = Command::new(exe)
         .arg(SUBCOMMAND)
         .args(label)
+        // systemd's notify socket and watchdog belong to the server alone.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -371,6 +375,7 @@ fn describe(status: Option<ExitStatus>) -> String {
 fn signal_name(signal: i32) -> String {
     let name = match signal {
         4 => "SIGILL",
+        5 => "SIGTRAP",
         6 => "SIGABRT",
         7 => "SIGBUS",
         8 => "SIGFPE",
