@@ -234,7 +234,7 @@ fn watch(mut child: Child, budget: Budget, cancel: &CancelFlag, abort: &CancelFl
             break Kill::Clock;
         }
         tick += 1;
-        if tick % RSS_EVERY_TICKS == 0 {
+        if tick.is_multiple_of(RSS_EVERY_TICKS) {
             if let Some(rss) = resident_bytes(child.id(), page) {
                 if rss > budget.memory {
                     break Kill::Memory(rss);
