@@ -20,6 +20,8 @@ pub struct App {
     pub signer: Signer,
     pub config: Arc<Config>,
     pub store: Arc<dyn vidmill_actors::BlobStore>,
+    /// Media work (the upload probe), each call in a worker process.
+    pub engine: Arc<dyn vidmill_actors::MediaEngine>,
     pub headroom: HeadroomProbe,
     /// Base of signed links, without a trailing slash.
     pub public_url: String,

@@ -16,7 +16,7 @@ use vidmill_actors::{
 use vidmill_pipelines as media;
 
 /// Encoding settings from the `media` section of the configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EngineSettings {
     pub preset: String,
     pub crf: u32,
@@ -51,6 +51,14 @@ impl GstEngine {
         }
     }
 
+    /// Takes facts probed elsewhere (a worker process's earlier probe) for
+    /// the next run on `source`.
+    pub fn remember(&self, source: &Path, facts: media::MediaFacts) {
+        if let Ok(mut cache) = self.probed.lock() {
+            cache.insert(source.to_path_buf(), facts);
+        }
+    }
+
     fn facts(&self, source: &Path) -> Result<media::MediaFacts, EngineError> {
         let cached = self.probed.lock().ok().and_then(|mut m| m.remove(source));
         match cached {
@@ -60,7 +68,7 @@ impl GstEngine {
     }
 }
 
-fn engine_error(e: media::MediaError) -> EngineError {
+pub(crate) fn engine_error(e: media::MediaError) -> EngineError {
     match e {
         media::MediaError::Unsupported(m) => EngineError::Unsupported(m),
         media::MediaError::Corrupt(m) => EngineError::Corrupt(m),

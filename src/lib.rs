@@ -10,6 +10,7 @@ pub mod config;
 pub mod doctor;
 pub mod engine;
 pub mod http;
+pub mod media_job;
 pub mod metrics;
 pub mod notify;
 pub mod server;

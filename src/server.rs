@@ -15,12 +15,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage};
+use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage, MediaEngine};
 
 use crate::app::{self, App};
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::engine::{EngineSettings, GstEngine};
+use crate::engine::EngineSettings;
+use crate::media_job::{ProcessEngine, WorkerLimits};
 use crate::notify::{Attached, Channels};
 
 /// How often the JWKS is re-read when no token asks for it.
@@ -115,18 +116,20 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     core_config.notify_max_age = Duration::from_secs(config.notify.max_age_seconds);
     let attached = Attached::default();
     let channels = Channels::new(&config, attached.clone())?;
-    let engine = Arc::new(GstEngine::new(EngineSettings {
+    let settings = EngineSettings {
         preset: config.media.preset.clone(),
         crf: config.media.crf,
         max_height: config.media.max_height,
         jpeg_quality: config.media.jpeg_quality,
-    }));
+    };
+    let limits = WorkerLimits::from_config(&config.limits);
+    let engine: Arc<dyn MediaEngine> = Arc::new(ProcessEngine::new(settings, limits)?);
     let store = app::store(&config).await?;
     let headroom = core::system_headroom(data_dir.clone());
     let (handle, recovery) = Core::start(
         core_config,
         catalog,
-        engine,
+        engine.clone(),
         store.clone(),
         Arc::new(channels),
         headroom.clone(),
@@ -144,6 +147,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         signer,
         config: Arc::new(config),
         store,
+        engine,
         headroom,
         public_url,
         progress: Arc::default(),

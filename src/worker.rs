@@ -1,5 +1,6 @@
 //! `vidmill worker`: the core without the network. It runs the actor tree
-//! with the GStreamer engine and the file store on a data directory, adds
+//! with the GStreamer engine (each job in a worker process, as the server
+//! does) and the file store on a data directory, adds
 //! the given files as videos, prints every state event as a JSON line, and
 //! exits once nothing is left to do. The crash-recovery tests kill it in
 //! each stage and start it again; it is also a batch tool in its own right.
@@ -10,7 +11,8 @@ use std::sync::Arc;
 
 use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage, Options};
 
-use crate::engine::{EngineSettings, GstEngine};
+use crate::engine::EngineSettings;
+use crate::media_job::{ProcessEngine, WorkerLimits};
 use crate::store::FileStore;
 
 #[derive(Debug, Clone)]
@@ -48,7 +50,10 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
     if let Some(n) = args.cpu_budget {
         config.cpu_budget = n;
     }
-    let engine = Arc::new(GstEngine::new(EngineSettings::default()));
+    let engine = Arc::new(ProcessEngine::new(
+        EngineSettings::default(),
+        WorkerLimits::default(),
+    )?);
     let store = Arc::new(FileStore::new(args.data.join("objects")));
     let headroom = core::system_headroom(args.data.clone());
     let notifier = Arc::new(core::NoNotifier);

@@ -24,6 +24,9 @@ pub struct CoreConfig {
     pub min_free_memory: u64,
     /// Processing crashes after which a video fails `crashed-repeatedly`.
     pub max_crashes: u32,
+    /// Runs started again after the engine's worker process crashed under
+    /// them; one more crash fails the video `pipeline-crashed`.
+    pub worker_crash_retries: u32,
     /// Timeout of every call into an actor.
     pub call_timeout: Duration,
 }
@@ -41,6 +44,7 @@ impl CoreConfig {
             min_free_disk: 1 << 30,
             min_free_memory: 256 << 20,
             max_crashes: 3,
+            worker_crash_retries: 1,
             call_timeout: Duration::from_secs(10),
         }
     }

@@ -55,7 +55,8 @@ use supervisor::{SupervisorMsg, VideoSupervisor};
 pub struct Recovery {
     /// Videos re-queued (queued or processing when the last run stopped).
     pub requeued: usize,
-    /// Of those, runs the last process did not finish (counted as crashes).
+    /// Of those, runs the last process did not finish (run again; a death
+    /// of the whole process counts against no video).
     pub interrupted: usize,
     /// Temporary files and directories removed.
     pub swept: usize,
@@ -96,7 +97,7 @@ impl Core {
                 .await
                 .map_err(|e| CoreError::Internal(format!("sweep: {e}")))?;
         let (swept, swept_bytes) = (swept + swept_partials, swept_bytes + swept_partial_bytes);
-        let interrupted = catalog.count_interrupted_runs().await?;
+        let interrupted = catalog.clear_interrupted_runs().await?;
 
         let spawn_err = |e: ractor::SpawnErr| CoreError::Internal(format!("start actor: {e}"));
         let (hub, _) = Actor::spawn(None, ProgressHub, ())

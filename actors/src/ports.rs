@@ -10,11 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::{FramesOutput, Mp4Output, Options, PosterOutput, SourceInfo};
 use crate::state::Stage;
 
-/// Why the engine failed, in the codes a video's `error` carries.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why the engine failed, in the codes a video's `error` carries. It is
+/// also what a worker process reports on its pipe, hence serde.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "kebab-case")]
 pub enum EngineError {
     #[error("{0}")]
     Unsupported(String),
@@ -28,6 +32,14 @@ pub enum EngineError {
     VerificationFailed(String),
     #[error("{0}")]
     Failed(String),
+    /// The worker process died (a signal, or an exit without a result);
+    /// the message says how.
+    #[error("{0}")]
+    Crashed(String),
+    /// The worker went over a configured limit (memory, wall clock); the
+    /// message names the limit and its key.
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 impl EngineError {
@@ -40,7 +52,23 @@ impl EngineError {
             Self::Cancelled => "cancelled",
             Self::VerificationFailed(_) => "verification-failed",
             Self::Failed(_) => "pipeline-failed",
+            Self::Crashed(_) => "pipeline-crashed",
+            Self::LimitExceeded(_) => "limit-exceeded",
         }
+    }
+
+    /// The worker died under the run: not the input's verdict, so the run
+    /// is worth another attempt (a limit, by contrast, is deterministic).
+    pub fn is_crash(&self) -> bool {
+        matches!(self, Self::Crashed(_))
+    }
+
+    /// The input is at fault: running the same bytes again ends the same.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Unsupported(_) | Self::Corrupt(_) | Self::LimitExceeded(_)
+        )
     }
 }
 
@@ -63,7 +91,7 @@ impl CancelFlag {
 }
 
 /// A progress report from the engine.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineProgress {
     pub percent: f64,
     pub speed: f64,
@@ -71,7 +99,8 @@ pub struct EngineProgress {
 }
 
 /// One finished output file, not yet verified or published.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Produced {
     Mp4 { path: PathBuf, report: Mp4Output },
     Frames { path: PathBuf, report: FramesOutput },
@@ -96,7 +125,8 @@ impl Produced {
 }
 
 /// What the engine tells the video while it works.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EngineEvent {
     Stage(Stage),
     Progress(EngineProgress),

@@ -1,8 +1,9 @@
 //! The video supervisor: spawns a linked video actor per unfinished video,
 //! restarts a crashed one from its last persisted state, and fails a video
-//! with `crashed-repeatedly` once its processing has crashed
-//! `max_crashes` times (counted in the catalog, so crashes of the whole
-//! process count too).
+//! with `crashed-repeatedly` once its actor has crashed `max_crashes` times
+//! (counted in the catalog, so the count survives restarts). A death of the
+//! whole process counts against no video: the pipelines run in worker
+//! processes, whose own crashes the video actor counts.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

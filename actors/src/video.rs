@@ -258,6 +258,40 @@ impl VideoActor {
         Ok(())
     }
 
+    /// The engine's worker process died under the run. It costs the video
+    /// an attempt (counted in the catalog with the actor's own crashes):
+    /// within `worker_crash_retries` the video goes back to the queue and
+    /// this actor ends (the supervisor starts a fresh one for a queued
+    /// video); past it the video fails `pipeline-crashed`, since a file that
+    /// kills the decoder every time would otherwise loop forever.
+    async fn worker_crashed(
+        &self,
+        myself: &ActorRef<VideoMsg>,
+        run: &mut VideoRun,
+        error: EngineError,
+    ) -> Result<(), ActorProcessingErr> {
+        let crashes = self.deps.catalog.add_crash(&run.video.id).await?;
+        tracing::warn!(video = %run.video.id, crashes, "the worker process crashed: {error}");
+        if crashes > self.deps.config.worker_crash_retries {
+            let error = VideoError::new(error.code(), error.to_string());
+            return self.finish(myself, run, Some(error)).await;
+        }
+        self.deps.clean_work_dir(&run.video.id).await;
+        self.persist(
+            run,
+            Change {
+                state: Some(VideoState::Queued),
+                stage: Some(None),
+                in_flight: Some(false),
+                ..Change::default()
+            },
+        )
+        .await?;
+        self.release(run);
+        myself.stop(None);
+        Ok(())
+    }
+
     async fn publish(
         &self,
         run: &mut VideoRun,
@@ -467,6 +501,7 @@ impl Actor for VideoActor {
                         .await?;
                         self.finish(&myself, run, None).await?;
                     }
+                    Err(e) if e.is_crash() => self.worker_crashed(&myself, run, e).await?,
                     Err(e) => {
                         let error = VideoError::new(e.code(), e.to_string());
                         self.finish(&myself, run, Some(error)).await?;

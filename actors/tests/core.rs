@@ -320,6 +320,51 @@ async fn a_video_that_keeps_crashing_fails_while_others_proceed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_worker_costs_one_attempt_and_a_limit_fails_at_once() {
+    let core = start(2).await;
+    let once = core.create("alice", Script::CrashFirst { times: 1 }).await;
+    let always = core.create("alice", Script::CrashFirst { times: 99 }).await;
+    let greedy = core.create("bob", Script::OverLimit).await;
+    let fine = core
+        .create(
+            "bob",
+            Script::Work {
+                steps: 2,
+                step_ms: 10,
+            },
+        )
+        .await;
+    let ready = core.wait_state("alice", &once.id, VideoState::Ready).await;
+    assert_eq!(ready.crashes, 1, "the crash cost one attempt");
+    assert_eq!(ready.error, None);
+    let failed = core
+        .wait_state("alice", &always.id, VideoState::Failed)
+        .await;
+    let error = failed.error.expect("error");
+    assert_eq!(error.code, "pipeline-crashed");
+    assert!(error.message.contains("SIGSEGV"), "{}", error.message);
+    let limited = core.wait_state("bob", &greedy.id, VideoState::Failed).await;
+    assert_eq!(limited.error.map(|e| e.code), Some("limit-exceeded".into()));
+    core.wait_state("bob", &fine.id, VideoState::Ready).await;
+    let runs = core.engine.record.runs.lock().expect("runs").clone();
+    assert_eq!(runs.get(&once.id), Some(&2));
+    assert_eq!(runs.get(&always.id), Some(&2), "one retry, then failed");
+    assert_eq!(runs.get(&greedy.id), Some(&1), "a limit is not retried");
+    let seqs: Vec<u64> = Catalog::open(&core.dir.path().join("db.sqlite"))
+        .expect("open")
+        .events_after(&once.id, 0)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=ready.last_seq).collect::<Vec<_>>());
+    let stats = core.handle.stats().await.expect("stats");
+    assert_eq!(stats.admission.running, 0, "slots released");
+    assert!(core.work_files().is_empty(), "{:?}", core.work_files());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_requeues_unfinished_videos_and_sweeps_leftovers() {
     // The state a killed process leaves: one video mid-run (in flight, with
     // a work directory), one queued, one still uploading, and a recorded
@@ -384,7 +429,10 @@ async fn a_restart_requeues_unfinished_videos_and_sweeps_leftovers() {
     assert!(core.recovery.swept >= 2, "{:?}", core.recovery);
     assert!(!stray.exists() && !run_dir.join("video.mp4.partial").exists());
     let resumed = core.wait_state("alice", &ids[0], VideoState::Ready).await;
-    assert_eq!(resumed.crashes, 1, "the interrupted run counts as a crash");
+    assert_eq!(
+        resumed.crashes, 0,
+        "a death of the whole process counts against no video"
+    );
     core.wait_state("alice", &ids[1], VideoState::Ready).await;
     assert_eq!(
         core.handle.get("alice", &ids[2]).await.expect("get").state,

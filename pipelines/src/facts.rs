@@ -6,7 +6,7 @@ use crate::colour::Colour;
 
 /// How the picture must be turned for display (from the container's rotation
 /// matrix or orientation tag).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Orientation {
     /// Clockwise degrees: 0, 90, 180 or 270.
     pub rotation: u32,
@@ -55,7 +55,7 @@ impl Orientation {
 }
 
 /// The video stream of a source.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct VideoFacts {
     /// Short codec name: h264, hevc, vp8, vp9, av1, mpeg4, mpeg2video,
     /// mpeg1video, mjpeg, theora, or the caps name when unknown.
@@ -94,7 +94,7 @@ impl VideoFacts {
 }
 
 /// The audio stream of a source.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct AudioFacts {
     /// Short codec name: aac, mp3, opus, vorbis, ac3, pcm, ...
     pub codec: String,
@@ -103,7 +103,7 @@ pub struct AudioFacts {
 }
 
 /// Everything probing learns about a source.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct MediaFacts {
     /// Container: mp4, quicktime, matroska, webm, avi, mpegts, ogg, flv, ...
     pub container: String,

@@ -1,5 +1,6 @@
 //! The command line: `serve`, `token`, `config` and the hidden `worker`
-//! start or configure the server; `probe`, `convert`, `frames` and `poster`
+//! start or configure the server (the hidden `media-job` is one of its
+//! worker processes, see `media_job`); `probe`, `convert`, `frames` and `poster`
 //! run the pipelines directly on local files (their progress display is in
 //! `progress`). A failure is one line on stderr and a non-zero exit.
 
@@ -118,6 +119,14 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         frames_every: f64,
     },
+    /// One media job in a worker process of the server: reads its request
+    /// as JSON on stdin, answers in JSON lines on stdout. The arguments only
+    /// say what it does, for `ps`.
+    #[command(hide = true, name = "media-job")]
+    MediaJob {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        about: Vec<String>,
+    },
     /// Save one representative frame as JPEG.
     Poster {
         input: PathBuf,
@@ -131,6 +140,11 @@ enum Command {
 /// on stderr when the command fails.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::MediaJob { .. } = cli.command {
+        // Its logs go to stderr, which the server reads.
+        crate::telemetry::init("text", "warn");
+        return crate::media_job::child::run();
+    }
     if !matches!(cli.command, Command::Serve { .. }) {
         crate::telemetry::init("text", "warn");
     }
@@ -263,6 +277,11 @@ fn run(command: Command) -> Result<(), CliError> {
             };
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
             runtime.block_on(crate::worker::run(args))?;
+        }
+        Command::MediaJob { .. } => {
+            return Err("media-job runs only as a worker of the server"
+                .to_string()
+                .into())
         }
         Command::Poster {
             input,

@@ -192,6 +192,21 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.limits.max_upload_bytes == 0 {
         return bad("limits.max_upload_bytes", "expected at least 1 byte");
     }
+    if c.limits.worker_memory_bytes < 64 << 20 {
+        return bad(
+            "limits.worker_memory_bytes",
+            "expected at least 67108864 (64 MiB): GStreamer alone needs some",
+        );
+    }
+    if c.limits.worker_timeout_floor_seconds == 0 {
+        return bad("limits.worker_timeout_floor_seconds", "expected at least 1");
+    }
+    if !(c.limits.worker_timeout_factor.is_finite() && c.limits.worker_timeout_factor > 0.0) {
+        return bad(
+            "limits.worker_timeout_factor",
+            "expected a positive number of seconds per second of source",
+        );
+    }
     if c.media.crf > 51 {
         return bad("media.crf", "expected 0 to 51");
     }
@@ -309,6 +324,18 @@ mod tests {
             (
                 "[notify]\nsmtp_url = \"smtp://127.0.0.1:25\"\n",
                 "notify.from",
+            ),
+            (
+                "[limits]\nworker_memory_bytes = 1000\n",
+                "limits.worker_memory_bytes",
+            ),
+            (
+                "[limits]\nworker_timeout_floor_seconds = 0\n",
+                "limits.worker_timeout_floor_seconds",
+            ),
+            (
+                "[limits]\nworker_timeout_factor = -1.0\n",
+                "limits.worker_timeout_factor",
             ),
         ] {
             std::fs::write(&file, text).expect("write");

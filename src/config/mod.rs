@@ -208,6 +208,16 @@ pub struct Limits {
     /// Unfinished resumable uploads are removed this long after they were
     /// created (tus `Upload-Expires`).
     pub upload_expiry_seconds: u64,
+    /// Resident memory one media worker process (a probe, a run, a
+    /// verification) may use, in bytes; over it the job fails
+    /// `limit-exceeded`. One worker runs per `media.cpu_budget` core.
+    pub worker_memory_bytes: u64,
+    /// Least wall-clock time a worker is given, in seconds (probes and
+    /// verifications get exactly this).
+    pub worker_timeout_floor_seconds: u64,
+    /// Wall-clock seconds a run may take per second of source, when that
+    /// is more than the floor; past it the run fails `limit-exceeded`.
+    pub worker_timeout_factor: f64,
 }
 
 impl Default for Limits {
@@ -216,6 +226,9 @@ impl Default for Limits {
             max_upload_bytes: 10 << 30,
             min_free_disk_bytes: 1 << 30,
             upload_expiry_seconds: 86_400,
+            worker_memory_bytes: 4 << 30,
+            worker_timeout_floor_seconds: 600,
+            worker_timeout_factor: 10.0,
         }
     }
 }

@@ -151,7 +151,7 @@ pub async fn complete(
         .track_temp(&scratch, "direct upload probe")
         .await?;
     let probed = match app.store.local_copy(&key, &scratch).await {
-        Ok(copy) => probe(&copy).await,
+        Ok(copy) => probe(&app, &copy).await,
         Err(StoreError::NotFound(_)) => Err(ApiError::NotReady("the uploaded source")),
         Err(e) => Err(e.into()),
     };

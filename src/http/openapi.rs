@@ -187,8 +187,8 @@ pub struct Outputs {
 #[derive(Debug, ToSchema)]
 pub struct VideoError {
     /// e.g. `unsupported-media`, `corrupt-media`, `limit-exceeded`,
-    /// `pipeline-failed`, `crashed-repeatedly`, `pipeline-stalled`,
-    /// `verification-failed`, `storage-unavailable`.
+    /// `pipeline-failed`, `pipeline-crashed`, `crashed-repeatedly`,
+    /// `pipeline-stalled`, `verification-failed`, `storage-unavailable`.
     #[schema(example = "pipeline-failed")]
     pub code: String,
     pub message: String,

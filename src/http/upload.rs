@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use vidmill_actors::{new_id, Options, OutputKind};
+use vidmill_actors::{new_id, EngineError, Options, OutputKind};
 use vidmill_pipelines as media;
 
 use super::error::ApiError;
@@ -188,16 +188,25 @@ pub(super) async fn check_disk(app: &App) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(super) async fn probe(path: &Path) -> Result<(), ApiError> {
-    let path = path.to_path_buf();
-    let probed = tokio::task::spawn_blocking(move || media::probe(&path))
+/// Probes an upload in a worker process (the server itself never reads
+/// media). A file whose probe crashes its worker or runs over a worker's
+/// limit is no video vidmill can read either.
+pub(super) async fn probe(app: &App, path: &Path) -> Result<(), ApiError> {
+    let (engine, path) = (app.engine.clone(), path.to_path_buf());
+    let probed = tokio::task::spawn_blocking(move || engine.probe(&path))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     match probed {
         Ok(_) => Ok(()),
-        Err(e @ (media::MediaError::Unsupported(_) | media::MediaError::Corrupt(_))) => Err(
+        Err(e @ (EngineError::Unsupported(_) | EngineError::Corrupt(_))) => Err(
             ApiError::UnsupportedMedia(format!("the file is not a video vidmill can read: {e}")),
         ),
+        Err(e @ (EngineError::Crashed(_) | EngineError::LimitExceeded(_))) => {
+            Err(ApiError::UnsupportedMedia(format!(
+                "the file is not a video vidmill can read: probing it failed ({}): {e}",
+                e.code()
+            )))
+        }
         Err(e) => Err(ApiError::Internal(e.to_string())),
     }
 }
@@ -325,7 +334,7 @@ pub async fn create(
     if !multipart && declared.is_some_and(|n| n != size) {
         return Err(ApiError::UploadInterrupted);
     }
-    probe(&temp.path).await?;
+    probe(&app, &temp.path).await?;
     let name = filename
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "upload".into());

@@ -2,8 +2,9 @@
 //! crash recovery with the core in a child process, the real server on
 //! 127.0.0.1:0 over HTTP and WebSocket, JWKS keys from a file and a URL,
 //! tus resumable uploads (raw and with stock clients), webhooks, the
-//! OpenAPI document, the web page in chromium, `vidmill doctor` and the S3
-//! store on a real Garage server.
+//! OpenAPI document, the web page in chromium, `vidmill doctor`, the S3
+//! store on a real Garage server, and worker processes under faults
+//! (SIGSEGV, memory limit, the server SIGKILLed at random moments).
 
 mod cli;
 mod doctor;
@@ -17,3 +18,4 @@ mod support;
 mod tus;
 mod web;
 mod webhook;
+mod workers;

@@ -316,14 +316,14 @@ impl Catalog {
         .await
     }
 
-    /// Counts a crash for every video that was processing when the process
-    /// last stopped (its `in_flight` mark survived), and clears the marks.
-    pub async fn count_interrupted_runs(&self) -> Result<usize, CoreError> {
+    /// Clears the marks of the videos that were processing when the process
+    /// last stopped (their `in_flight` mark survived) and returns how many
+    /// there were. They count as no crash: pipelines run in worker
+    /// processes, so a death of the whole server (power loss, OOM kill,
+    /// SIGKILL) says nothing about the video; it is simply run again.
+    pub async fn clear_interrupted_runs(&self) -> Result<usize, CoreError> {
         self.write(|conn| {
-            Ok(conn.execute(
-                "UPDATE videos SET crashes = crashes + 1, in_flight = 0 WHERE in_flight = 1",
-                [],
-            )?)
+            Ok(conn.execute("UPDATE videos SET in_flight = 0 WHERE in_flight = 1", [])?)
         })
         .await
     }
@@ -541,7 +541,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn interrupted_runs_count_as_crashes() {
+    async fn interrupted_runs_are_cleared_without_counting_a_crash() {
         let (_d, c) = catalog().await;
         let (v, _) = c.insert(new("alice")).await.expect("insert");
         c.apply(
@@ -553,10 +553,10 @@ mod tests {
         )
         .await
         .expect("apply");
-        assert_eq!(c.count_interrupted_runs().await.expect("count"), 1);
-        assert_eq!(c.count_interrupted_runs().await.expect("count"), 0);
-        assert_eq!(c.get(&v.id).await.expect("get").expect("video").crashes, 1);
-        assert_eq!(c.add_crash(&v.id).await.expect("crash"), 2);
+        assert_eq!(c.clear_interrupted_runs().await.expect("clear"), 1);
+        assert_eq!(c.clear_interrupted_runs().await.expect("clear"), 0);
+        assert_eq!(c.get(&v.id).await.expect("get").expect("video").crashes, 0);
+        assert_eq!(c.add_crash(&v.id).await.expect("crash"), 1);
     }
 
     #[tokio::test]

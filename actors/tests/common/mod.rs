@@ -136,6 +136,13 @@ pub enum Script {
     },
     Stall,
     Panic,
+    /// The worker process dies under the first `times` runs (as a
+    /// SIGSEGV would), then works.
+    CrashFirst {
+        times: usize,
+    },
+    /// The worker goes over its memory limit.
+    OverLimit,
     Unsupported,
 }
 
@@ -148,6 +155,8 @@ impl Script {
             Self::FailFirst { times } => format!("fail {times}"),
             Self::Stall => "stall".into(),
             Self::Panic => "panic".into(),
+            Self::CrashFirst { times } => format!("crash {times}"),
+            Self::OverLimit => "over-limit".into(),
             Self::Unsupported => "unsupported".into(),
         }
     }
@@ -166,6 +175,10 @@ impl Script {
             },
             ["stall"] => Self::Stall,
             ["panic"] => Self::Panic,
+            ["crash", n] => Self::CrashFirst {
+                times: n.parse().unwrap_or(1),
+            },
+            ["over-limit"] => Self::OverLimit,
             _ => Self::Unsupported,
         }
     }
@@ -277,6 +290,18 @@ impl ScriptedEngine {
             },
             Script::Stall => return Err(EngineError::Stalled("no progress for 1s".into())),
             Script::Panic => panic!("scripted panic"),
+            Script::CrashFirst { times } if run <= times => {
+                events(EngineEvent::Stage(Stage::Converting));
+                return Err(EngineError::Crashed(
+                    "the worker process was killed by SIGSEGV".into(),
+                ));
+            }
+            Script::CrashFirst { .. } => (2, 10),
+            Script::OverLimit => {
+                return Err(EngineError::LimitExceeded(
+                    "memory over limits.worker_memory_bytes".into(),
+                ))
+            }
             Script::Unsupported => return Err(EngineError::Unsupported("not a video".into())),
         };
         events(EngineEvent::Stage(Stage::Converting));

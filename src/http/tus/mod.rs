@@ -477,7 +477,7 @@ pub async fn complete(
     id: &str,
     upload: &PartialUpload,
 ) -> Result<(), ApiError> {
-    match probe(&upload.path).await {
+    match probe(app, &upload.path).await {
         Ok(()) => {
             app.handle.finish_upload(owner, id).await?;
         }
