@@ -31,6 +31,7 @@ pub fn run_job(
     job: &JobSpec,
     ctl: &Control,
 ) -> Result<JobReport> {
+    crate::init()?;
     match (&job.convert, &job.frames) {
         (Some(c), Some(f)) if convert::plan(facts, c) == Method::Transcode => {
             let frames = FrameJob::new(facts, f, Strategy::Shared)?;
