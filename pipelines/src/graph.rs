@@ -338,7 +338,9 @@ pub(crate) fn add_video_prep(
         let rgb = make("capsfilter")?;
         rgb.set_property(
             "caps",
-            gst::Caps::builder("video/x-raw").field("format", "RGB").build(),
+            gst::Caps::builder("video/x-raw")
+                .field("format", "RGB")
+                .build(),
         );
         let back = make("videoconvert")?;
         back.set_property("n-threads", 0u32);

@@ -334,7 +334,11 @@ fn scan(path: &Path, whole: bool) -> Result<Scan> {
     )?;
     let ctl = Control {
         stall_timeout: Duration::from_secs(5),
-        deadline: Some(if whole { WHOLE_SCAN_LIMIT } else { Duration::from_secs(10) }),
+        deadline: Some(if whole {
+            WHOLE_SCAN_LIMIT
+        } else {
+            Duration::from_secs(10)
+        }),
         ..Control::default()
     };
     let mut running = Running::start(pipeline, gst::State::Playing, &ctl, tap, None)?;
