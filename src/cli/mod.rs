@@ -78,7 +78,7 @@ enum Command {
         /// x264 constant rate factor (0–51, lower is better).
         #[arg(long, default_value_t = 23)]
         crf: u32,
-        /// Scale taller videos down to this many lines.
+        /// Scale videos down so the shorter side is at most this many lines.
         #[arg(long, default_value_t = 1080)]
         max_height: u32,
         /// Re-encode even when the source could be remuxed.

@@ -170,7 +170,8 @@ impl Default for Database {
 pub struct Media {
     /// Cores given to encoding (one pipeline per core); 0 = all cores.
     pub cpu_budget: usize,
-    /// Output height cap.
+    /// Cap on the output's shorter side (so a 1080×1920 portrait video is
+    /// within 1080); larger videos are scaled down, never up.
     pub max_height: u32,
     /// x264 speed preset for transcodes.
     pub preset: String,
