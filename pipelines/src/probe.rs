@@ -123,18 +123,22 @@ pub fn probe(path: &Path) -> Result<MediaFacts> {
         .filter(|_| whole)
         .map(|end| end.as_secs_f64() - start)
         .filter(|d| *d > 0.0);
+    // A header that agrees with the packets within 0.1 s is kept (packet
+    // durations overshoot the end by a fraction of an audio frame).
+    let agrees = declared
+        .zip(measured)
+        .is_some_and(|(d, m)| (d - m).abs() <= 0.1);
+    let duration = if agrees { declared } else { measured.or(declared) };
     let seekable = match container.as_str() {
         "mp4" | "quicktime" => !fragmented,
         "avi" => true,
         // Cues and a duration are written together when a recording ends.
-        "matroska" | "webm" => declared
-            .zip(measured)
-            .is_some_and(|(d, m)| (d - m).abs() <= 0.1),
+        "matroska" | "webm" => agrees,
         _ => false,
     };
     Ok(MediaFacts {
         container,
-        duration: measured.or(declared),
+        duration,
         start,
         seekable,
         size_bytes: meta.len(),
