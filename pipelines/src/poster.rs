@@ -4,16 +4,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use gst::prelude::*;
 use serde::Serialize;
 
 use crate::control::Control;
 use crate::error::{MediaError, Result};
 use crate::facts::MediaFacts;
-use crate::frames::{sample_time, Accuracy, Grabber, ImageEncoder, ImageFormat};
+use crate::frames::{decode_to_sink, sample_time, Accuracy, Grabber, ImageEncoder, ImageFormat};
 use crate::graph;
 use crate::output::TempOutput;
-use crate::runner::{PositionTap, Running};
+use crate::runner::Running;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PosterSpec {
@@ -91,26 +90,13 @@ fn decode_to(
     at: f64,
     ctl: &Control,
 ) -> Result<Option<(f64, gst::Sample)>> {
-    let pipeline = gst::Pipeline::new();
     // Not synced, and no preroll to wait for: frames are pulled as decoded.
     let sink = gst_app::AppSink::builder()
         .sync(false)
         .async_(false)
         .max_buffers(2)
         .build();
-    pipeline.add(&sink)?;
-    let (prep_head, prep_tail) = graph::add_video_prep(&pipeline, &facts.video, size)?;
-    prep_tail.link(&sink)?;
-    let tap = PositionTap::default();
-    if let Some(pad) = prep_tail.static_pad("src") {
-        tap.attach(&pad);
-    }
-    graph::add_source(
-        &pipeline,
-        input,
-        Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &prep_head)),
-        None,
-    )?;
+    let (pipeline, tap) = decode_to_sink(input, facts, size, &sink)?;
     let mut running = Running::start(pipeline, gst::State::Playing, ctl, tap, facts.duration())?;
     let mut shown: Option<(f64, gst::Sample)> = None;
     let origin = facts.start;

@@ -449,6 +449,31 @@ impl Collector {
     }
 }
 
+/// `filesrc ! parsebin` → decoder → upright frames of `size` → `sink`,
+/// and a tap on the decoded frames' time.
+pub(crate) fn decode_to_sink(
+    input: &Path,
+    facts: &MediaFacts,
+    size: (u32, u32),
+    sink: &gst_app::AppSink,
+) -> Result<(gst::Pipeline, PositionTap)> {
+    let pipeline = gst::Pipeline::new();
+    pipeline.add(sink)?;
+    let (prep_head, prep_tail) = graph::add_video_prep(&pipeline, &facts.video, size)?;
+    prep_tail.link(sink)?;
+    let tap = PositionTap::default();
+    if let Some(pad) = prep_tail.static_pad("src") {
+        tap.attach(&pad);
+    }
+    graph::add_source(
+        &pipeline,
+        input,
+        Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &prep_head)),
+        None,
+    )?;
+    Ok((pipeline, tap))
+}
+
 /// A pipeline that seeks to a time and hands back the frame on screen
 /// there (the model is gstreamer-rs's thumbnail example). It seeks to the
 /// keyframe at or before the time and decodes forward itself rather than
@@ -469,22 +494,13 @@ impl<'c> Grabber<'c> {
         size: (u32, u32),
         ctl: &'c Control,
     ) -> Result<Self> {
-        let pipeline = gst::Pipeline::new();
         // A short queue: once the frame is found, decoding stops here
         // until the next seek flushes it.
         let sink = gst_app::AppSink::builder()
             .sync(false)
             .max_buffers(2)
             .build();
-        pipeline.add(&sink)?;
-        let (prep_head, prep_tail) = graph::add_video_prep(&pipeline, &facts.video, size)?;
-        prep_tail.link(&sink)?;
-        graph::add_source(
-            &pipeline,
-            input,
-            Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &prep_head)),
-            None,
-        )?;
+        let (pipeline, _) = decode_to_sink(input, facts, size, &sink)?;
         let tap = PositionTap::default();
         let mut running = Running::start(
             pipeline,
