@@ -128,7 +128,11 @@ pub fn probe(path: &Path) -> Result<MediaFacts> {
     let agrees = declared
         .zip(measured)
         .is_some_and(|(d, m)| (d - m).abs() <= 0.1);
-    let duration = if agrees { declared } else { measured.or(declared) };
+    let duration = if agrees {
+        declared
+    } else {
+        measured.or(declared)
+    };
     let seekable = match container.as_str() {
         "mp4" | "quicktime" => !fragmented,
         "avi" => true,

@@ -5,7 +5,8 @@
 //!
 //! One test per kind, named after it: `cargo test -p vidmill-pipelines
 //! --test corpus` runs them all, `... --test corpus -- dvd` one. Set
-//! `CORPUS_KEEP=1` to keep a row's files for a look.
+//! `CORPUS_KEEP=1` to keep a row's files for a look. One more test checks
+//! the reference itself: that it tells a dropped or repeated frame.
 
 #[path = "corpus/check.rs"]
 mod check;
@@ -25,6 +26,14 @@ macro_rules! corpus {
             }
         )+
     };
+}
+
+/// The reference itself: on the XviD AVI (no presentation times, B-frames)
+/// ffmpeg's faithful transcode passes the picture check, and the same with
+/// a frame dropped or a frame shown twice fails it.
+#[test]
+fn reference_sees_a_dropped_or_repeated_frame() {
+    check::reference_self_check(&kinds::xvid_avi_mp3());
 }
 
 corpus! {

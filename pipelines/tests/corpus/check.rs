@@ -11,14 +11,15 @@ use vidmill_pipelines::{
     self as media, Control, ConvertSpec, FramesSpec, JobSpec, Method, PosterSpec,
 };
 
-use crate::ff::{self, Media};
+use crate::ff::{self, Frame, Media};
 
 /// Pictures must match ffmpeg's own decode at least this well.
 pub const MIN_PSNR: f64 = 35.0;
 /// First audio and first video keep their offset within this.
 pub const MAX_SYNC_DRIFT: f64 = 0.040;
 
-/// The colour tags the MP4 must carry (always limited range).
+/// The colour tags the MP4 must carry (limited range, unless full-range
+/// H.264 is copied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Colour {
     /// BT.709 primaries, transfer and matrix: what an HD (or BT.709-tagged)
@@ -310,7 +311,7 @@ impl Expect {
 }
 
 /// ffmpeg's decode of the source: one ffmpeg run per picture size asked.
-struct References<'a> {
+pub struct References<'a> {
     path: &'a Path,
     hlg: bool,
 }
@@ -485,42 +486,15 @@ fn check_mp4(
     });
 
     // Pictures: the MP4 at a few times against the source at the same times.
-    let n = source.frames.len();
-    let mut picks: Vec<usize> = [n / 5, n / 2, n * 85 / 100]
-        .into_iter()
-        .map(|i| i.min(n - 1))
-        .collect();
-    picks.dedup();
-    let mut pairs = Vec::new();
-    for i in picks {
-        let fr = source.frames[i];
-        let next = source.frames.get(i + 1).map_or(fr.t + fr.dur, |x| x.t);
-        let t = fr.t + (next - fr.t).min(fr.dur) / 2.0;
-        pairs.push((fr, t, m.on_screen(t)));
-    }
-    let src_pics = refs.source(&pairs.iter().map(|p| p.0.n).collect::<Vec<_>>(), w, h);
-    let out_pics = ff::rgb_frames(
-        out,
-        &pairs.iter().map(|p| p.2.n).collect::<Vec<_>>(),
-        w,
-        h,
-        false,
-    );
     let mut min = f64::INFINITY;
-    match (src_pics, out_pics) {
-        (Ok(s), Ok(o)) => {
-            for (fr, t, of) in &pairs {
-                let p = ff::psnr(&s[&fr.n], &o[&of.n]);
-                min = min.min(p);
-                f.check(p >= MIN_PSNR, || {
-                    format!(
-                        "mp4: picture at {t:.3} s (mp4 frame {} at {:.3} s vs source frame {} at {:.3} s) PSNR {p:.1} dB < {MIN_PSNR}",
-                        of.n, of.t, fr.n, fr.t
-                    )
-                });
+    match mp4_pictures(refs, source, &m, out, w, h) {
+        Ok(pictures) => {
+            for p in pictures {
+                min = min.min(p.psnr);
+                f.check(p.psnr >= MIN_PSNR, || p.describe());
             }
         }
-        (Err(e), _) | (_, Err(e)) => f.fail(format!("mp4 pictures: {e}")),
+        Err(e) => f.fail(format!("mp4 pictures: {e}")),
     }
     format!(
         "mp4 {:?} {w}x{h} {:.3} s, audio {}, {}/{}/{} {range}, pictures min {min:.1} dB",
@@ -535,6 +509,154 @@ fn check_mp4(
         tags.1,
         tags.2
     )
+}
+
+/// One picture of the MP4 against the source at the same time.
+pub struct Picture {
+    /// The time looked at, relative to the start.
+    pub t: f64,
+    /// The MP4's frame on screen then.
+    pub out: Frame,
+    /// The source's frame on screen then.
+    pub source: Frame,
+    pub psnr: f64,
+}
+
+impl Picture {
+    fn describe(&self) -> String {
+        format!(
+            "mp4: picture at {:.3} s (mp4 frame {} at {:.3} s vs source frame {} at {:.3} s) PSNR {:.1} dB < {MIN_PSNR}",
+            self.t, self.out.n, self.out.t, self.source.n, self.source.t, self.psnr
+        )
+    }
+}
+
+/// The MP4 `out` (read as `m`, `w`×`h`) at three times, a fifth, half way
+/// and 85% through the source's frames, each in the middle of a source
+/// frame's display time: the MP4's frame on screen against the source's.
+/// A frame dropped, repeated or shifted before a time shows as a neighbour
+/// there (about 20 dB).
+pub fn mp4_pictures(
+    refs: &References,
+    source: &Media,
+    m: &Media,
+    out: &Path,
+    w: u32,
+    h: u32,
+) -> Result<Vec<Picture>, String> {
+    let n = source.frames.len();
+    let mut picks: Vec<usize> = [n / 5, n / 2, n * 85 / 100]
+        .into_iter()
+        .map(|i| i.min(n - 1))
+        .collect();
+    picks.dedup();
+    let mut pairs = Vec::new();
+    for i in picks {
+        let fr = source.frames[i];
+        let next = source.frames.get(i + 1).map_or(fr.t + fr.dur, |x| x.t);
+        let t = fr.t + (next - fr.t).min(fr.dur) / 2.0;
+        pairs.push((fr, t, m.on_screen(t)));
+    }
+    let s = refs.source(&pairs.iter().map(|p| p.0.n).collect::<Vec<_>>(), w, h)?;
+    let o = ff::rgb_frames(
+        out,
+        &pairs.iter().map(|p| p.2.n).collect::<Vec<_>>(),
+        w,
+        h,
+        false,
+    )?;
+    Ok(pairs
+        .into_iter()
+        .map(|(fr, t, of)| Picture {
+            t,
+            out: of,
+            source: fr,
+            psnr: ff::psnr(&s[&fr.n], &o[&of.n]),
+        })
+        .collect())
+}
+
+/// The reference itself checked on `kind`: ffmpeg's own transcodes of its
+/// source (libx264 veryfast CRF 23, like vidmill's), each picture given a
+/// time by an expression in `N` (the decode index) and the frame duration
+/// `D`: the faithful one (`N*D`, the AVI's own meaning) must pass the MP4
+/// picture check; one with a frame dropped, and one with a frame shown
+/// twice, must fail it.
+pub fn reference_self_check(kind: &Kind) {
+    let temp = tempfile::Builder::new()
+        .prefix(&format!("corpus-self-check-{}-", kind.name))
+        .tempdir()
+        .expect("tempdir");
+    let dir = temp.path();
+    for step in &kind.steps {
+        if let Err(e) = ff::generate(dir, step) {
+            panic!("{}: could not make the source: {e}", kind.name);
+        }
+    }
+    let path = dir.join(kind.file);
+    let source = Media::read(&path)
+        .unwrap_or_else(|e| panic!("{}: ffprobe cannot read the source: {e}", kind.name));
+    let d = source.frame_dur;
+    let refs = References {
+        path: &path,
+        hlg: false,
+    };
+    // (what, filter graph, must pass)
+    let variants = [
+        ("faithful", format!("setpts=N*{d}/TB"), true),
+        (
+            "frame 5 dropped",
+            format!("select='not(eq(n,5))',setpts=N*{d}/TB"),
+            false,
+        ),
+        (
+            "frame 4 shown twice",
+            format!("setpts='(N+gte(N,5))*{d}/TB'"),
+            false,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (i, (what, graph, pass)) in variants.iter().enumerate() {
+        let name = format!("ffmpeg-{i}.mp4");
+        let out = dir.join(&name);
+        let line = format!(
+            "-i {} -map 0:v:0 -vf {graph} -fps_mode passthrough -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p {name}",
+            kind.file
+        );
+        if let Err(e) = ff::generate(dir, &line) {
+            panic!("{}: {what}: {e}", kind.name);
+        }
+        let m = Media::read(&out).unwrap_or_else(|e| panic!("{}: {what}: {e}", kind.name));
+        let (w, h) = m.coded_size();
+        let pictures = mp4_pictures(&refs, &source, &m, &out, w as u32, h as u32)
+            .unwrap_or_else(|e| panic!("{}: {what}: {e}", kind.name));
+        let min = pictures
+            .iter()
+            .map(|p| p.psnr)
+            .fold(f64::INFINITY, f64::min);
+        let all: Vec<String> = pictures
+            .iter()
+            .map(|p| format!("{:.1} dB at {:.3} s", p.psnr, p.t))
+            .collect();
+        eprintln!(
+            "CORPUS self-check {}: ffmpeg {what}: {}",
+            kind.name,
+            all.join(", ")
+        );
+        if (min >= MIN_PSNR) != *pass {
+            wrong.push(format!(
+                "ffmpeg's transcode with {what} {} the MP4 picture check: {}",
+                if *pass { "fails" } else { "passes" },
+                all.join(", ")
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{}: the reference is wrong:\n  - {}",
+        kind.name,
+        wrong.join("\n  - ")
+    );
 }
 
 /// Number of targets `0, every, 2·every, …` strictly before `duration`, at

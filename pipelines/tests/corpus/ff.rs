@@ -105,17 +105,25 @@ impl Media {
                 "frame=best_effort_timestamp_time,pkt_duration_time",
             ],
         )?;
-        let mut frames: Vec<(usize, f64, Option<f64>)> = raw["frames"]
+        let decoded = raw["frames"]
             .as_array()
             .map(|a| a.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-            .filter_map(|(n, f)| {
-                let t = num(&f["best_effort_timestamp_time"])?;
-                Some((n, t, num(&f["pkt_duration_time"]).filter(|d| *d > 0.0)))
-            })
-            .collect();
+            .unwrap_or_default();
+        let avi = probe["format"]["format_name"]
+            .as_str()
+            .is_some_and(|f| f.split(',').any(|n| n == "avi"));
+        let mut frames: Vec<(usize, f64, Option<f64>)> = if avi {
+            avi_frames(path, decoded.len())?
+        } else {
+            decoded
+                .iter()
+                .enumerate()
+                .filter_map(|(n, f)| {
+                    let t = num(&f["best_effort_timestamp_time"])?;
+                    Some((n, t, num(&f["pkt_duration_time"]).filter(|d| *d > 0.0)))
+                })
+                .collect()
+        };
         if frames.is_empty() {
             return Err(format!(
                 "{}: ffprobe decodes no video frame",
@@ -203,26 +211,6 @@ impl Media {
             }
         }
         let video_start_stream = num(&video["start_time"]).unwrap_or(video_start_abs);
-        // AVI has no presentation times: frame k (in display order) is shown
-        // at k frame durations. ffmpeg's guesses for AVI with B-frames run
-        // a frame late (taken from the decode times), so they are not used.
-        let avi = probe["format"]["format_name"]
-            .as_str()
-            .is_some_and(|f| f.split(',').any(|n| n == "avi"));
-        if avi {
-            let step = rate.unwrap_or(frame_dur);
-            for (k, f) in frames.iter_mut().enumerate() {
-                f.1 = video_start_stream + k as f64 * step;
-                f.2 = Some(step);
-            }
-        }
-        let video_start_abs = frames[0].1;
-        let video_end_abs = frames
-            .iter()
-            .map(|f| f.1 + f.2.unwrap_or(frame_dur))
-            .fold(f64::MIN, f64::max);
-        ends[0] = video_end_abs;
-        starts[0] = video_start_abs;
         starts.push(video_start_stream);
         let origin = starts.iter().copied().fold(f64::MAX, f64::min);
         let duration = ends.iter().copied().fold(f64::MIN, f64::max) - origin;
@@ -313,6 +301,50 @@ impl Media {
     }
 }
 
+/// The video frames of an AVI, which stores no presentation times: each
+/// chunk of the video stream is one frame interval (its decode time), and
+/// the k-th picture out of the decoder is shown in the k-th chunk's
+/// interval, a B-frame decoder's one-picture delay included. (ffmpeg's
+/// best-effort times for AVI with B-frames are the decode times of the
+/// pictures' own packets, a frame late, and its last picture has none.)
+/// Empty chunks (dropped frames) hold no picture and are skipped; chunks
+/// that decode to no picture (packed B-frames) make the count differ, and
+/// then the frames cannot be placed.
+fn avi_frames(path: &Path, decoded: usize) -> Result<Vec<(usize, f64, Option<f64>)>, String> {
+    let packets = ffprobe_json(
+        path,
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=dts_time,duration_time,size",
+        ],
+    )?;
+    let chunks: Vec<(f64, Option<f64>)> = packets["packets"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| num(&p["size"]).is_some_and(|s| s > 0.0))
+        .filter_map(|p| {
+            let t = num(&p["dts_time"])?;
+            Some((t, num(&p["duration_time"]).filter(|d| *d > 0.0)))
+        })
+        .collect();
+    if chunks.len() != decoded {
+        return Err(format!(
+            "{}: {decoded} pictures decoded from {} video chunks: the AVI's frames cannot be placed",
+            path.display(),
+            chunks.len()
+        ));
+    }
+    Ok(chunks
+        .into_iter()
+        .enumerate()
+        .map(|(k, (t, d))| (k, t, d))
+        .collect())
+}
+
 /// The default audio stream, else the first.
 pub fn default_audio(probe: &Value) -> Option<&Value> {
     let audio: Vec<&Value> = probe["streams"]
@@ -347,10 +379,31 @@ pub fn rotation(v: &Value) -> i64 {
     matrix.or(tag).unwrap_or(0)
 }
 
+/// How a source picture becomes what a correct output could be before it
+/// is compared: scaled to the output's size with its chroma on the 4:2:0
+/// grid every output has (one swscale pass, bicubic, exactly rounded, 16
+/// bits so nothing is lost to the bit depth). Scaling after conversion to
+/// RGB instead would give the reference full-resolution chroma that no
+/// 4:2:0 output can have (31 dB on a correct result); left on its own grid,
+/// a 4:2:2 source's chroma costs its correct 4:2:0 output about 1 dB, a
+/// 4:1:1 (DV) source's about 4 dB.
+const TO_420: &str = "flags=bicubic+accurate_rnd,format=yuv420p16le";
+
+/// How every picture, the reference and the outputs alike, becomes RGB:
+/// swscale's full-chroma path, one and the same for every pixel format, bit
+/// depth and range, each chroma sample applied to the pixels it covers
+/// (point-sampled: no interpolation of the reference's own, as GStreamer's
+/// converters do it for the stills) and exactly rounded. swscale's default
+/// conversion takes a different path per input format (8-bit 4:2:0 repeats
+/// chroma both ways; 10-bit and 4:2:2 interpolate it vertically; rounding
+/// biased by up to two levels), so a 10-bit source against its correct
+/// 8-bit MP4 lost 2-3 dB to the reference itself.
+const TO_RGB: &str = "scale=flags=neighbor+full_chroma_int+accurate_rnd";
+
 /// Decodes the frames with decode-order indexes `picks` from `path`'s first
 /// video stream, as ffmpeg shows them (rotation applied), scaled to `w`×`h`
-/// in their own pixel format and then converted to RGB24 by the colour tags
-/// the stream carries. Returns one picture per pick, by pick.
+/// with 4:2:0 chroma ([`TO_420`]) and converted to RGB ([`TO_RGB`]) by the
+/// colour tags the stream carries. Returns one picture per pick, by pick.
 pub fn rgb_frames(
     path: &Path,
     picks: &[usize],
@@ -370,7 +423,7 @@ pub fn rgb_frames(
         .collect::<Vec<_>>()
         .join("+");
     let rgb = if hlg_to_bt709 { "rgb48le" } else { "rgb24" };
-    let graph = format!("select='{select}',scale={w}:{h}:flags=bicubic,scale,format={rgb}");
+    let graph = format!("select='{select}',scale={w}:{h}:{TO_420},{TO_RGB},format={rgb}");
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
@@ -462,7 +515,13 @@ pub fn rgb_image(path: &Path) -> Result<(Vec<u8>, u32, u32), String> {
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
-        .args(["-vf", "scale,format=rgb24", "-f", "rawvideo", "-"])
+        .args([
+            "-vf",
+            &format!("{TO_RGB},format=rgb24"),
+            "-f",
+            "rawvideo",
+            "-",
+        ])
         .output()
         .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
     if !out.status.success() || out.stdout.len() != (w * h * 3) as usize {
