@@ -72,7 +72,7 @@ pub(crate) fn add_source(
     add_chain(pipeline, &[&src, &parse])?;
     let seen_video = AtomicBool::new(false);
     let seen_audio = AtomicBool::new(false);
-    let demuxer = Arc::new(std::sync::OnceLock::<SegmentFix>::new());
+    let demuxer = Arc::new(std::sync::OnceLock::<StreamFix>::new());
     let found = demuxer.clone();
     parse.connect("deep-element-added", false, move |args| {
         let factory = args
@@ -80,8 +80,9 @@ pub(crate) fn add_source(
             .and_then(|v| v.get::<gst::Element>().ok())
             .and_then(|e| e.factory());
         let fix = match factory.as_ref().map(|f| f.name()) {
-            Some(n) if n == "matroskademux" => Some(SegmentFix::TimeIsTimestamp),
-            Some(n) if n == "tsdemux" || n == "mpegpsdemux" => Some(SegmentFix::FromZero),
+            Some(n) if n == "matroskademux" => Some(StreamFix::TimeIsTimestamp),
+            Some(n) if n == "tsdemux" || n == "mpegpsdemux" => Some(StreamFix::FromZero),
+            Some(n) if n == "avidemux" => Some(StreamFix::DecodeOrderOnly),
             _ => None,
         };
         if let Some(fix) = fix {
@@ -95,7 +96,7 @@ pub(crate) fn add_source(
             return;
         };
         if let Some(fix) = demuxer.get() {
-            fix_segments(pad, *fix);
+            fix_stream(pad, *fix);
         }
         // Some parsers expose their pad before sending caps; what the pad
         // can produce still names the media type.
@@ -127,9 +128,9 @@ pub(crate) fn add_source(
 /// Compressed data one demuxed stream may run ahead of the others by.
 const DECOUPLE_BYTES: u32 = 128 * 1024 * 1024;
 
-/// How a demuxer's segments are set right before anything reads times.
+/// How a demuxer's times are set right before anything reads them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SegmentFix {
+enum StreamFix {
     /// Matroska times are the media's own (no edit lists): stream time is
     /// the timestamp. matroskademux's first segment maps its first
     /// timestamp to stream time 0 and the next one, a few packets later,
@@ -141,9 +142,36 @@ enum SegmentFix {
     /// The segment starts at 0 instead: every packet is kept, and stream
     /// time is the timestamp (vidmill counts from the earliest packet).
     FromZero,
+    /// AVI stores no presentation times: avidemux stamps keyframes with
+    /// their decode time as if it were one, which with B-frames is a frame
+    /// or two early, and the decoder's interpolation then gives two frames
+    /// one time (the video runs 80 ms early from there on). Only decode
+    /// times are passed on; the decoder numbers frames from them as the
+    /// AVI index means (frame k at k frame durations).
+    DecodeOrderOnly,
 }
 
-fn fix_segments(pad: &gst::Pad, fix: SegmentFix) {
+fn fix_stream(pad: &gst::Pad, fix: StreamFix) {
+    if fix == StreamFix::DecodeOrderOnly {
+        // Intra-only streams (DV, MJPEG) have no B-frames and every time
+        // right: only once a stream has shown a delta frame are times taken
+        // off its keyframes.
+        let reorders = AtomicBool::new(false);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+                if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    reorders.store(true, Ordering::Relaxed);
+                } else if reorders.load(Ordering::Relaxed)
+                    && buffer.dts().is_some()
+                    && buffer.pts().is_some()
+                {
+                    buffer.make_mut().set_pts(gst::ClockTime::NONE);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+        return;
+    }
     pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
         let Some(gst::PadProbeData::Event(event)) = &mut info.data else {
             return gst::PadProbeReturn::Ok;
@@ -159,12 +187,13 @@ fn fix_segments(pad: &gst::Pad, fix: SegmentFix) {
         }
         let mut fixed = seg.clone();
         match fix {
-            SegmentFix::TimeIsTimestamp => fixed.set_time(seg.start()),
-            SegmentFix::FromZero => {
+            StreamFix::TimeIsTimestamp => fixed.set_time(seg.start()),
+            StreamFix::FromZero => {
                 fixed.set_start(gst::ClockTime::ZERO);
                 fixed.set_time(gst::ClockTime::ZERO);
                 fixed.set_position(gst::ClockTime::ZERO);
             }
+            StreamFix::DecodeOrderOnly => {}
         }
         if fixed == *seg {
             return gst::PadProbeReturn::Ok;
