@@ -379,14 +379,24 @@ pub(crate) fn add_video_prep(
     if video.interlaced {
         // One progressive frame per interlaced frame (the frame rate is
         // kept), motion adaptive; combing in a browser is never wanted.
-        // greedyl: on GStreamer 1.22, greedyh and tomsmocomp garble I420
-        // (4 dB against the source), greedyl matches ffmpeg's yadif.
+        // GStreamer 1.22's deinterlacer works badly on planar I420
+        // (greedyh and tomsmocomp garble it, greedyl leaves jagged edges
+        // on motion, 34 dB against the source) and well on NV12 (41 dB):
+        // it gets NV12, and a converter after the scaler makes I420.
+        let nv12 = make("capsfilter")?;
+        nv12.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "NV12")
+                .build(),
+        );
         let deinterlace = make("deinterlace")?;
         // Frames flagged progressive in a mixed stream (film on DVD) pass.
         deinterlace.set_property_from_str("mode", "auto");
         deinterlace.set_property_from_str("method", "greedyl");
         first_field_only(&deinterlace);
         deinterlace.set_property_from_str("fields", "top");
+        chain.push(nv12);
         chain.push(deinterlace);
     }
     // videoflip copies every frame even when it has nothing to do: only
@@ -399,6 +409,11 @@ pub(crate) fn add_video_prep(
         chain.push(flip);
     }
     chain.push(scale);
+    if video.interlaced {
+        let to_i420 = make("videoconvert")?;
+        to_i420.set_property("n-threads", 0u32);
+        chain.push(to_i420);
+    }
     chain.push(filter.clone());
     add_live_chain(pipeline, &chain.iter().collect::<Vec<_>>())?;
     Ok((convert, filter))
