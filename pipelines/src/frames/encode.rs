@@ -34,6 +34,7 @@ impl ImageEncoder {
             .is_live(false)
             .build();
         let convert = make("videoconvert")?;
+        convert.set_property("n-threads", 0u32);
         // Both encoders get RGB, made by videoconvert from the frame's own
         // colorimetry. jpegenc would take YUV as it comes and write JFIF,
         // which readers take as full range, so limited-range (16–235)

@@ -475,15 +475,17 @@ pub(crate) fn decode_to_sink(
 }
 
 /// A pipeline that seeks to a time and hands back the frame on screen
-/// there (the model is gstreamer-rs's thumbnail example). It seeks to the
-/// keyframe at or before the time and decodes forward itself rather than
-/// asking for an accurate seek: after one, the decoder clips the frame that
-/// straddles the target to start at the target, and its own time is lost.
+/// there (the model is gstreamer-rs's thumbnail example). After an
+/// accurate seek the decoder clips the frame that straddles the seek
+/// position to start there, and its own time is lost; so it seeks two
+/// frames early and decodes forward to the frame shown at the time.
 pub(crate) struct Grabber<'c> {
     running: Running<'c>,
     sink: gst_app::AppSink,
     tap: PositionTap,
     origin: f64,
+    /// How far before a target an exact grab seeks: two frames.
+    lead: f64,
     playing: bool,
 }
 
@@ -520,6 +522,7 @@ impl<'c> Grabber<'c> {
             sink,
             tap,
             origin: facts.start,
+            lead: 2.0 / facts.video.frame_rate.filter(|f| *f >= 1.0).unwrap_or(25.0),
             playing: false,
         })
     }
@@ -532,13 +535,24 @@ impl<'c> Grabber<'c> {
         t: f64,
         accuracy: Accuracy,
     ) -> Result<Option<(f64, gst::Sample)>> {
-        let target = Duration::from_secs_f64(self.origin + t + sampler::EPSILON);
+        // Exact: an accurate seek a little before `t`, so the decoder drops
+        // (without converting or handing them on) the frames from the
+        // keyframe up to there, and only the straddling frame, which is not
+        // the one shown at `t`, is clipped. Keyframe: the keyframe itself.
+        let (flags, at) = match accuracy {
+            Accuracy::Exact => (
+                gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+                (t - self.lead).max(0.0),
+            ),
+            Accuracy::Keyframe => (
+                gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE,
+                t + sampler::EPSILON,
+            ),
+        };
+        let target = Duration::from_secs_f64(self.origin + at);
         self.running
             .pipeline()
-            .seek_simple(
-                gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE,
-                gst::ClockTime::from_nseconds(target.as_nanos() as u64),
-            )
+            .seek_simple(flags, gst::ClockTime::from_nseconds(target.as_nanos() as u64))
             .map_err(|e| MediaError::Corrupt(format!("seek to {t:.3} s failed: {e}")))?;
         if !self.playing {
             self.running.pipeline().set_state(gst::State::Playing)?;
