@@ -552,7 +552,10 @@ impl<'c> Grabber<'c> {
         let target = Duration::from_secs_f64(self.origin + at);
         self.running
             .pipeline()
-            .seek_simple(flags, gst::ClockTime::from_nseconds(target.as_nanos() as u64))
+            .seek_simple(
+                flags,
+                gst::ClockTime::from_nseconds(target.as_nanos() as u64),
+            )
             .map_err(|e| MediaError::Corrupt(format!("seek to {t:.3} s failed: {e}")))?;
         if !self.playing {
             self.running.pipeline().set_state(gst::State::Playing)?;
