@@ -198,10 +198,10 @@ fn run(command: Command) -> Result<(), CliError> {
             let ttl = parse_ttl(&ttl)
                 .ok_or_else(|| format!("--ttl {ttl}: expected a number with s, m, h or d"))?;
             let auth = crate::app::authenticator(&c)?;
-            println!(
-                "{}",
-                auth.mint(&sub, ttl, email.as_deref())
-                    .map_err(|e| e.to_string())?
+            print_out(
+                &auth
+                    .mint(&sub, ttl, email.as_deref())
+                    .map_err(|e| e.to_string())?,
             );
         }
         Command::Config { config } => {
@@ -218,7 +218,7 @@ fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Probe { file } => {
             let facts = media::probe(&file)?;
-            println!("{}", to_json(&facts));
+            print_out(&to_json(&facts));
         }
         Command::Convert {
             input,
@@ -239,7 +239,7 @@ fn run(command: Command) -> Result<(), CliError> {
             let report = with_progress("converting", |ctl| {
                 media::convert(&input, &facts, &spec, ctl)
             })?;
-            println!("{}", to_json(&report));
+            print_out(&to_json(&report));
         }
         Command::Frames {
             input,
@@ -259,7 +259,7 @@ fn run(command: Command) -> Result<(), CliError> {
             let report = with_progress("extracting frames", |ctl| {
                 media::frames(&input, &facts, &spec, ctl)
             })?;
-            println!("{}", to_json(&report));
+            print_out(&to_json(&report));
         }
         Command::Worker {
             data,
@@ -294,7 +294,7 @@ fn run(command: Command) -> Result<(), CliError> {
                 ..media::PosterSpec::new(absolute(&output))
             };
             let report = with_progress("poster", |ctl| media::poster(&input, &facts, &spec, ctl))?;
-            println!("{}", to_json(&report));
+            print_out(&to_json(&report));
         }
     }
     Ok(())
@@ -328,6 +328,13 @@ fn load_config(path: Option<&Path>) -> Result<crate::config::Config, CliError> {
 /// Outputs get a temporary sibling name, which needs a directory part.
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// A line on stdout. A reader that went away (`vidmill probe f | head`) is
+/// no failure of the command: the write error is not a panic.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {
