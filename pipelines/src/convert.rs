@@ -92,6 +92,14 @@ pub fn remux_blocker(facts: &MediaFacts, max_height: u32) -> Option<String> {
     if v.codec != "h264" {
         return Some(format!("video codec is {}, not H.264", v.codec));
     }
+    // AVI and bare streams store no presentation times for an MP4 to copy
+    // (mp4mux refuses the packets); decoding numbers the frames instead.
+    if matches!(facts.container.as_str(), "avi" | "none") {
+        return Some(format!(
+            "the {} container stores no presentation times",
+            facts.container
+        ));
+    }
     if let Some(p) = v
         .profile
         .as_deref()
@@ -280,17 +288,21 @@ fn add_audio_encode(
     let queue = make("queue")?;
     let convert = make("audioconvert")?;
     let resample = make("audioresample")?;
-    // Stereo at most (5.1 and beyond are downmixed by audioconvert's
-    // standard matrix), and a rate AAC-LC and every browser take.
+    // Always 48 kHz stereo (5.1 and beyond downmixed by audioconvert's
+    // standard matrix): the encoder's caps never change when the source's
+    // do mid-stream (broadcast TS switching rate or layout), and AAC's
+    // 1024-sample start-up delay, which mp4mux does not trim, stays 21 ms
+    // (128 ms at a source's 8 kHz).
     let filter = make("capsfilter")?;
     filter.set_property(
         "caps",
         gst::Caps::builder("audio/x-raw")
-            .field("channels", gst::IntRange::new(1, 2))
-            .field("rate", gst::IntRange::new(8000, 48000))
+            .field("channels", 2i32)
+            .field("rate", 48000i32)
             .build(),
     );
     let encoder = aac_encoder(spec.audio_bitrate)?;
+    retime_overlaps(&graph::sink_pad(&queue)?);
     graph::add_chain(pipeline, &[&queue, &convert, &resample, &filter, &encoder])?;
     let src = encoder.static_pad("src").ok_or_else(no_pad)?;
     tap.attach(&src);
@@ -355,6 +367,68 @@ fn add_transcode_routes(
             Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &head))
         }),
     )
+}
+
+/// Decoded audio whose times run backwards is put back on the timeline its
+/// samples make: qtdemux stamps every chunk of 96 kHz PCM with 0, and
+/// avidemux's ADPCM blocks overlap, so the encoder (and the MP4) would
+/// inherit a timeline that says 0.04 s for 2 s of sound. A buffer more than
+/// 5 ms before where the previous one ended starts where it ended; later
+/// buffers (a real gap) keep their time.
+fn retime_overlaps(pad: &gst::Pad) {
+    const SLACK: gst::ClockTime = gst::ClockTime::from_mseconds(5);
+    let next = std::sync::Mutex::new(None::<gst::ClockTime>);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some((rate, bpf)) = pad.current_caps().as_deref().and_then(raw_audio_layout) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let frames = buffer.size() as u64 / bpf;
+        let length = gst::ClockTime::from_nseconds(frames * 1_000_000_000 / rate);
+        let Ok(mut expected) = next.lock() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let pts = match (buffer.pts(), *expected) {
+            (Some(p), Some(e)) if p + SLACK < e => Some(e),
+            (None, e) => e,
+            (p, _) => p,
+        };
+        if pts != buffer.pts() || buffer.duration() != Some(length) {
+            let b = buffer.make_mut();
+            b.set_pts(pts);
+            b.set_duration(length);
+        }
+        *expected = pts.map(|p| p + length);
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Sample rate and bytes per frame (all channels) of raw audio caps.
+fn raw_audio_layout(caps: &gst::CapsRef) -> Option<(u64, u64)> {
+    let s = caps.structure(0)?;
+    let rate = u64::try_from(s.get::<i32>("rate").ok()?).ok()?;
+    let channels = u64::try_from(s.get::<i32>("channels").ok()?).ok()?;
+    let format = s.get::<&str>("format").ok()?;
+    // GStreamer's raw formats: S8, U16LE, S24_32BE, S24LE (packed), F32LE…
+    let width = |prefix: &str| {
+        format.starts_with(&format!("S{prefix}")) || format.starts_with(&format!("U{prefix}"))
+    };
+    let bytes = if width("8") {
+        1
+    } else if width("16") {
+        2
+    } else if width("24_32") || width("32") || format.starts_with("F32") {
+        4
+    } else if width("24") || width("20") || width("18") {
+        3
+    } else if format.starts_with("F64") {
+        8
+    } else {
+        return None;
+    };
+    (rate > 0 && channels > 0).then_some((rate, bytes * channels))
 }
 
 /// libav's AAC encoder, or the VisualOn one where libav is missing.

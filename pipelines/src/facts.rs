@@ -46,9 +46,12 @@ impl Orientation {
             (false, 180) => "180",
             (false, 270) => "90l",
             (false, _) => "identity",
-            (true, 90) => "ul-lr",
+            // Mirrored, then turned: (x, y) → (−x, y) → (−y, −x) for 90°,
+            // the anti-diagonal transpose; (y, x) for 270°, the diagonal one
+            // (what ffmpeg shows for a [0 1; 1 0] display matrix).
+            (true, 90) => "ur-ll",
             (true, 180) => "vert",
-            (true, 270) => "ur-ll",
+            (true, 270) => "ul-lr",
             (true, _) => "horiz",
         }
     }
@@ -114,9 +117,10 @@ pub struct MediaFacts {
     /// MPEG program and transport streams and other captures.
     pub start: f64,
     /// Whether a seek lands on the frame asked for: the container has an
-    /// index (MP4, MOV, AVI, Matroska with cues and a duration). Fragmented
-    /// MP4, MPEG streams, FLV and Matroska written live are searched by
-    /// guessing at byte offsets; frames are then decoded straight through.
+    /// index (MP4, MOV, Matroska with cues and a duration). Fragmented MP4,
+    /// MPEG streams, FLV and Matroska written live are searched by guessing
+    /// at byte offsets, and AVI keeps no presentation times to seek by:
+    /// frames are then decoded straight through.
     pub seekable: bool,
     pub size_bytes: u64,
     pub video: VideoFacts,
@@ -142,5 +146,13 @@ mod tests {
         assert!(f.flipped && f.rotation == 270 && f.swaps_axes());
         assert!(Orientation::from_tag("rotate-0").is_identity());
         assert_eq!(Orientation::from_tag("rotate-180").flip_method(), "180");
+        assert_eq!(
+            Orientation::from_tag("flip-rotate-270").flip_method(),
+            "ul-lr"
+        );
+        assert_eq!(
+            Orientation::from_tag("flip-rotate-90").flip_method(),
+            "ur-ll"
+        );
     }
 }

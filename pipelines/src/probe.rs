@@ -135,7 +135,6 @@ pub fn probe(path: &Path) -> Result<MediaFacts> {
     };
     let seekable = match container.as_str() {
         "mp4" | "quicktime" => !fragmented,
-        "avi" => true,
         // Cues and a duration are written together when a recording ends.
         "matroska" | "webm" => agrees,
         _ => false,

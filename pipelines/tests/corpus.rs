@@ -75,4 +75,6 @@ corpus! {
     xvid_avi_mp3,
     theora_vorbis_ogv,
     webm_mediarecorder_no_duration,
+    mov_h264_pcm96k_24bit,
+    h264_in_avi_mp3,
 }

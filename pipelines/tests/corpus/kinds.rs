@@ -774,3 +774,41 @@ pub fn webm_mediarecorder_no_duration() -> Kind {
         A440,
     )
 }
+
+/// A camera or recorder writing 96 kHz 24-bit PCM in MOV: qtdemux stamps
+/// every chunk of it with time 0, so the audio must be re-timed.
+pub fn mov_h264_pcm96k_24bit() -> Kind {
+    kind(
+        "mov_h264_pcm96k_24bit",
+        "source.mov",
+        &[format!(
+            "{} {} -vf {} -c:v libx264 -preset veryfast -g 15 {TAGS_709} -c:a pcm_s24le -ac 2 source.mov",
+            video("640x360", "25", 2.0),
+            sine(440, 96000, 2.0),
+            bt709("yuv420p")
+        )],
+        1.0,
+        EITHER,
+        Colour::Bt709,
+        A440,
+    )
+}
+
+/// H.264 in AVI (old converters, some IP cameras): AVI keeps no
+/// presentation times for an MP4 to copy, so it is decoded and encoded.
+pub fn h264_in_avi_mp3() -> Kind {
+    kind(
+        "h264_in_avi_mp3",
+        "source.avi",
+        &[format!(
+            "{} {} -vf {} -c:v libx264 -preset veryfast -bf 0 {TAGS_709} -c:a libmp3lame -ac 2 source.avi",
+            video("640x360", "25", 2.0),
+            sine(440, 44100, 2.0),
+            bt709("yuv420p")
+        )],
+        1.0,
+        TRANSCODE,
+        Colour::Bt709,
+        A440,
+    )
+}
