@@ -316,6 +316,18 @@ fn even(x: f64) -> u32 {
     (pairs as u32 * 2).max(2)
 }
 
+/// A capsfilter that lets raw video of one pixel format through.
+pub(crate) fn format_filter(format: &str) -> Result<gst::Element> {
+    let filter = make("capsfilter")?;
+    filter.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", format)
+            .build(),
+    );
+    Ok(filter)
+}
+
 /// `videoconvert ! videoflip ! videoscale ! capsfilter`: decoded frames in,
 /// upright I420 frames of `size` with square pixels out. Returns the first
 /// and last element.
@@ -364,13 +376,7 @@ pub(crate) fn add_video_prep(
         // Full range (JPEG, "yuvj" phones) to limited: GStreamer 1.22's
         // videoconvert relabels a YUV → YUV change of range alone instead
         // of converting it, so the picture goes by way of RGB.
-        let rgb = make("capsfilter")?;
-        rgb.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "RGB")
-                .build(),
-        );
+        let rgb = format_filter("RGB")?;
         let back = make("videoconvert")?;
         back.set_property("n-threads", 0u32);
         chain.push(rgb);
@@ -383,13 +389,7 @@ pub(crate) fn add_video_prep(
         // (greedyh and tomsmocomp garble it, greedyl leaves jagged edges
         // on motion, 34 dB against the source) and well on NV12 (41 dB):
         // it gets NV12, and a converter after the scaler makes I420.
-        let nv12 = make("capsfilter")?;
-        nv12.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "NV12")
-                .build(),
-        );
+        let nv12 = format_filter("NV12")?;
         let deinterlace = make("deinterlace")?;
         // Frames flagged progressive in a mixed stream (film on DVD) pass.
         deinterlace.set_property_from_str("mode", "auto");

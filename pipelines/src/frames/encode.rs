@@ -8,7 +8,7 @@ use gst::prelude::*;
 
 use crate::error::{MediaError, Result};
 use crate::frames::ImageFormat;
-use crate::graph::make;
+use crate::graph::{format_filter, make};
 use crate::runner::shut_down;
 
 /// Longest one image may take to encode (a 4K PNG is the slow case).
@@ -41,13 +41,7 @@ impl ImageEncoder {
         // samples came out washed out; and GStreamer 1.22's videoconvert
         // relabels rather than converts a YUV → YUV change of range alone.
         // From RGB, libjpeg makes JFIF's full-range BT.601 itself.
-        let filter = make("capsfilter")?;
-        filter.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "RGB")
-                .build(),
-        );
+        let filter = format_filter("RGB")?;
         let encoder = match format {
             ImageFormat::Jpeg => {
                 let e = make("jpegenc")?;
