@@ -62,14 +62,6 @@ impl EngineError {
     pub fn is_crash(&self) -> bool {
         matches!(self, Self::Crashed(_))
     }
-
-    /// The input is at fault: running the same bytes again ends the same.
-    pub fn is_input_error(&self) -> bool {
-        matches!(
-            self,
-            Self::Unsupported(_) | Self::Corrupt(_) | Self::LimitExceeded(_)
-        )
-    }
 }
 
 /// Asks a running engine call to stop; checked often by the engine.

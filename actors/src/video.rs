@@ -108,19 +108,30 @@ impl VideoActor {
         if let Some(e) = &error {
             tracing::info!(video = %run.video.id, code = %e.code, "video failed: {}", e.message);
         }
-        // Files first: a video reported ready or failed has left nothing behind.
+        let change = Change {
+            state: Some(state),
+            error: Some(error),
+            ..Change::default()
+        };
+        self.end_run(myself, run, change).await
+    }
+
+    /// Ends this run as `change` says (its stage and in-flight mark
+    /// cleared) and stops the actor. Files first: a video reported ready,
+    /// failed or queued again has left nothing behind.
+    async fn end_run(
+        &self,
+        myself: &ActorRef<VideoMsg>,
+        run: &mut VideoRun,
+        change: Change,
+    ) -> Result<(), ActorProcessingErr> {
         self.deps.clean_work_dir(&run.video.id).await;
-        self.persist(
-            run,
-            Change {
-                state: Some(state),
-                stage: Some(None),
-                error: Some(error),
-                in_flight: Some(false),
-                ..Change::default()
-            },
-        )
-        .await?;
+        let change = Change {
+            stage: Some(None),
+            in_flight: Some(false),
+            ..change
+        };
+        self.persist(run, change).await?;
         self.release(run);
         myself.stop(None);
         Ok(())
@@ -276,20 +287,11 @@ impl VideoActor {
             let error = VideoError::new(error.code(), error.to_string());
             return self.finish(myself, run, Some(error)).await;
         }
-        self.deps.clean_work_dir(&run.video.id).await;
-        self.persist(
-            run,
-            Change {
-                state: Some(VideoState::Queued),
-                stage: Some(None),
-                in_flight: Some(false),
-                ..Change::default()
-            },
-        )
-        .await?;
-        self.release(run);
-        myself.stop(None);
-        Ok(())
+        let change = Change {
+            state: Some(VideoState::Queued),
+            ..Change::default()
+        };
+        self.end_run(myself, run, change).await
     }
 
     async fn publish(

@@ -168,16 +168,7 @@ async fn the_cpu_budget_bounds_concurrent_pipelines() {
         max, 2,
         "two pipelines at once with cpu_budget 2, never more"
     );
-    // A video is ready (announced) a moment before its actor hands its
-    // slot back to admission: wait for that, not for a fixed time.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let stats = loop {
-        let stats = core.handle.stats().await.expect("stats");
-        if stats.admission.running == 0 || std::time::Instant::now() > deadline {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let stats = core.settled_admission().await;
     assert_eq!(stats.admission.running, 0, "every slot handed back");
     assert_eq!(stats.admission.queued, 0);
 }
@@ -321,7 +312,7 @@ async fn a_video_that_keeps_crashing_fails_while_others_proceed() {
         Some(&3)
     );
     core.wait_state("bob", &fine.id, VideoState::Ready).await;
-    let stats = core.handle.stats().await.expect("stats");
+    let stats = core.settled_admission().await;
     assert_eq!(
         stats.admission.running, 0,
         "crashed runs released their slots"

@@ -465,6 +465,20 @@ impl TestCore {
             .await
     }
 
+    /// The core's stats once no pipeline slot is held (or after 5 s): an
+    /// actor announces its video's end a moment before it hands its slot
+    /// back to admission.
+    pub async fn settled_admission(&self) -> Stats {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stats = self.handle.stats().await.expect("stats");
+            if stats.admission.running == 0 || Instant::now() > deadline {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Files left in the work directory.
     pub fn work_files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.dir.path().join("work"))
