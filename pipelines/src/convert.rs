@@ -377,32 +377,45 @@ fn add_transcode_routes(
 /// buffers (a real gap) keep their time.
 fn retime_overlaps(pad: &gst::Pad) {
     const SLACK: gst::ClockTime = gst::ClockTime::from_mseconds(5);
-    let next = std::sync::Mutex::new(None::<gst::ClockTime>);
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let Some((rate, bpf)) = pad.current_caps().as_deref().and_then(raw_audio_layout) else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let frames = buffer.size() as u64 / bpf;
-        let length = gst::ClockTime::from_nseconds(frames * 1_000_000_000 / rate);
-        let Ok(mut expected) = next.lock() else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let pts = match (buffer.pts(), *expected) {
-            (Some(p), Some(e)) if p + SLACK < e => Some(e),
-            (None, e) => e,
-            (p, _) => p,
-        };
-        if pts != buffer.pts() || buffer.duration() != Some(length) {
-            let b = buffer.make_mut();
-            b.set_pts(pts);
-            b.set_duration(length);
-        }
-        *expected = pts.map(|p| p + length);
-        gst::PadProbeReturn::Ok
-    });
+    // The layout (rate, bytes per frame) comes with each caps event, so a
+    // buffer costs arithmetic only; then where the last buffer ended.
+    let state = std::sync::Mutex::new((None::<(u64, u64)>, None::<gst::ClockTime>));
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            let Ok(mut state) = state.lock() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let (layout, expected) = &mut *state;
+            match &mut info.data {
+                Some(gst::PadProbeData::Event(event)) => {
+                    if let gst::EventView::Caps(caps) = event.view() {
+                        *layout = raw_audio_layout(caps.caps());
+                    }
+                }
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    let Some((rate, bpf)) = *layout else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    let frames = buffer.size() as u64 / bpf;
+                    let length = gst::ClockTime::from_nseconds(frames * 1_000_000_000 / rate);
+                    let pts = match (buffer.pts(), *expected) {
+                        (Some(p), Some(e)) if p + SLACK < e => Some(e),
+                        (None, e) => e,
+                        (p, _) => p,
+                    };
+                    if pts != buffer.pts() || buffer.duration() != Some(length) {
+                        let b = buffer.make_mut();
+                        b.set_pts(pts);
+                        b.set_duration(length);
+                    }
+                    *expected = pts.map(|p| p + length);
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
 }
 
 /// Sample rate and bytes per frame (all channels) of raw audio caps.
@@ -410,23 +423,18 @@ fn raw_audio_layout(caps: &gst::CapsRef) -> Option<(u64, u64)> {
     let s = caps.structure(0)?;
     let rate = u64::try_from(s.get::<i32>("rate").ok()?).ok()?;
     let channels = u64::try_from(s.get::<i32>("channels").ok()?).ok()?;
+    // GStreamer's raw formats: S8, U16LE, S24_32BE (in 4 bytes), S24LE
+    // (packed in 3), F32LE, F64BE…: a sign letter, then the width.
     let format = s.get::<&str>("format").ok()?;
-    // GStreamer's raw formats: S8, U16LE, S24_32BE, S24LE (packed), F32LE…
-    let width = |prefix: &str| {
-        format.starts_with(&format!("S{prefix}")) || format.starts_with(&format!("U{prefix}"))
-    };
-    let bytes = if width("8") {
-        1
-    } else if width("16") {
-        2
-    } else if width("24_32") || width("32") || format.starts_with("F32") {
-        4
-    } else if width("24") || width("20") || width("18") {
-        3
-    } else if format.starts_with("F64") {
-        8
-    } else {
-        return None;
+    let (kind, width) = (format.get(..1)?, format.get(1..)?);
+    let bytes = match (kind, width) {
+        (_, w) if w.starts_with("24_32") => 4,
+        ("F", w) if w.starts_with("64") => 8,
+        (_, w) if w.starts_with('8') => 1,
+        (_, w) if w.starts_with("16") => 2,
+        (_, w) if w.starts_with("18") || w.starts_with("20") || w.starts_with("24") => 3,
+        (_, w) if w.starts_with("32") => 4,
+        _ => return None,
     };
     (rate > 0 && channels > 0).then_some((rate, bytes * channels))
 }
@@ -509,6 +517,25 @@ mod tests {
                 sample_rate: 48000,
             }),
         }
+    }
+
+    #[test]
+    fn raw_audio_layouts_are_read_from_caps() {
+        crate::init().expect("gstreamer");
+        let caps = |format: &str, channels: i32| {
+            gst::Caps::builder("audio/x-raw")
+                .field("format", format)
+                .field("rate", 48000i32)
+                .field("channels", channels)
+                .build()
+        };
+        assert_eq!(raw_audio_layout(&caps("S16LE", 2)), Some((48000, 4)));
+        assert_eq!(raw_audio_layout(&caps("S24BE", 2)), Some((48000, 6)));
+        assert_eq!(raw_audio_layout(&caps("S24_32LE", 1)), Some((48000, 4)));
+        assert_eq!(raw_audio_layout(&caps("F32LE", 6)), Some((48000, 24)));
+        assert_eq!(raw_audio_layout(&caps("F64LE", 1)), Some((48000, 8)));
+        assert_eq!(raw_audio_layout(&caps("U8", 1)), Some((48000, 1)));
+        assert_eq!(raw_audio_layout(&caps("weird", 1)), None);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use serde::Serialize;
 use crate::control::Control;
 use crate::error::{MediaError, Result};
 use crate::facts::MediaFacts;
-use crate::frames::{decode_to_sink, sample_time, Accuracy, Grabber, ImageEncoder, ImageFormat};
+use crate::frames::{
+    decode_to_sink, sample_time, Accuracy, Grabber, ImageEncoder, ImageFormat, OnScreen,
+};
 use crate::graph;
 use crate::output::TempOutput;
 use crate::runner::Running;
@@ -98,31 +100,20 @@ fn decode_to(
         .build();
     let (pipeline, tap) = decode_to_sink(input, facts, size, &sink)?;
     let mut running = Running::start(pipeline, gst::State::Playing, ctl, tap, facts.duration())?;
-    let mut shown: Option<(f64, gst::Sample)> = None;
+    let mut shown = OnScreen::at(at);
     let origin = facts.start;
-    let found = running.wait_for(None, || {
+    // After the end of the stream `wait_for` asks once more, so frames
+    // still waiting in the sink are offered too.
+    running.wait_for(None, || {
         while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
             let Some(time) = sample_time(&sample, origin) else {
                 continue;
             };
-            // The sampler's tolerance: a frame a hair after `at` is meant for it.
-            if time > at + crate::frames::EPSILON && shown.is_some() {
+            if shown.offer(time, sample) {
                 return Some(());
             }
-            shown = Some((time, sample));
         }
         None
     })?;
-    if found.is_none() {
-        // End of stream: frames may still wait in the sink.
-        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
-            if let Some(time) = sample_time(&sample, origin) {
-                if time > at + crate::frames::EPSILON && shown.is_some() {
-                    break;
-                }
-                shown = Some((time, sample));
-            }
-        }
-    }
-    Ok(shown)
+    Ok(shown.frame())
 }

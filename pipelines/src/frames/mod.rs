@@ -449,6 +449,33 @@ impl Collector {
     }
 }
 
+/// The frame on screen at a time, from decoded frames offered in order:
+/// the last one not after it (within the sampler's tolerance).
+pub(crate) struct OnScreen {
+    at: f64,
+    shown: Option<(f64, gst::Sample)>,
+}
+
+impl OnScreen {
+    pub(crate) fn at(at: f64) -> Self {
+        Self { at, shown: None }
+    }
+
+    /// Takes the next frame; true once a frame after the time has come, so
+    /// the one kept is the answer.
+    pub(crate) fn offer(&mut self, time: f64, sample: gst::Sample) -> bool {
+        if time > self.at + EPSILON && self.shown.is_some() {
+            return true;
+        }
+        self.shown = Some((time, sample));
+        false
+    }
+
+    pub(crate) fn frame(self) -> Option<(f64, gst::Sample)> {
+        self.shown
+    }
+}
+
 /// `filesrc ! parsebin` → decoder → upright frames of `size` → `sink`,
 /// and a tap on the decoded frames' time.
 pub(crate) fn decode_to_sink(
@@ -564,7 +591,7 @@ impl<'c> Grabber<'c> {
         // Progress counts seek targets: media time advances with each one.
         let position = Duration::from_secs_f64(t);
         self.tap.set(position);
-        let mut shown: Option<(f64, gst::Sample)> = None;
+        let mut shown = OnScreen::at(t);
         loop {
             while let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::ZERO) {
                 let Some(time) = sample_time(&sample, self.origin) else {
@@ -573,13 +600,12 @@ impl<'c> Grabber<'c> {
                 if accuracy == Accuracy::Keyframe {
                     return Ok(Some((time, sample)));
                 }
-                if time > t + sampler::EPSILON && shown.is_some() {
-                    return Ok(shown);
+                if shown.offer(time, sample) {
+                    return Ok(shown.frame());
                 }
-                shown = Some((time, sample));
             }
             if self.sink.is_eos() {
-                return Ok(shown);
+                return Ok(shown.frame());
             }
             if self.running.pop(Duration::from_millis(20))? == Some(BusEvent::Eos) {
                 continue;
