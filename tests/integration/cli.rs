@@ -100,3 +100,24 @@ fn failures_exit_non_zero_with_one_line() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("exact, keyframe"));
 }
+
+#[test]
+fn a_reader_that_goes_away_is_no_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("in.webm");
+    synth::generate(&SynthSpec::new(VideoCodec::Vp8, Container::Webm), &src).expect("generate");
+    // `vidmill probe in.webm | head -0`: the pipe is closed before the
+    // report is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vidmill"))
+        .arg("probe")
+        .arg(&src)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vidmill");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
