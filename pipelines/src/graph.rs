@@ -75,10 +75,13 @@ pub(crate) fn add_source(
     let demuxer = Arc::new(std::sync::OnceLock::<StreamFix>::new());
     let found = demuxer.clone();
     parse.connect("deep-element-added", false, move |args| {
-        let factory = args
-            .get(2)
-            .and_then(|v| v.get::<gst::Element>().ok())
-            .and_then(|e| e.factory());
+        let element = args.get(2).and_then(|v| v.get::<gst::Element>().ok());
+        let factory = element.as_ref().and_then(|e| e.factory());
+        if let (Some(element), Some(f)) = (&element, &factory) {
+            if f.klass().contains("Demux") {
+                element.connect_pad_added(|_, pad| bitstream_colour_wins(pad));
+            }
+        }
         let fix = match factory.as_ref().map(|f| f.name()) {
             Some(n) if n == "matroskademux" => Some(StreamFix::TimeIsTimestamp),
             Some(n) if n == "tsdemux" || n == "mpegpsdemux" => Some(StreamFix::FromZero),
@@ -123,6 +126,34 @@ pub(crate) fn add_source(
         }
     });
     Ok(())
+}
+
+/// H.264 and H.265 say their colours in the bitstream (the SPS's VUI),
+/// and that is what browsers and ffmpeg go by; a container's `colr` atom
+/// may disagree (ffmpeg writes limited range there for full-range "yuvj"
+/// phone video) or be read without its range (qtdemux). The parser keeps
+/// a colorimetry it is given over the one it reads, so the demuxer's is
+/// taken out of the caps before the parser sees them.
+fn bitstream_colour_wins(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+        let Some(gst::EventView::Caps(event)) = info.event().map(|e| e.view()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let caps = event.caps();
+        let Some(s) = caps.structure(0) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let coded = matches!(s.name().as_str(), "video/x-h264" | "video/x-h265");
+        if !coded || !s.has_field("colorimetry") {
+            return gst::PadProbeReturn::Ok;
+        }
+        let mut caps = caps.to_owned();
+        if let Some(s) = caps.make_mut().structure_mut(0) {
+            s.remove_field("colorimetry");
+        }
+        info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&caps)));
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Compressed data one demuxed stream may run ahead of the others by.

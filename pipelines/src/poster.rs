@@ -98,7 +98,9 @@ fn decode_to(
         .async_(false)
         .max_buffers(2)
         .build();
-    let (pipeline, tap) = decode_to_sink(input, facts, size, &sink)?;
+    let (pipeline, tap, skip) = decode_to_sink(input, facts, size, &sink)?;
+    // Frames before `at` are decoded but not converted.
+    skip.set(Some(at));
     let mut running = Running::start(pipeline, gst::State::Playing, ctl, tap, facts.duration())?;
     let mut shown = OnScreen::at(at);
     let origin = facts.start;

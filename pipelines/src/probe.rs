@@ -116,6 +116,9 @@ pub fn probe(path: &Path) -> Result<MediaFacts> {
     let whole = fragmented || matches!(container.as_str(), "matroska" | "webm");
     let scan = scan(path, whole).unwrap_or_default();
     video.keyframe_spacing = scan.spacing();
+    if let Some(c) = &scan.colorimetry {
+        video.colour = Colour::from_caps_field(c);
+    }
     let declared = info.duration().map(|d| d.nseconds() as f64 / 1e9);
     let start = scan.start().map_or(0.0, |s| s.as_secs_f64());
     let measured = scan
@@ -307,6 +310,11 @@ fn scan(path: &Path, whole: bool) -> Result<Scan> {
                 let key = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
                 let length = buf.duration().map(|d| Duration::from_nanos(d.nseconds()));
                 if let Ok(mut s) = scan.lock() {
+                    if s.packets == 0 {
+                        s.colorimetry = pad
+                            .current_caps()
+                            .and_then(|c| c.structure(0)?.get::<String>("colorimetry").ok());
+                    }
                     s.packets += 1;
                     if let Some(t) = t {
                         tap.set(t);
@@ -381,6 +389,9 @@ struct Scan {
     first_audio: Option<Duration>,
     /// The furthest any packet of any stream reaches (its time + duration).
     end: Option<Duration>,
+    /// The parsed video's colorimetry: for H.264 and H.265 read from the
+    /// bitstream (see `graph`), which the Discoverer does not do.
+    colorimetry: Option<String>,
 }
 
 impl Scan {

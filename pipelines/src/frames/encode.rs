@@ -1,11 +1,14 @@
 //! Still-image encoding of decoded frames through one long-lived
-//! `appsrc ! videoconvert ! jpegenc|pngenc ! appsink` pipeline, so a job pays
-//! for building the encoder once, not per frame.
+//! `appsrc ! jpegenc ! appsink` (frames converted to JFIF's colours first,
+//! see `jfif`) or `appsrc ! videoconvert ! pngenc ! appsink` pipeline, so a
+//! job pays for building the encoder once, not per frame.
 
 use std::time::Duration;
 
 use gst::prelude::*;
 
+use super::jfif::ToJfif;
+use crate::colour::JPEG_COLORIMETRY;
 use crate::error::{MediaError, Result};
 use crate::frames::ImageFormat;
 use crate::graph::{format_filter, make};
@@ -19,6 +22,10 @@ pub(crate) struct ImageEncoder {
     src: gst_app::AppSrc,
     sink: gst_app::AppSink,
     caps: Option<gst::Caps>,
+    /// JPEG: how frames of the current caps become JFIF, and the layout
+    /// they are written in.
+    to_jfif: Option<(ToJfif, gst_video::VideoInfo)>,
+    format: ImageFormat,
 }
 
 impl std::fmt::Debug for ImageEncoder {
@@ -33,40 +40,38 @@ impl ImageEncoder {
             .format(gst::Format::Time)
             .is_live(false)
             .build();
-        let convert = make("videoconvert")?;
-        convert.set_property("n-threads", 0u32);
-        // Both encoders get RGB, made by videoconvert from the frame's own
-        // colorimetry. jpegenc would take YUV as it comes and write JFIF,
-        // which readers take as full range, so limited-range (16–235)
-        // samples came out washed out; and GStreamer 1.22's videoconvert
-        // relabels rather than converts a YUV → YUV change of range alone.
-        // From RGB, libjpeg makes JFIF's full-range BT.601 itself.
-        let filter = format_filter("RGB")?;
-        let encoder = match format {
-            ImageFormat::Jpeg => {
-                let e = make("jpegenc")?;
-                e.set_property("quality", jpeg_quality.clamp(1, 100) as i32);
-                e
-            }
-            ImageFormat::Png => make("pngenc")?,
-        };
         let sink = gst_app::AppSink::builder().sync(false).build();
         let pipeline = gst::Pipeline::new();
-        let chain = [
-            src.upcast_ref(),
-            &convert,
-            &filter,
-            &encoder,
-            sink.upcast_ref(),
-        ];
-        pipeline.add_many(chain)?;
-        gst::Element::link_many(chain)?;
+        let chain: Vec<gst::Element> = match format {
+            ImageFormat::Jpeg => {
+                let encoder = make("jpegenc")?;
+                encoder.set_property("quality", jpeg_quality.clamp(1, 100) as i32);
+                vec![src.clone().upcast(), encoder, sink.clone().upcast()]
+            }
+            ImageFormat::Png => {
+                // PNG is RGB, made by videoconvert from the frame's own
+                // colorimetry.
+                let convert = make("videoconvert")?;
+                convert.set_property("n-threads", 0u32);
+                vec![
+                    src.clone().upcast(),
+                    convert,
+                    format_filter("RGB")?,
+                    make("pngenc")?,
+                    sink.clone().upcast(),
+                ]
+            }
+        };
+        pipeline.add_many(&chain)?;
+        gst::Element::link_many(&chain)?;
         pipeline.set_state(gst::State::Playing)?;
         Ok(Self {
             pipeline,
             src,
             sink,
             caps: None,
+            to_jfif: None,
+            format,
         })
     }
 
@@ -75,12 +80,20 @@ impl ImageEncoder {
         let buffer = frame
             .buffer_owned()
             .ok_or_else(|| MediaError::Pipeline("frame without a buffer".into()))?;
-        if let Some(caps) = frame.caps() {
-            if self.caps.as_ref().is_none_or(|c| c.as_ref() != caps) {
-                self.src.set_caps(Some(&caps.to_owned()));
-                self.caps = Some(caps.to_owned());
-            }
+        let caps = frame
+            .caps()
+            .ok_or_else(|| MediaError::Pipeline("frame without caps".into()))?;
+        if self.caps.as_ref().is_none_or(|c| c.as_ref() != caps) {
+            self.set_input_caps(caps.to_owned())?;
         }
+        let buffer = match &self.to_jfif {
+            Some((to_jfif, out_info)) => {
+                let in_info = gst_video::VideoInfo::from_caps(caps)
+                    .map_err(|e| MediaError::Pipeline(format!("frame caps: {e}")))?;
+                jfif_frame(to_jfif, &buffer, &in_info, out_info)?
+            }
+            None => buffer,
+        };
         self.src
             .push_buffer(buffer)
             .map_err(|e| MediaError::Pipeline(format!("image encoder refused a frame: {e:?}")))?;
@@ -97,6 +110,35 @@ impl ImageEncoder {
         Ok(map.as_slice().to_vec())
     }
 
+    /// New frame caps: for JPEG, a new conversion and the caps of the
+    /// converted frames; for PNG, the caps as they are.
+    fn set_input_caps(&mut self, caps: gst::Caps) -> Result<()> {
+        let src_caps = match self.format {
+            ImageFormat::Jpeg => {
+                let info = gst_video::VideoInfo::from_caps(&caps)
+                    .map_err(|e| MediaError::Pipeline(format!("frame caps: {e}")))?;
+                let colorimetry = JPEG_COLORIMETRY
+                    .parse::<gst_video::VideoColorimetry>()
+                    .map_err(|e| MediaError::Pipeline(format!("JFIF colorimetry: {e}")))?;
+                let out_info =
+                    gst_video::VideoInfo::builder(info.format(), info.width(), info.height())
+                        .fps(info.fps())
+                        .colorimetry(&colorimetry)
+                        .build()
+                        .map_err(|e| MediaError::Pipeline(format!("JFIF frame layout: {e}")))?;
+                let out_caps = out_info
+                    .to_caps()
+                    .map_err(|e| MediaError::Pipeline(format!("JFIF frame caps: {e}")))?;
+                self.to_jfif = Some((ToJfif::for_frames(&info)?, out_info));
+                out_caps
+            }
+            ImageFormat::Png => caps.clone(),
+        };
+        self.src.set_caps(Some(&src_caps));
+        self.caps = Some(caps);
+        Ok(())
+    }
+
     fn failure(&self) -> MediaError {
         let bus_error = self.pipeline.bus().and_then(|bus| {
             bus.pop_filtered(&[gst::MessageType::Error])
@@ -110,6 +152,29 @@ impl ImageEncoder {
             bus_error.unwrap_or_else(|| "timed out".into())
         ))
     }
+}
+
+/// One frame in JFIF's colours, in a new buffer laid out as `out_info`.
+fn jfif_frame(
+    to_jfif: &ToJfif,
+    buffer: &gst::Buffer,
+    in_info: &gst_video::VideoInfo,
+    out_info: &gst_video::VideoInfo,
+) -> Result<gst::Buffer> {
+    let src = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), in_info)
+        .map_err(|_| MediaError::Pipeline("cannot read a decoded frame".into()))?;
+    let mut out = gst::Buffer::with_size(out_info.size())
+        .map_err(|e| MediaError::Pipeline(format!("frame buffer: {e}")))?;
+    {
+        let out_ref = out
+            .get_mut()
+            .ok_or_else(|| MediaError::Pipeline("new frame buffer not writable".into()))?;
+        out_ref.set_pts(buffer.pts());
+        let mut dst = gst_video::VideoFrameRef::from_buffer_ref_writable(out_ref, out_info)
+            .map_err(|_| MediaError::Pipeline("cannot write a JFIF frame".into()))?;
+        to_jfif.convert(&src, &mut dst)?;
+    }
+    Ok(out)
 }
 
 impl Drop for ImageEncoder {

@@ -9,12 +9,13 @@
 
 mod archive;
 mod encode;
+mod grab;
+mod jfif;
 mod sampler;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use gst::prelude::*;
 use serde::Serialize;
@@ -25,11 +26,11 @@ use crate::error::{MediaError, Result};
 use crate::facts::MediaFacts;
 use crate::graph::{self, make};
 use crate::output::TempOutput;
-use crate::runner::{self, BusEvent, PositionTap, Running};
+use crate::runner::{self, PositionTap, Running};
 
 use archive::FrameArchive;
 pub(crate) use encode::ImageEncoder;
-pub(crate) use sampler::EPSILON;
+pub(crate) use grab::{decode_to_sink, Grabber, OnScreen};
 use sampler::{Pick, Sampler};
 
 /// Shortest interval accepted: finer than any real frame rate.
@@ -300,7 +301,7 @@ impl FrameJob {
             })?;
             last = Some((time, sample));
         }
-        grabber.running.report_done();
+        grabber.report_done();
         Ok(())
     }
 
@@ -446,171 +447,5 @@ impl Collector {
         let count = self.archive.count();
         self.archive.finish()?;
         Ok(count)
-    }
-}
-
-/// The frame on screen at a time, from decoded frames offered in order:
-/// the last one not after it (within the sampler's tolerance).
-pub(crate) struct OnScreen {
-    at: f64,
-    shown: Option<(f64, gst::Sample)>,
-}
-
-impl OnScreen {
-    pub(crate) fn at(at: f64) -> Self {
-        Self { at, shown: None }
-    }
-
-    /// Takes the next frame; true once a frame after the time has come, so
-    /// the one kept is the answer.
-    pub(crate) fn offer(&mut self, time: f64, sample: gst::Sample) -> bool {
-        if time > self.at + EPSILON && self.shown.is_some() {
-            return true;
-        }
-        self.shown = Some((time, sample));
-        false
-    }
-
-    pub(crate) fn frame(self) -> Option<(f64, gst::Sample)> {
-        self.shown
-    }
-}
-
-/// `filesrc ! parsebin` → decoder → upright frames of `size` → `sink`,
-/// and a tap on the decoded frames' time.
-pub(crate) fn decode_to_sink(
-    input: &Path,
-    facts: &MediaFacts,
-    size: (u32, u32),
-    sink: &gst_app::AppSink,
-) -> Result<(gst::Pipeline, PositionTap)> {
-    let pipeline = gst::Pipeline::new();
-    pipeline.add(sink)?;
-    let (prep_head, prep_tail) = graph::add_video_prep(&pipeline, &facts.video, size)?;
-    prep_tail.link(sink)?;
-    let tap = PositionTap::default();
-    if let Some(pad) = prep_tail.static_pad("src") {
-        tap.attach(&pad);
-    }
-    graph::add_source(
-        &pipeline,
-        input,
-        Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &prep_head)),
-        None,
-    )?;
-    Ok((pipeline, tap))
-}
-
-/// A pipeline that seeks to a time and hands back the frame on screen
-/// there (the model is gstreamer-rs's thumbnail example). After an
-/// accurate seek the decoder clips the frame that straddles the seek
-/// position to start there, and its own time is lost; so it seeks two
-/// frames early and decodes forward to the frame shown at the time.
-pub(crate) struct Grabber<'c> {
-    running: Running<'c>,
-    sink: gst_app::AppSink,
-    tap: PositionTap,
-    origin: f64,
-    /// How far before a target an exact grab seeks: two frames.
-    lead: f64,
-    playing: bool,
-}
-
-impl<'c> Grabber<'c> {
-    pub(crate) fn open(
-        input: &Path,
-        facts: &MediaFacts,
-        size: (u32, u32),
-        ctl: &'c Control,
-    ) -> Result<Self> {
-        // A short queue: once the frame is found, decoding stops here
-        // until the next seek flushes it.
-        let sink = gst_app::AppSink::builder()
-            .sync(false)
-            .max_buffers(2)
-            .build();
-        let (pipeline, _) = decode_to_sink(input, facts, size, &sink)?;
-        let tap = PositionTap::default();
-        let mut running = Running::start(
-            pipeline,
-            gst::State::Paused,
-            ctl,
-            tap.clone(),
-            facts.duration(),
-        )?;
-        loop {
-            match running.pop(Duration::from_millis(50))? {
-                Some(BusEvent::AsyncDone) | Some(BusEvent::Eos) => break,
-                None => running.tick(None)?,
-            }
-        }
-        Ok(Self {
-            running,
-            sink,
-            tap,
-            origin: facts.start,
-            lead: 2.0 / facts.video.frame_rate.filter(|f| *f >= 1.0).unwrap_or(25.0),
-            playing: false,
-        })
-    }
-
-    /// The frame on screen at `t` seconds (exact), or the keyframe at or
-    /// before it, with its media time; the last frame when `t` is past it,
-    /// `None` when the seek finds no frame at all.
-    pub(crate) fn grab(
-        &mut self,
-        t: f64,
-        accuracy: Accuracy,
-    ) -> Result<Option<(f64, gst::Sample)>> {
-        // Exact: an accurate seek a little before `t`, so the decoder drops
-        // (without converting or handing them on) the frames from the
-        // keyframe up to there, and only the straddling frame, which is not
-        // the one shown at `t`, is clipped. Keyframe: the keyframe itself.
-        let (flags, at) = match accuracy {
-            Accuracy::Exact => (
-                gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
-                (t - self.lead).max(0.0),
-            ),
-            Accuracy::Keyframe => (
-                gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE,
-                t + sampler::EPSILON,
-            ),
-        };
-        let target = Duration::from_secs_f64(self.origin + at);
-        self.running
-            .pipeline()
-            .seek_simple(
-                flags,
-                gst::ClockTime::from_nseconds(target.as_nanos() as u64),
-            )
-            .map_err(|e| MediaError::Corrupt(format!("seek to {t:.3} s failed: {e}")))?;
-        if !self.playing {
-            self.running.pipeline().set_state(gst::State::Playing)?;
-            self.playing = true;
-        }
-        // Progress counts seek targets: media time advances with each one.
-        let position = Duration::from_secs_f64(t);
-        self.tap.set(position);
-        let mut shown = OnScreen::at(t);
-        loop {
-            while let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::ZERO) {
-                let Some(time) = sample_time(&sample, self.origin) else {
-                    continue;
-                };
-                if accuracy == Accuracy::Keyframe {
-                    return Ok(Some((time, sample)));
-                }
-                if shown.offer(time, sample) {
-                    return Ok(shown.frame());
-                }
-            }
-            if self.sink.is_eos() {
-                return Ok(shown.frame());
-            }
-            if self.running.pop(Duration::from_millis(20))? == Some(BusEvent::Eos) {
-                continue;
-            }
-            self.running.tick(Some(position))?;
-        }
     }
 }
