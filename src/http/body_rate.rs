@@ -48,8 +48,10 @@ struct RateLimited {
     rule: MinRate,
     /// Bytes received in the current period.
     received: u64,
-    /// The end of the current period.
-    deadline: Pin<Box<Sleep>>,
+    /// The end of the current period. The first starts when the handler
+    /// first asks for the body (which is when a client that sent `Expect:
+    /// 100-continue` is told to send it), not when the request arrived.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl RateLimited {
@@ -58,14 +60,21 @@ impl RateLimited {
             body,
             rule,
             received: 0,
-            deadline: Box::pin(tokio::time::sleep(rule.period)),
+            deadline: None,
         }
+    }
+
+    fn deadline(&mut self) -> Pin<&mut Sleep> {
+        let period = self.rule.period;
+        self.deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(period)))
+            .as_mut()
     }
 
     fn new_period(&mut self) {
         self.received = 0;
         let next = Instant::now() + self.rule.period;
-        self.deadline.as_mut().reset(next);
+        self.deadline().reset(next);
     }
 }
 
@@ -83,7 +92,7 @@ impl HttpBody for RateLimited {
                 if let Some(data) = frame.data_ref() {
                     // A period that ended while nobody was reading (the
                     // handler busy elsewhere) is no fault of the client's.
-                    if this.deadline.is_elapsed() {
+                    if this.deadline().is_elapsed() {
                         this.new_period();
                     }
                     this.received += data.len() as u64;
@@ -94,7 +103,7 @@ impl HttpBody for RateLimited {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
-                ready!(this.deadline.as_mut().poll(cx));
+                ready!(this.deadline().poll(cx));
                 Poll::Ready(Some(Err(axum::Error::new(TooSlow(this.rule.rate)))))
             }
             other => other,
@@ -200,6 +209,17 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn the_first_period_starts_when_the_body_is_first_read() {
+        let body = Body::new(RateLimited::new(
+            trickle(100, Duration::from_millis(10), 5),
+            rule(1000, 100),
+        ));
+        // The handler is busy for three periods before it reads.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(read_all(body).await.ok(), Some(500));
     }
 
     #[tokio::test]
