@@ -404,7 +404,9 @@ pub enum EventMessage {
 // ---------------------------------------------------------------------------
 // Operations.
 
-/// `/readyz`: each check, `ok` or what is wrong.
+/// `/readyz`: each check, `ok` or that it failed (the database and storage
+/// checks say why only in the server log: no paths for anonymous callers;
+/// GStreamer names the missing elements).
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"database": "ok", "storage": "ok", "gstreamer": "ok"}))]
 pub struct ReadyChecks {
