@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod doctor;
 pub mod engine;
 pub mod http;

@@ -1,5 +1,5 @@
 //! `vidmill serve`: builds the core and the API from the configuration,
-//! accepts connections (header timeout, connection cap) and shuts down
+//! accepts connections (caps and deadlines in `connections`) and shuts down
 //! gracefully: on the shutdown signal it stops accepting, drains requests
 //! until the grace period ends, and puts running pipelines back in the
 //! queue so the next start resumes them.
@@ -10,9 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage, MediaEngine};
@@ -20,6 +17,7 @@ use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage, MediaE
 use crate::app::{self, App};
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::connections::Connections;
 use crate::engine::EngineSettings;
 use crate::media_job::{ProcessEngine, WorkerLimits};
 use crate::notify::{Attached, Channels};
@@ -36,11 +34,9 @@ pub async fn run(
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let app = build(config, addr).await?;
     let grace = Duration::from_secs(app.config.server.shutdown_grace_seconds);
-    let header_timeout = Duration::from_secs(app.config.server.header_timeout_seconds);
     let permits = Arc::new(Semaphore::new(app.config.server.max_connections.max(1)));
     let handle = app.handle.clone();
-    let router = crate::http::router(app);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Connections::new(&app.config.server, crate::http::router(app.clone()));
     println!("listening on http://{addr}");
     tracing::info!(%addr, "listening");
     crate::systemd::ready();
@@ -62,28 +58,13 @@ pub async fn run(
             },
             _ = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(router.clone());
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        connections.serve(stream, peer, permit);
     }
     drop(listener);
     crate::systemd::stopping();
     tracing::info!("shutting down: draining connections and pipelines");
     let drained = tokio::time::timeout(grace, async {
-        let (_, stopped) = tokio::join!(graceful.shutdown(), handle.shutdown());
+        let (_, stopped) = tokio::join!(connections.drain(), handle.shutdown());
         stopped
     })
     .await;

@@ -80,6 +80,13 @@ impl Authenticator {
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError(format!("malformed token: {e}")))?;
+        // `crit` lists extensions the recipient must understand or refuse
+        // the token (RFC 7515 section 4.1.11); vidmill understands none.
+        if let Some(crit) = &header.crit {
+            return Err(AuthError(format!(
+                "the token's `crit` header names extensions this server does not support: {crit:?}"
+            )));
+        }
         // HS256 is checked with the shared secret whatever `kid` it names
         // (its key is never in a JWKS); everything else by its `kid`.
         let (key, alg) = match (&header.kid, &self.jwks) {
@@ -228,6 +235,20 @@ mod tests {
             ("garbage", "abc.def".into()),
         ] {
             assert!(a.verify(&t).await.is_err(), "{name} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_with_critical_extensions_is_refused() {
+        let a = auth();
+        let claims = serde_json::json!({"sub": "a", "exp": now() + 100});
+        for crit in [vec!["b64".to_string()], vec!["exp".to_string()], vec![]] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.crit = Some(crit.clone());
+            let t = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET))
+                .expect("encode");
+            let err = a.verify(&t).await.expect_err("crit accepted");
+            assert!(err.0.contains("crit"), "{crit:?}: {err}");
         }
     }
 

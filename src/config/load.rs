@@ -115,6 +115,29 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if !matches!(c.server.log_format.as_str(), "text" | "json") {
         return bad("server.log_format", "expected text or json");
     }
+    if c.server.max_connections == 0 {
+        return bad("server.max_connections", "expected at least 1");
+    }
+    if c.server.max_connections_per_ip == 0 {
+        return bad("server.max_connections_per_ip", "expected at least 1");
+    }
+    if c.server.header_timeout_seconds == 0 {
+        return bad("server.header_timeout_seconds", "expected at least 1");
+    }
+    if c.server.body_idle_timeout_seconds == 0 {
+        return bad("server.body_idle_timeout_seconds", "expected at least 1");
+    }
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&c.server.max_header_bytes) {
+        return bad(
+            "server.max_header_bytes",
+            &format!("expected {MIN_HEADER_BYTES} to {MAX_HEADER_BYTES} bytes"),
+        );
+    }
+    for origin in &c.server.allowed_origins {
+        if let Err(why) = check_origin(origin) {
+            return bad("server.allowed_origins", &format!("`{origin}`: {why}"));
+        }
+    }
     if !c.auth.jwks_url.is_empty() {
         if !c.auth.jwks_path.is_empty() {
             return bad(
@@ -236,8 +259,34 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.media.max_height < 16 {
         return bad("media.max_height", "expected at least 16");
     }
-    if !c.auth.hs256_secret.is_empty() && c.auth.hs256_secret.len() < 16 {
+    if !c.auth.hs256_secret.is_empty() && c.auth.hs256_secret.trim().len() < 16 {
         return bad("auth.hs256_secret", "use at least 16 characters");
+    }
+    if c.signing.ttl_seconds == 0 {
+        return bad("signing.ttl_seconds", "expected at least 1");
+    }
+    if c.signing.max_ttl_seconds < c.signing.ttl_seconds {
+        return bad(
+            "signing.max_ttl_seconds",
+            "expected at least signing.ttl_seconds",
+        );
+    }
+    Ok(())
+}
+
+/// hyper reads a request head into a buffer of at least 8 KiB; a cap
+/// above 1 MiB would let one request head hold that much memory.
+const MIN_HEADER_BYTES: usize = 8 << 10;
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing more.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(origin).map_err(|e| format!("not an origin: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("expected http(s)://host[:port]".into());
+    }
+    if url.origin().ascii_serialization() != origin.trim_end_matches('/').to_ascii_lowercase() {
+        return Err("expected only scheme, host and port, e.g. https://app.example".into());
     }
     Ok(())
 }
@@ -336,6 +385,30 @@ mod tests {
             (
                 "[limits]\nworker_timeout_factor = -1.0\n",
                 "limits.worker_timeout_factor",
+            ),
+            (
+                "[server]\nmax_connections_per_ip = 0\n",
+                "server.max_connections_per_ip",
+            ),
+            (
+                "[server]\nmax_header_bytes = 100\n",
+                "server.max_header_bytes",
+            ),
+            (
+                "[server]\nheader_timeout_seconds = 0\n",
+                "server.header_timeout_seconds",
+            ),
+            (
+                "[server]\nallowed_origins = [\"https://a.example/path\"]\n",
+                "server.allowed_origins",
+            ),
+            (
+                "[server]\nallowed_origins = [\"ftp://a.example\"]\n",
+                "server.allowed_origins",
+            ),
+            (
+                "[signing]\nttl_seconds = 7200\nmax_ttl_seconds = 3600\n",
+                "signing.max_ttl_seconds",
             ),
         ] {
             std::fs::write(&file, text).expect("write");

@@ -36,10 +36,27 @@ pub struct Server {
     pub log_format: String,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
-    /// Seconds a client may take to send request headers.
+    /// Connections served at once from one client address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+    /// Seconds a connection may wait for a request's headers: from its
+    /// start (protocol detection included), and between requests.
     pub header_timeout_seconds: u64,
-    /// Seconds of silence allowed while a request body is arriving.
+    /// Largest request head (request line and headers) in bytes; also the
+    /// cap on what a multipart form may hold before its `file` part.
+    pub max_header_bytes: usize,
+    /// A request body must bring at least `min_body_bytes_per_second` times
+    /// this many bytes in each period of this many seconds (and one byte at
+    /// the least, so this is also the longest silence allowed).
     pub body_idle_timeout_seconds: u64,
+    /// The slowest request body accepted, averaged over
+    /// `body_idle_timeout_seconds`; slower bodies are cut off with 408.
+    pub min_body_bytes_per_second: u64,
+    /// Accept HTTP/2 over cleartext (prior knowledge) besides HTTP/1.1.
+    pub h2c: bool,
+    /// Origins (`https://app.example`) whose pages may open WebSockets
+    /// besides the server's own; a client sending no `Origin` (not a
+    /// browser) is always allowed.
+    pub allowed_origins: Vec<String>,
     /// Seconds SIGTERM waits for requests and pipelines to stop.
     pub shutdown_grace_seconds: u64,
 }
@@ -51,8 +68,13 @@ impl Default for Server {
             public_url: String::new(),
             log_format: "text".into(),
             max_connections: 1024,
+            max_connections_per_ip: 64,
             header_timeout_seconds: 10,
+            max_header_bytes: 32 << 10,
             body_idle_timeout_seconds: 60,
+            min_body_bytes_per_second: 1024,
+            h2c: false,
+            allowed_origins: Vec::new(),
             shutdown_grace_seconds: 20,
         }
     }
@@ -239,6 +261,9 @@ impl Default for Limits {
 pub struct Signing {
     /// Base lifetime of signed output URLs (the video's duration is added).
     pub ttl_seconds: u64,
+    /// Longest lifetime of any signed URL, whatever duration the video
+    /// declares (the uploader controls that).
+    pub max_ttl_seconds: u64,
     /// HMAC key for signed URLs; empty = derived from the HS256 secret.
     pub key: String,
     pub key_file: String,
@@ -248,6 +273,7 @@ impl Default for Signing {
     fn default() -> Self {
         Self {
             ttl_seconds: 3600,
+            max_ttl_seconds: 3 * 86_400,
             key: String::new(),
             key_file: String::new(),
         }

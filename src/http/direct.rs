@@ -15,10 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use vidmill_actors::{object_key, CoreError, PresignMethod, StoreError};
 
+use super::disk::check_disk;
 use super::error::ApiError;
 use super::openapi as doc;
 use super::render;
-use super::upload::{check_disk, parse_options, probe, remember_contact};
+use super::upload::{filename, parse_options, probe, remember_contact};
 use crate::app::{unix_now, App};
 use crate::auth::Identity;
 
@@ -46,11 +47,7 @@ pub async fn start(
     }
     let options = parse_options(query, app.config.media.frames_every)?;
     check_disk(app).await?;
-    let filename = query
-        .get("filename")
-        .filter(|n| !n.is_empty())
-        .cloned()
-        .unwrap_or_else(|| "upload".into());
+    let filename = filename(query.get("filename").map(String::as_str))?;
     remember_contact(app, who).await;
     let video = app
         .handle
@@ -104,7 +101,8 @@ pub async fn start(
         (status = 200, description = "Queued", body = doc::Video),
         (status = 404, description = "`video-not-found` (also another owner's) or `upload-not-found` (not awaiting a direct upload)",
             body = doc::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`not-ready`: nothing was put at the presigned URL yet",
+        (status = 409, description = "`not-ready`: nothing was put at the presigned URL yet; \
+            `direct-upload-unavailable`: the file store, or a resumable (tus) upload, which finishes with its last PATCH",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`; removed",
             body = doc::Problem, content_type = "application/problem+json"),
@@ -120,14 +118,25 @@ pub async fn complete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let video = app.handle.get(&who.sub, &id).await?;
+    if app.config.storage.kind != "s3" {
+        return Err(ApiError::DirectUploadUnavailable(
+            "direct upload needs the S3 store (storage.type = \"s3\"); \
+             uploads here finish with their last byte",
+        ));
+    }
+    // A tus upload (it has a partial file) finishes through its PATCHes.
+    // Asked before claiming the upload: a claim would stop a PATCH that is
+    // writing to it.
+    if app.handle.partial_upload(&who.sub, &id).await.is_ok() {
+        return Err(ApiError::DirectUploadUnavailable(
+            "this is a resumable (tus) upload: it finishes with its last PATCH, not here",
+        ));
+    }
     // One completion at a time per video: a retried call waits for the
     // first, then finds the video queued.
     let _one_at_a_time = app.uploads.claim(&id).await?;
     let video = app.handle.get(&who.sub, &video.id).await?;
-    // A tus upload (it has a partial file) finishes through its PATCHes.
-    if video.state != vidmill_actors::VideoState::Uploading
-        || app.handle.partial_upload(&who.sub, &id).await.is_ok()
-    {
+    if video.state != vidmill_actors::VideoState::Uploading {
         return Err(ApiError::UploadNotFound);
     }
     let key = object_key(&id, STAGING);

@@ -44,6 +44,14 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    #[error("no route {0}; /openapi.json lists the routes")]
+    NoRoute(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("the request body arrived slower than {0} bytes per second; send it faster or in a resumable upload (tus)")]
+    BodyTooSlow(u64),
+    #[error("{0}")]
+    OriginNotAllowed(String),
 }
 
 impl ApiError {
@@ -91,6 +99,14 @@ impl ApiError {
             ),
             Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            Self::NoRoute(_) => (S::NOT_FOUND, "not-found", "Not found"),
+            Self::MethodNotAllowed(_) => (
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Self::BodyTooSlow(_) => (S::REQUEST_TIMEOUT, "body-too-slow", "Request body too slow"),
+            Self::OriginNotAllowed(_) => (S::FORBIDDEN, "origin-not-allowed", "Origin not allowed"),
         }
     }
 }
@@ -155,6 +171,19 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The answer to a path no route matches.
+pub async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().chars().take(200).collect())
+}
+
+/// The answer to a method a route does not take (axum adds `Allow`).
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}; the Allow header lists the methods that are",
+        uri.path().chars().take(200).collect::<String>()
+    ))
 }
 
 impl From<vidmill_actors::StoreError> for ApiError {

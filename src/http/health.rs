@@ -35,8 +35,26 @@ pub async fn healthz() -> &'static str {
     ),
 )]
 pub async fn readyz(State(app): State<App>) -> Response {
-    let database = app.handle.stats().await.map_err(|e| e.to_string());
-    let storage = app.store.check().await.map_err(|e| e.to_string());
+    // Anyone may ask: what failed goes to the log, the body only says which
+    // check failed (no paths, no internals).
+    let hidden = |check: &'static str| {
+        move |e: String| {
+            tracing::warn!(check, error = %e, "readiness check failed");
+            "unavailable; the server log says why".to_string()
+        }
+    };
+    let database = app
+        .handle
+        .stats()
+        .await
+        .map_err(|e| e.to_string())
+        .map_err(hidden("database"));
+    let storage = app
+        .store
+        .check()
+        .await
+        .map_err(|e| e.to_string())
+        .map_err(hidden("storage"));
     let missing = vidmill_pipelines::missing_elements().map_err(|e| e.to_string());
     let gstreamer = match &missing {
         Ok(m) if m.is_empty() => Ok(()),

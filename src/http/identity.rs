@@ -11,14 +11,14 @@ use super::error::ApiError;
 use crate::app::App;
 use crate::auth::Identity;
 
-/// The bearer token in a request's headers, if it has one.
+/// The bearer token in a request's headers, if it has one. The scheme is
+/// matched without regard to case (RFC 9110 section 11.1): `bearer` and
+/// `BEARER` are the same scheme.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// `access_token` from the query string.
@@ -37,5 +37,30 @@ impl FromRequestParts<App> for Identity {
             .verify(token)
             .await
             .map_err(|e| ApiError::InvalidToken(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().expect("header value"));
+        h
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR   abc "] {
+            assert_eq!(bearer(&with(value)), Some("abc"), "{value}");
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_empty_tokens_are_no_bearer_token() {
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "Token abc"] {
+            assert_eq!(bearer(&with(value)), None, "{value}");
+        }
     }
 }

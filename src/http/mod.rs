@@ -1,11 +1,16 @@
-//! The HTTP and WebSocket API (API.md): the router, with request metrics and
-//! the body idle timeout around every route.
+//! The HTTP and WebSocket API (API.md): the router, with request metrics,
+//! the minimum body rate, and problem answers for unknown routes and
+//! methods around every route.
 
+pub mod body_rate;
 pub mod direct;
+pub mod disk;
 pub mod error;
 pub mod health;
 pub mod identity;
+pub mod multipart_cap;
 pub mod openapi;
+pub mod origin;
 pub mod output_docs;
 pub mod outputs;
 pub mod range;
@@ -16,14 +21,13 @@ pub mod videos;
 pub mod web;
 pub mod ws;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::app::App;
 
@@ -43,7 +47,6 @@ async fn record(State(app): State<App>, request: Request, next: Next) -> Respons
 }
 
 pub fn router(app: App) -> Router {
-    let idle = Duration::from_secs(app.config.server.body_idle_timeout_seconds);
     Router::new()
         .route("/v1/videos", post(upload::create).get(videos::list))
         .route("/v1/videos/{id}", get(videos::get).delete(videos::delete))
@@ -61,9 +64,14 @@ pub fn router(app: App) -> Router {
         .route("/openapi.json", get(openapi::document))
         .route("/", get(web::page))
         .merge(tus::routes())
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
         // Uploads enforce their own limit while streaming to disk.
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyTimeoutLayer::new(idle))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            body_rate::enforce,
+        ))
         .route_layer(middleware::from_fn_with_state(app.clone(), record))
         .with_state(app)
 }

@@ -258,6 +258,10 @@ pub enum ErrorCode {
     OffsetMismatch,
     Unavailable,
     Internal,
+    NotFound,
+    MethodNotAllowed,
+    BodyTooSlow,
+    OriginNotAllowed,
 }
 
 /// RFC 9457 problem details (`application/problem+json`). A 5xx `detail`
@@ -400,7 +404,9 @@ pub enum EventMessage {
 // ---------------------------------------------------------------------------
 // Operations.
 
-/// `/readyz`: each check, `ok` or what is wrong.
+/// `/readyz`: each check, `ok` or that it failed (the database and storage
+/// checks say why only in the server log: no paths for anonymous callers;
+/// GStreamer names the missing elements).
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"database": "ok", "storage": "ok", "gstreamer": "ok"}))]
 pub struct ReadyChecks {
@@ -565,7 +571,11 @@ mod tests {
                 | ApiError::OffsetMismatch(_)
                 | ApiError::TusVersion
                 | ApiError::Unavailable(_)
-                | ApiError::Internal(_) => ApiError::Internal(String::new()),
+                | ApiError::Internal(_)
+                | ApiError::NoRoute(_)
+                | ApiError::MethodNotAllowed(_)
+                | ApiError::BodyTooSlow(_)
+                | ApiError::OriginNotAllowed(_) => ApiError::Internal(String::new()),
             }
         }
         let all = [
@@ -590,6 +600,10 @@ mod tests {
             ApiError::TusVersion,
             ApiError::Unavailable(String::new()),
             ApiError::Internal(String::new()),
+            ApiError::NoRoute(String::new()),
+            ApiError::MethodNotAllowed(String::new()),
+            ApiError::BodyTooSlow(1),
+            ApiError::OriginNotAllowed(String::new()),
         ];
         let doc = serde_json::to_value(ApiDoc::openapi()).expect("serializes");
         let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].clone();

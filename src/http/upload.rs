@@ -15,7 +15,9 @@ use tokio::io::AsyncWriteExt;
 use vidmill_actors::{new_id, EngineError, Options, OutputKind};
 use vidmill_pipelines as media;
 
+use super::disk::{check_disk, write_error, DiskGuard};
 use super::error::ApiError;
+use super::multipart_cap::{form_error, FormPrefixCap};
 use super::openapi as doc;
 use super::render;
 use crate::app::App;
@@ -137,34 +139,52 @@ impl Drop for TempUpload {
     }
 }
 
-/// Copies a body stream to `file`, enforcing the size limit as it goes.
+/// Copies a body stream to `file`, enforcing the size limit and the free
+/// disk floor as it goes.
 async fn receive<S, E>(
+    app: &App,
     mut stream: S,
     file: &mut tokio::fs::File,
     limit: u64,
 ) -> Result<u64, ApiError>
 where
     S: futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     let mut total = 0u64;
+    let mut disk = DiskGuard::new(app);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            tracing::debug!(error = %e, "upload body ended early");
-            ApiError::UploadInterrupted
-        })?;
+        let chunk = chunk.map_err(|e| form_error(&e))?;
         total += chunk.len() as u64;
         if total > limit {
             return Err(ApiError::UploadTooLarge(limit));
         }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::Internal(format!("write upload: {e}")))?;
+        disk.writing(chunk.len()).await?;
+        file.write_all(&chunk).await.map_err(write_error)?;
     }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::Internal(format!("flush upload: {e}")))?;
+    file.flush().await.map_err(write_error)?;
     Ok(total)
+}
+
+/// The longest file name kept, in bytes: the longest a file system takes
+/// (NAME_MAX), and more than any real name needs.
+pub const MAX_FILENAME_BYTES: usize = 255;
+
+/// The upload's name as given, or `upload`; a longer one than
+/// [`MAX_FILENAME_BYTES`] is refused (it would be stored, listed and sent
+/// with every video).
+pub(super) fn filename(given: Option<&str>) -> Result<String, ApiError> {
+    match given.filter(|n| !n.is_empty()) {
+        None => Ok("upload".into()),
+        Some(name) if name.len() > MAX_FILENAME_BYTES => Err(ApiError::InvalidOption {
+            name: "filename",
+            why: format!(
+                "{} bytes is longer than the {MAX_FILENAME_BYTES} allowed; send a shorter name",
+                name.len()
+            ),
+        }),
+        Some(name) => Ok(name.to_string()),
+    }
 }
 
 /// Keeps the address in the caller's token for emailing them results; a
@@ -175,17 +195,6 @@ pub(super) async fn remember_contact(app: &App, who: &Identity) {
             tracing::warn!(owner = %who.sub, error = %e, "could not remember the owner's address");
         }
     }
-}
-
-pub(super) async fn check_disk(app: &App) -> Result<(), ApiError> {
-    let probe = app.headroom.clone();
-    let free = tokio::task::spawn_blocking(move || probe().free_disk)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    if free < app.config.limits.min_free_disk_bytes {
-        return Err(ApiError::InsufficientStorage);
-    }
-    Ok(())
 }
 
 /// Probes an upload in a worker process (the server itself never reads
@@ -247,8 +256,9 @@ fn is_raw_media(headers: &HeaderMap) -> bool {
         (status = 201, description = "Created; state `queued` (with `?upload=direct`: `uploading`, plus \
             `upload`: the presigned PUT to send the bytes to, then `POST /v1/videos/{id}/complete`)", body = doc::Video,
             headers(("Location" = String, description = "`/v1/videos/{id}`"))),
-        (status = 400, description = "`invalid-option` (naming the option), `empty-upload`, or \
-            `upload-interrupted` (body cut off before its declared length)",
+        (status = 400, description = "`invalid-option` (naming the option; `filename` over 255 bytes; \
+            `body` when a form holds more than `server.max_header_bytes` before its `file` part), \
+            `empty-upload`, or `upload-interrupted` (body cut off before its declared length)",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`direct-upload-unavailable`: `?upload=direct` needs the S3 store",
             body = doc::Problem, content_type = "application/problem+json"),
@@ -256,9 +266,12 @@ fn is_raw_media(headers: &HeaderMap) -> bool {
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: not a video vidmill can read, or another content type",
             body = doc::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`body-too-slow`: the body came slower than \
+            `server.min_body_bytes_per_second`", body = doc::Problem,
+            content_type = "application/problem+json"),
         doc::Failures,
         (status = 507, description = "`insufficient-storage`: free disk below `limits.min_free_disk`, \
-            refused before any byte is stored", body = doc::Problem,
+            refused before any byte is stored, or reached while the body arrived (nothing is kept)", body = doc::Problem,
             content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
@@ -292,9 +305,16 @@ pub async fn create(
             "send multipart/form-data with a `file` part, or the raw bytes as video/* or application/octet-stream".into(),
         ));
     }
+    let mut name = query
+        .get("filename")
+        .map(|n| filename(Some(n)))
+        .transpose()?;
     let (mut temp, mut file) = TempUpload::create(&app).await?;
-    let mut filename = query.get("filename").cloned();
     let size = if multipart {
+        let (parts, body) = request.into_parts();
+        let (capped, file_found) =
+            FormPrefixCap::new(body.into_data_stream(), app.config.server.max_header_bytes);
+        let request = Request::from_parts(parts, Body::from_stream(capped));
         let mut form =
             Multipart::from_request(request, &app)
                 .await
@@ -303,18 +323,15 @@ pub async fn create(
                     why: e.to_string(),
                 })?;
         let mut size = None;
-        while let Some(field) = form
-            .next_field()
-            .await
-            .map_err(|_| ApiError::UploadInterrupted)?
-        {
+        while let Some(field) = form.next_field().await.map_err(|e| form_error(&e))? {
             if field.name() != Some("file") {
                 continue;
             }
-            if filename.is_none() {
-                filename = field.file_name().map(String::from);
+            file_found.mark();
+            if name.is_none() {
+                name = Some(filename(field.file_name())?);
             }
-            size = Some(receive(field, &mut file, limit).await?);
+            size = Some(receive(&app, field, &mut file, limit).await?);
             break;
         }
         size.ok_or_else(|| ApiError::InvalidOption {
@@ -323,7 +340,7 @@ pub async fn create(
         })?
     } else {
         let body: Body = request.into_body();
-        receive(body.into_data_stream(), &mut file, limit).await?
+        receive(&app, body.into_data_stream(), &mut file, limit).await?
     };
     drop(file);
     if size == 0 {
@@ -335,9 +352,7 @@ pub async fn create(
         return Err(ApiError::UploadInterrupted);
     }
     probe(&app, &temp.path).await?;
-    let name = filename
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "upload".into());
+    let name = name.unwrap_or_else(|| "upload".into());
     remember_contact(&app, &who).await;
     let video = app
         .handle
@@ -361,6 +376,21 @@ pub async fn create(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filename_is_kept_up_to_255_bytes() {
+        assert_eq!(filename(None).ok().as_deref(), Some("upload"));
+        assert_eq!(filename(Some("")).ok().as_deref(), Some("upload"));
+        let longest = "é".repeat(127) + "a";
+        assert_eq!(filename(Some(&longest)).ok(), Some(longest.clone()));
+        assert!(matches!(
+            filename(Some(&(longest + "a"))),
+            Err(ApiError::InvalidOption {
+                name: "filename",
+                ..
+            })
+        ));
+    }
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -26,7 +26,8 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 const PONG_DEADLINE: Duration = Duration::from_secs(45);
 const MAX_FRAME: usize = 64 << 10;
 
-/// Identity from the header or, for browsers, `?access_token=`.
+/// Identity from the header or, for browsers, `?access_token=`, once the
+/// page the request comes from may open WebSockets here (`origin`).
 #[derive(Debug)]
 pub struct WsIdentity(String);
 
@@ -34,6 +35,7 @@ impl FromRequestParts<App> for WsIdentity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        super::origin::check(app, &parts.headers)?;
         let token = bearer(&parts.headers)
             .map(String::from)
             .or_else(|| query_token(parts))
@@ -49,14 +51,19 @@ impl FromRequestParts<App> for WsIdentity {
     }
 }
 
+/// `?since=`: a sequence number as the catalog stores them, so at most
+/// `i64::MAX` (a larger one can name no event and must not reach SQL).
 fn since(query: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
     query
         .get("since")
         .map(|s| {
-            s.parse::<u64>().map_err(|_| ApiError::InvalidOption {
-                name: "since",
-                why: "expected a sequence number".into(),
-            })
+            s.parse::<u64>()
+                .ok()
+                .filter(|n| i64::try_from(*n).is_ok())
+                .ok_or_else(|| ApiError::InvalidOption {
+                    name: "since",
+                    why: format!("expected a sequence number from 0 to {}", i64::MAX),
+                })
         })
         .transpose()
 }
@@ -82,6 +89,8 @@ fn since(query: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
             content_type = "application/problem+json"),
         (status = 401, description = "`invalid-token`, refused before the upgrade", body = doc::Problem,
             content_type = "application/problem+json"),
+        (status = 403, description = "`origin-not-allowed`: a page of another origin, refused before the upgrade",
+            body = doc::Problem, content_type = "application/problem+json"),
         (status = 404, description = "`video-not-found` (also for another owner's video), refused before the upgrade",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 426, description = "Not a WebSocket upgrade request"),
@@ -114,6 +123,8 @@ pub async fn video_events(
         (status = 101, description = "Switching protocols: the event stream (`EventMessage` text frames)"),
         (status = 401, description = "`invalid-token`, refused before the upgrade", body = doc::Problem,
             content_type = "application/problem+json"),
+        (status = 403, description = "`origin-not-allowed`: a page of another origin, refused before the upgrade",
+            body = doc::Problem, content_type = "application/problem+json"),
         (status = 426, description = "Not a WebSocket upgrade request"),
     ),
     security(("bearer" = []), ("access_token" = [])),
@@ -299,6 +310,29 @@ async fn pump(app: &App, owner: &str, mut feed: Feed, mut socket: WebSocket) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn since_of(value: &str) -> Result<Option<u64>, ApiError> {
+        since(&HashMap::from([("since".to_string(), value.to_string())]))
+    }
+
+    #[test]
+    fn since_is_a_sequence_number_the_catalog_can_hold() {
+        assert_eq!(since(&HashMap::new()).ok(), Some(None));
+        assert_eq!(since_of("0").ok(), Some(Some(0)));
+        assert_eq!(
+            since_of("9223372036854775807").ok(),
+            Some(Some(i64::MAX as u64))
+        );
+        for bad in ["9223372036854775808", "18446744073709551615", "-1", "x", ""] {
+            assert!(
+                matches!(
+                    since_of(bad),
+                    Err(ApiError::InvalidOption { name: "since", .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
 
     fn s(secs: f64) -> Duration {
         Duration::from_secs_f64(secs)

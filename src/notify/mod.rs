@@ -51,9 +51,13 @@ impl Channels {
     /// The channels `notify` configures; `app` is attached later.
     pub fn new(config: &Config, app: Attached) -> Result<Self, String> {
         let n = &config.notify;
-        let secret = crate::app::secret(&n.webhook_secret, &n.webhook_secret_file, None)
-            .map_err(|e| format!("notify.webhook_secret_file: {e}"))?
-            .unwrap_or_default();
+        let secret = crate::app::secret(
+            "notify.webhook_secret",
+            &n.webhook_secret,
+            &n.webhook_secret_file,
+            None,
+        )?
+        .unwrap_or_default();
         if !n.webhook_url.is_empty() && secret.is_empty() {
             return Err(
                 "notify.webhook_secret is empty: receivers check signatures with it".into(),

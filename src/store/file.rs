@@ -134,13 +134,17 @@ impl BlobStore for FileStore {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&root)?;
-                let probe = root.join(".readyz");
-                std::fs::write(&probe, b"ok")?;
-                std::fs::remove_file(&probe)
+                // A name of its own per check: concurrent checks sharing one
+                // file would remove each other's and report the store broken.
+                let probe = root.join(format!(".readyz-{}", vidmill_actors::new_id()));
+                let written = std::fs::write(&probe, b"ok");
+                let removed = std::fs::remove_file(&probe);
+                written.and(removed)
             })
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.root.display())))
+            // No path here: the message may reach an unauthenticated caller.
+            .map_err(|e| StoreError::Unavailable(format!("the file store is not writable: {e}")))
         })
     }
 
@@ -187,6 +191,20 @@ mod tests {
             store.len("videos/a/source").await,
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_checks_do_not_trip_over_each_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::new(dir.path().join("objects"));
+        let checks = (0..64).map(|_| store.check());
+        for result in futures_util::future::join_all(checks).await {
+            result.expect("check");
+        }
+        let left = std::fs::read_dir(dir.path().join("objects"))
+            .expect("dir")
+            .count();
+        assert_eq!(left, 0, "no probe file left behind");
     }
 
     #[test]

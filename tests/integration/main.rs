@@ -4,10 +4,14 @@
 //! tus resumable uploads (raw and with stock clients), webhooks, the
 //! OpenAPI document, the web page in chromium, `vidmill doctor`, the S3
 //! store on a real Garage server, and worker processes under faults
-//! (SIGSEGV, memory limit, the server SIGKILLed at random moments).
+//! (SIGSEGV, memory limit, the server SIGKILLed at random moments), and
+//! the abuse of issue 10: connections that hold slots, trickled bodies,
+//! oversized heads and forms, and the smaller edge defects.
 
 mod cli;
+mod connections;
 mod doctor;
+mod edges;
 mod jwks;
 mod openapi;
 mod recovery;

@@ -150,6 +150,26 @@ impl Server {
         read_response(stream, method == "HEAD")
     }
 
+    /// Sends `head` and then `body` from another thread, reading the answer
+    /// meanwhile: for requests the server answers (and stops reading)
+    /// before the body is through.
+    pub fn request_while_sending(&self, head: String, body: Vec<u8>) -> Response {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        stream.write_all(head.as_bytes()).expect("write head");
+        let mut writer = stream.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for chunk in body.chunks(64 << 10) {
+                if writer.write_all(chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        read_response(stream, false)
+    }
+
     pub fn get(&self, path: &str, token: &str) -> Response {
         self.request(
             "GET",
@@ -269,7 +289,8 @@ pub fn read_response(stream: TcpStream, head_only: bool) -> Response {
             .map(|(_, v)| v.clone())
     };
     let mut body = Vec::new();
-    if !head_only && status != 204 && status != 304 {
+    // 1xx, 204 and 304 answers have no body (RFC 9110 section 6.4.1).
+    if !head_only && status >= 200 && status != 204 && status != 304 {
         if let Some(len) = find("content-length").and_then(|l| l.parse::<usize>().ok()) {
             body.resize(len, 0);
             reader.read_exact(&mut body).expect("body");

@@ -24,10 +24,11 @@ use vidmill_actors::{CoreError, PartialUpload};
 
 use self::headers::{byte_count, carries_bytes, check_version, metadata, EXTENSIONS, VERSION};
 pub use self::writers::{Uploads, Writing};
+use super::disk::{check_disk, write_error, DiskGuard};
 use super::error::ApiError;
 use super::openapi as doc;
 use super::render;
-use super::upload::{check_disk, parse_options, probe, remember_contact};
+use super::upload::{filename, parse_options, probe, remember_contact};
 use crate::app::App;
 use crate::auth::Identity;
 
@@ -169,11 +170,12 @@ pub async fn create(
             .collect::<HashMap<_, _>>(),
         app.config.media.frames_every,
     )?;
-    let filename = ["filename", "name"]
-        .iter()
-        .find_map(|k| meta.get(*k).filter(|n| !n.is_empty()))
-        .cloned()
-        .unwrap_or_else(|| "upload".into());
+    let filename = filename(
+        ["filename", "name"]
+            .iter()
+            .find_map(|k| meta.get(*k).filter(|n| !n.is_empty()))
+            .map(String::as_str),
+    )?;
     check_disk(&app).await?;
     remember_contact(&app, &who).await;
     let with_bytes = carries_bytes(&headers);
@@ -428,6 +430,7 @@ async fn receive(
         .map_err(|e| ApiError::Internal(format!("{}: {e}", upload.path.display())))?;
     let mut offset = upload.offset;
     let mut stream = body.into_data_stream();
+    let mut disk = DiskGuard::new(app);
     let mut ended = Ok(());
     loop {
         let chunk = tokio::select! {
@@ -440,16 +443,23 @@ async fn receive(
             }
         };
         let Some(chunk) = chunk else { break };
-        let Ok(chunk) = chunk else {
-            ended = Err(ApiError::UploadInterrupted);
-            break;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                ended = Err(super::body_rate::broken_body(&e));
+                break;
+            }
         };
         if chunk.len() as u64 > upload.length - offset {
             ended = Err(ApiError::UploadTooLarge(upload.length));
             break;
         }
+        if let Err(e) = disk.writing(chunk.len()).await {
+            ended = Err(e);
+            break;
+        }
         if let Err(e) = file.write_all(&chunk).await {
-            ended = Err(ApiError::Internal(format!("write upload: {e}")));
+            ended = Err(write_error(e));
             break;
         }
         offset += chunk.len() as u64;
