@@ -109,7 +109,10 @@ impl SkipBefore {
                 return gst::PadProbeReturn::Ok;
             };
             match s.entered.range(..=limit).next() {
-                Some(_) => gst::PadProbeReturn::Drop,
+                // Handled, not Drop: the frame is consumed here. gstreamer-rs
+                // 0.25 owns a dropped buffer already, and GStreamer 1.22 then
+                // unrefs the emptied slot on a sink pad (a critical each).
+                Some(_) => gst::PadProbeReturn::Handled,
                 None => gst::PadProbeReturn::Ok,
             }
         });
