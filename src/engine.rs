@@ -22,6 +22,8 @@ pub struct EngineSettings {
     pub crf: u32,
     pub max_height: u32,
     pub jpeg_quality: u32,
+    /// What a source may be (`[limits]`), checked at probe and while running.
+    pub limits: media::MediaLimits,
 }
 
 impl Default for EngineSettings {
@@ -31,6 +33,7 @@ impl Default for EngineSettings {
             crf: 23,
             max_height: 1080,
             jpeg_quality: 85,
+            limits: media::MediaLimits::default(),
         }
     }
 }
@@ -63,7 +66,7 @@ impl GstEngine {
         let cached = self.probed.lock().ok().and_then(|mut m| m.remove(source));
         match cached {
             Some(f) => Ok(f),
-            None => media::probe(source).map_err(engine_error),
+            None => media::probe_within(source, &self.settings.limits).map_err(engine_error),
         }
     }
 }
@@ -73,6 +76,7 @@ pub(crate) fn engine_error(e: media::MediaError) -> EngineError {
         media::MediaError::Unsupported(m) => EngineError::Unsupported(m),
         media::MediaError::Corrupt(m) => EngineError::Corrupt(m),
         media::MediaError::Cancelled => EngineError::Cancelled,
+        media::MediaError::LimitExceeded(m) => EngineError::LimitExceeded(m),
         e @ media::MediaError::Stalled(_) => EngineError::Stalled(e.to_string()),
         e => EngineError::Failed(e.to_string()),
     }
@@ -94,7 +98,7 @@ pub fn source_info(facts: &media::MediaFacts) -> SourceInfo {
 
 impl MediaEngine for GstEngine {
     fn probe(&self, source: &Path) -> Result<SourceInfo, EngineError> {
-        let facts = media::probe(source).map_err(engine_error)?;
+        let facts = media::probe_within(source, &self.settings.limits).map_err(engine_error)?;
         let info = source_info(&facts);
         if let Ok(mut cache) = self.probed.lock() {
             cache.insert(source.to_path_buf(), facts);
@@ -115,6 +119,7 @@ impl MediaEngine for GstEngine {
             progress: Some(tx),
             stall_timeout: job.stall_timeout,
             deadline: None,
+            limits: self.settings.limits,
         };
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {

@@ -102,6 +102,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         crf: config.media.crf,
         max_height: config.media.max_height,
         jpeg_quality: config.media.jpeg_quality,
+        limits: config.limits.media(),
     };
     let limits = WorkerLimits::from_config(&config.limits);
     let engine: Arc<dyn MediaEngine> = Arc::new(ProcessEngine::new(settings, limits)?);

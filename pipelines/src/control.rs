@@ -1,9 +1,11 @@
 //! How a caller steers a running operation: a cancel token, a progress
-//! channel, a stall timeout and a wall-clock cap.
+//! channel, a stall timeout, a wall-clock cap and the media limits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::limits::MediaLimits;
 
 /// A cheap, cloneable flag that asks an operation to stop. Operations check
 /// it at least every 50 ms, so a cancel takes effect well within 2 s.
@@ -86,6 +88,8 @@ pub struct Control {
     pub stall_timeout: Duration,
     /// Fail with `TimedOut` after this much wall-clock time, if set.
     pub deadline: Option<Duration>,
+    /// What the media may be; checked again while decoding.
+    pub limits: MediaLimits,
 }
 
 impl Default for Control {
@@ -95,6 +99,7 @@ impl Default for Control {
             progress: None,
             stall_timeout: Duration::from_secs(60),
             deadline: None,
+            limits: MediaLimits::default(),
         }
     }
 }

@@ -71,6 +71,7 @@ pub(crate) fn plan(input: &Path, ctl: &Control) -> Result<Option<Arc<Vec<u64>>>>
         progress: None,
         stall_timeout: ctl.stall_timeout,
         deadline: ctl.deadline,
+        limits: ctl.limits,
     };
     let mut running = Running::start(pipeline, gst::State::Playing, &scan_ctl, tap, None)?;
     running.run_to_eos()?;

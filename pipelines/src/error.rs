@@ -22,6 +22,10 @@ pub enum MediaError {
     /// The wall-clock cap for the operation passed.
     #[error("pipeline timed out after {0:?}")]
     TimedOut(Duration),
+    /// The media passed one of the configured limits; the message names it
+    /// and its configuration key.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// A GStreamer element vidmill needs is not installed.
     #[error("GStreamer element `{0}` is missing; install the GStreamer plugin packages")]
     MissingElement(String),
@@ -47,7 +51,7 @@ impl MediaError {
     pub fn is_input_error(&self) -> bool {
         matches!(
             self,
-            Self::Unsupported(_) | Self::Corrupt(_) | Self::Invalid(_)
+            Self::Unsupported(_) | Self::Corrupt(_) | Self::Invalid(_) | Self::LimitExceeded(_)
         )
     }
 
@@ -68,6 +72,7 @@ impl MediaError {
             Self::Stalled(_) => "pipeline-stalled",
             Self::TimedOut(_) => "pipeline-timed-out",
             Self::Invalid(_) => "invalid-option",
+            Self::LimitExceeded(_) => "limit-exceeded",
             Self::MissingElement(_) | Self::Pipeline(_) | Self::Io { .. } => "pipeline-failed",
         }
     }

@@ -34,7 +34,7 @@ pub fn run_job(
     crate::init()?;
     match (&job.convert, &job.frames) {
         (Some(c), Some(f)) if convert::plan(facts, c) == Method::Transcode => {
-            let frames = FrameJob::new(facts, f, Strategy::Shared)?;
+            let frames = FrameJob::new(facts, f, Strategy::Shared, &ctl.limits)?;
             let converted = convert::transcode_or_remux(input, facts, c, ctl, Some(&frames))?;
             Ok(JobReport {
                 convert: Some(converted),

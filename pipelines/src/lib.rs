@@ -21,6 +21,7 @@ mod frames;
 mod graph;
 mod isobmff;
 mod job;
+mod limits;
 mod output;
 mod poster;
 mod probe;
@@ -38,8 +39,9 @@ pub use frames::{
 };
 pub use graph::output_size;
 pub use job::{run_job, JobReport, JobSpec};
+pub use limits::MediaLimits;
 pub use poster::{poster, poster_time, PosterReport, PosterSpec};
-pub use probe::probe;
+pub use probe::{probe, probe_within};
 
 use std::sync::OnceLock;
 

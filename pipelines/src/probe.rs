@@ -19,6 +19,7 @@ use crate::error::{MediaError, Result};
 use crate::facts::{AudioFacts, MediaFacts, Orientation, VideoFacts};
 use crate::graph;
 use crate::isobmff;
+use crate::limits::MediaLimits;
 use crate::runner::{self, PositionTap, Running};
 
 /// How long the Discoverer may take on one file.
@@ -35,6 +36,13 @@ const WHOLE_SCAN_LIMIT: Duration = Duration::from_secs(120);
 /// a video (empty, not media, audio only, a still image, an undecodable
 /// codec) and with `Corrupt` for a video whose data cannot be read.
 pub fn probe(path: &Path) -> Result<MediaFacts> {
+    probe_within(path, &MediaLimits::unlimited())
+}
+
+/// Like [`probe`], and fails with `LimitExceeded` when what the file
+/// declares, or what its packets show, passes `limits`: checked before
+/// the packets are read, so a file declaring 10^12 s costs nothing.
+pub fn probe_within(path: &Path, limits: &MediaLimits) -> Result<MediaFacts> {
     crate::init()?;
     let meta = std::fs::metadata(path).map_err(|e| MediaError::io(path, e))?;
     if !meta.is_file() {
@@ -114,12 +122,23 @@ pub fn probe(path: &Path) -> Result<MediaFacts> {
     // packets are read to the end to learn how long they really are.
     let fragmented = isobmff::is_fragmented(path);
     let whole = fragmented || matches!(container.as_str(), "matroska" | "webm");
-    let scan = scan(path, whole).unwrap_or_default();
+    let declared = info.duration().map(|d| d.nseconds() as f64 / 1e9);
+    let as_declared = MediaFacts {
+        duration: declared,
+        video: video.clone(),
+        ..MediaFacts::default()
+    };
+    limits.check_source(&as_declared)?;
+    let scan = match scan(path, whole, limits) {
+        Ok(scan) => scan,
+        Err(e @ MediaError::LimitExceeded(_)) => return Err(e),
+        // What the scan adds is optional: keyframe spacing, a start offset.
+        Err(_) => Scan::default(),
+    };
     video.keyframe_spacing = scan.spacing();
     if let Some(c) = &scan.colorimetry {
         video.colour = Colour::from_caps_field(c);
     }
-    let declared = info.duration().map(|d| d.nseconds() as f64 / 1e9);
     let start = scan.start().map_or(0.0, |s| s.as_secs_f64());
     let measured = scan
         .end
@@ -142,7 +161,7 @@ pub fn probe(path: &Path) -> Result<MediaFacts> {
         "matroska" | "webm" => agrees,
         _ => false,
     };
-    Ok(MediaFacts {
+    let facts = MediaFacts {
         container,
         duration,
         start,
@@ -150,7 +169,10 @@ pub fn probe(path: &Path) -> Result<MediaFacts> {
         size_bytes: meta.len(),
         video,
         audio,
-    })
+    };
+    // Measured durations (Matroska, fragmented MP4) are held too.
+    limits.check_source(&facts)?;
+    Ok(facts)
 }
 
 fn video_facts(v: &gst_pbutils::DiscovererVideoInfo) -> VideoFacts {
@@ -290,7 +312,7 @@ fn pixel_format(chroma: &str, depth: u32) -> Option<String> {
 /// Reads the first [`SCAN_MEDIA`] of the parsed (not decoded) streams, or
 /// all of them when `whole`: the video's keyframe times, and the first and
 /// last time of every stream.
-fn scan(path: &Path, whole: bool) -> Result<Scan> {
+fn scan(path: &Path, whole: bool, limits: &MediaLimits) -> Result<Scan> {
     let pipeline = gst::Pipeline::new();
     let seen: Arc<Mutex<Scan>> = Arc::default();
     let tap = PositionTap::default();
@@ -354,6 +376,7 @@ fn scan(path: &Path, whole: bool) -> Result<Scan> {
         } else {
             Duration::from_secs(10)
         }),
+        limits: *limits,
         ..Control::default()
     };
     let mut running = Running::start(pipeline, gst::State::Playing, &ctl, tap, None)?;

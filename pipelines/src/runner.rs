@@ -113,6 +113,9 @@ impl<'c> Running<'c> {
         let bus = pipeline
             .bus()
             .ok_or_else(|| MediaError::Pipeline("pipeline has no bus".into()))?;
+        // Every parser and decoder that joins the pipeline has the pictures
+        // it announces held to the limits.
+        crate::limits::watch_new_elements(&pipeline, ctl.limits);
         let now = Instant::now();
         let running = Self {
             pipeline,
@@ -149,6 +152,12 @@ impl<'c> Running<'c> {
             gst::MessageView::Error(err) => {
                 let src = err.src().map(|s| s.path_string().to_string());
                 tracing::debug!(src, error = %err.error(), debug = ?err.debug(), "pipeline error");
+                if err
+                    .details()
+                    .is_some_and(|d| d.name() == crate::limits::LIMIT_DETAILS)
+                {
+                    return Err(MediaError::LimitExceeded(err.error().message().to_string()));
+                }
                 Err(MediaError::from_gst(&err.error(), err.debug().as_deref()))
             }
             gst::MessageView::Warning(w) => {
@@ -172,6 +181,10 @@ impl<'c> Running<'c> {
             }
         }
         let position = position.or_else(|| self.tap.get());
+        if let Some(p) = position {
+            // A file may declare an hour and hold a day.
+            self.ctl.limits.check_media_time(p.as_secs_f64())?;
+        }
         if position > self.last_position {
             self.last_position = position;
             self.last_advance = now;
@@ -194,6 +207,11 @@ impl<'c> Running<'c> {
     pub(crate) fn run_to_eos(&mut self) -> Result<()> {
         loop {
             if self.pop(POLL)? == Some(BusEvent::Eos) {
+                // A short file decodes between two ticks: the media time
+                // it reached is held to the limit all the same.
+                if let Some(p) = self.tap.get() {
+                    self.ctl.limits.check_media_time(p.as_secs_f64())?;
+                }
                 return Ok(());
             }
             self.tick(None)?;

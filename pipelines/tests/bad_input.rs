@@ -157,3 +157,105 @@ fn a_missing_file_is_an_io_error() {
     let err = media::probe(Path::new("/nonexistent/video.mp4")).expect_err("missing");
     assert!(matches!(err, MediaError::Io { .. }), "{err:?}");
 }
+
+/// Rewrites every JPEG frame header (SOF0) in `path` to claim `w`×`h`:
+/// a small MJPEG file that lies about its picture size.
+fn claim_jpeg_size(path: &Path, w: u16, h: u16) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let mut patched = 0;
+    let mut i = 0;
+    while i + 9 < bytes.len() {
+        // FF C0, length (2), precision (1), height (2), width (2).
+        if bytes[i] == 0xff && bytes[i + 1] == 0xc0 {
+            bytes[i + 5..i + 7].copy_from_slice(&h.to_be_bytes());
+            bytes[i + 7..i + 9].copy_from_slice(&w.to_be_bytes());
+            patched += 1;
+        }
+        i += 1;
+    }
+    assert!(patched > 0, "no JPEG frame header found");
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn limit_named(err: &MediaError, key: &str) -> bool {
+    matches!(err, MediaError::LimitExceeded(m) if m.contains(key))
+}
+
+#[test]
+fn pictures_over_the_pixel_limit_are_refused_as_declared_and_as_decoded() {
+    let dir = tempdir();
+    let src = dir.path().join("lie.avi");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x64:rate=5:duration=1",
+            "-c:v",
+            "mjpeg",
+        ],
+        &src,
+    );
+    claim_jpeg_size(&src, 30000, 30000);
+    let limits = media::MediaLimits::default();
+    // At probe: the parser announces 30000x30000 before anything decodes.
+    let err = media::probe_within(&src, &limits).expect_err("over the limit");
+    assert!(limit_named(&err, "limits.max_pixels"), "{err:?}");
+    // While running (a probe that did not look): the same, named.
+    let facts = media::probe(&src).expect("probe without limits");
+    let out = dir.path().join("frames.zip");
+    let started = Instant::now();
+    let err = media::frames(
+        &src,
+        &facts,
+        &media::FramesSpec::new(&out, 0.5),
+        &media::Control::default(),
+    )
+    .expect_err("over the limit");
+    assert!(limit_named(&err, "limits.max_pixels"), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(leftovers(dir.path(), &[&src]).is_empty());
+}
+
+#[test]
+fn too_many_frames_or_too_long_a_source_are_refused_by_name() {
+    let dir = tempdir();
+    let src = dir.path().join("short.mp4");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x64:rate=25:duration=4",
+            "-c:v",
+            "libx264",
+        ],
+        &src,
+    );
+    let tight = media::MediaLimits {
+        max_duration: 2.0,
+        max_frames: 10,
+        ..media::MediaLimits::default()
+    };
+    let err = media::probe_within(&src, &tight).expect_err("longer than 2 s");
+    assert!(limit_named(&err, "limits.max_duration_seconds"), "{err:?}");
+    let facts = media::probe(&src).expect("probe");
+    let ctl = media::Control {
+        limits: tight,
+        ..media::Control::default()
+    };
+    let out = dir.path().join("frames.zip");
+    let err = media::frames(&src, &facts, &media::FramesSpec::new(&out, 0.1), &ctl)
+        .expect_err("40 images > 10");
+    assert!(limit_named(&err, "limits.max_frames"), "{err:?}");
+    // Media time reached while decoding is held too (the probe said less).
+    let lying = media::MediaFacts {
+        duration: Some(1.0),
+        seekable: false,
+        ..facts.clone()
+    };
+    let err = media::frames(&src, &lying, &media::FramesSpec::new(&out, 1.0), &ctl)
+        .expect_err("decoded past 2 s");
+    assert!(limit_named(&err, "limits.max_duration_seconds"), "{err:?}");
+    assert!(leftovers(dir.path(), &[&src]).is_empty());
+}

@@ -230,6 +230,31 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "expected a positive number of seconds per second of source",
         );
     }
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(c.limits.max_duration_seconds) {
+        return bad(
+            "limits.max_duration_seconds",
+            "expected a positive number of seconds",
+        );
+    }
+    if !positive(c.limits.max_frame_rate) {
+        return bad(
+            "limits.max_frame_rate",
+            "expected a positive number of frames per second",
+        );
+    }
+    if c.limits.max_pixels < 64 * 64 {
+        return bad("limits.max_pixels", "expected at least 4096 (64x64)");
+    }
+    if c.limits.max_frames == 0 {
+        return bad("limits.max_frames", "expected at least 1");
+    }
+    if c.limits.max_output_bytes < 1 << 20 {
+        return bad(
+            "limits.max_output_bytes",
+            "expected at least 1048576 (1 MiB)",
+        );
+    }
     if c.media.crf > 51 {
         return bad("media.crf", "expected 0 to 51");
     }

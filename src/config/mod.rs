@@ -241,10 +241,34 @@ pub struct Limits {
     /// Wall-clock seconds a run may take per second of source, when that
     /// is more than the floor; past it the run fails `limit-exceeded`.
     pub worker_timeout_factor: f64,
+    /// Longest source accepted, in seconds: what the file declares at
+    /// upload, and media time reached while decoding.
+    pub max_duration_seconds: f64,
+    /// Most pixels in one picture (width × height), declared or decoded.
+    pub max_pixels: u64,
+    /// Highest frame rate a source may declare.
+    pub max_frame_rate: f64,
+    /// Most images in one frames archive (duration / `frames_every`).
+    pub max_frames: u64,
+    /// Largest single file a job may write (the MP4, the ZIP), in bytes.
+    pub max_output_bytes: u64,
+}
+
+impl Limits {
+    /// The limits on media themselves, as the pipelines take them.
+    pub fn media(&self) -> vidmill_pipelines::MediaLimits {
+        vidmill_pipelines::MediaLimits {
+            max_duration: self.max_duration_seconds,
+            max_pixels: self.max_pixels,
+            max_frame_rate: self.max_frame_rate,
+            max_frames: self.max_frames,
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let media_limits = vidmill_pipelines::MediaLimits::default();
         Self {
             max_upload_bytes: 10 << 30,
             min_free_disk_bytes: 1 << 30,
@@ -252,6 +276,11 @@ impl Default for Limits {
             worker_memory_bytes: 4 << 30,
             worker_timeout_floor_seconds: 600,
             worker_timeout_factor: 10.0,
+            max_duration_seconds: media_limits.max_duration,
+            max_pixels: media_limits.max_pixels,
+            max_frame_rate: media_limits.max_frame_rate,
+            max_frames: media_limits.max_frames,
+            max_output_bytes: 20 << 30,
         }
     }
 }

@@ -167,8 +167,8 @@ pub async fn complete(
     let _ = tokio::fs::remove_dir_all(&scratch).await;
     let _ = app.handle.untrack_temp(&scratch).await;
     match probed {
-        Ok(()) => {}
-        Err(e @ ApiError::UnsupportedMedia(_)) => {
+        Ok(_) => {}
+        Err(e @ (ApiError::UnsupportedMedia(_) | ApiError::LimitExceeded(_))) => {
             app.handle.delete(&who.sub, &id).await?;
             return Err(e);
         }

@@ -18,6 +18,9 @@ pub enum ApiError {
     EmptyUpload,
     #[error("{0}")]
     UnsupportedMedia(String),
+    /// A media limit: the message names it and its configuration key.
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("option `{name}`: {why}")]
     InvalidOption { name: &'static str, why: String },
     #[error("the link's signature is invalid or has expired")]
@@ -70,6 +73,7 @@ impl ApiError {
                 "unsupported-media",
                 "Unsupported media",
             ),
+            Self::LimitExceeded(_) => (S::UNPROCESSABLE_ENTITY, "limit-exceeded", "Limit exceeded"),
             Self::InvalidOption { .. } => (S::BAD_REQUEST, "invalid-option", "Invalid option"),
             Self::BadSignature => (S::FORBIDDEN, "bad-signature", "Bad signature"),
             Self::RangeNotSatisfiable(_) => (

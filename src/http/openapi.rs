@@ -246,6 +246,7 @@ pub enum ErrorCode {
     UploadTooLarge,
     EmptyUpload,
     UnsupportedMedia,
+    LimitExceeded,
     InvalidOption,
     BadSignature,
     RangeNotSatisfiable,
@@ -559,6 +560,7 @@ mod tests {
                 | ApiError::UploadTooLarge(_)
                 | ApiError::EmptyUpload
                 | ApiError::UnsupportedMedia(_)
+                | ApiError::LimitExceeded(_)
                 | ApiError::InvalidOption { .. }
                 | ApiError::BadSignature
                 | ApiError::RangeNotSatisfiable(_)
@@ -584,6 +586,7 @@ mod tests {
             ApiError::UploadTooLarge(1),
             ApiError::EmptyUpload,
             ApiError::UnsupportedMedia(String::new()),
+            ApiError::LimitExceeded(String::new()),
             ApiError::InvalidOption {
                 name: "x",
                 why: String::new(),

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use vidmill_actors::{new_id, EngineError, Options, OutputKind};
+use vidmill_actors::{new_id, EngineError, Options, OutputKind, SourceInfo};
 use vidmill_pipelines as media;
 
 use super::disk::{check_disk, write_error, DiskGuard};
@@ -200,22 +200,23 @@ pub(super) async fn remember_contact(app: &App, who: &Identity) {
 /// Probes an upload in a worker process (the server itself never reads
 /// media). A file whose probe crashes its worker or runs over a worker's
 /// limit is no video vidmill can read either.
-pub(super) async fn probe(app: &App, path: &Path) -> Result<(), ApiError> {
+pub(super) async fn probe(app: &App, path: &Path) -> Result<SourceInfo, ApiError> {
     let (engine, path) = (app.engine.clone(), path.to_path_buf());
     let probed = tokio::task::spawn_blocking(move || engine.probe(&path))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     match probed {
-        Ok(_) => Ok(()),
+        Ok(info) => Ok(info),
         Err(e @ (EngineError::Unsupported(_) | EngineError::Corrupt(_))) => Err(
             ApiError::UnsupportedMedia(format!("the file is not a video vidmill can read: {e}")),
         ),
-        Err(e @ (EngineError::Crashed(_) | EngineError::LimitExceeded(_))) => {
-            Err(ApiError::UnsupportedMedia(format!(
-                "the file is not a video vidmill can read: probing it failed ({}): {e}",
-                e.code()
-            )))
-        }
+        Err(EngineError::LimitExceeded(why)) => Err(ApiError::LimitExceeded(format!(
+            "the video is over a limit of this server: {why}"
+        ))),
+        Err(e @ EngineError::Crashed(_)) => Err(ApiError::UnsupportedMedia(format!(
+            "the file is not a video vidmill can read: probing it failed ({}): {e}",
+            e.code()
+        ))),
         Err(e) => Err(ApiError::Internal(e.to_string())),
     }
 }
@@ -265,6 +266,9 @@ fn is_raw_media(headers: &HeaderMap) -> bool {
         (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: not a video vidmill can read, or another content type",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: the video is over a media limit (`limits.max_duration_seconds`, \
+            `limits.max_pixels`, `limits.max_frame_rate`, `limits.max_frames`), named in the detail; nothing is kept",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 408, description = "`body-too-slow`: the body came slower than \
             `server.min_body_bytes_per_second`", body = doc::Problem,
@@ -351,7 +355,15 @@ pub async fn create(
     if !multipart && declared.is_some_and(|n| n != size) {
         return Err(ApiError::UploadInterrupted);
     }
-    probe(&app, &temp.path).await?;
+    let info = probe(&app, &temp.path).await?;
+    if options.wants(OutputKind::Frames) {
+        // Known now, so refused now rather than failed later.
+        app.config
+            .limits
+            .media()
+            .check_frames(options.frames_every, info.duration)
+            .map_err(|e| ApiError::LimitExceeded(e.to_string()))?;
+    }
     let name = name.unwrap_or_else(|| "upload".into());
     remember_contact(&app, &who).await;
     let video = app

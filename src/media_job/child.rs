@@ -54,6 +54,7 @@ fn serve() -> Result<(), ChildError> {
         serde_json::from_str(&text).map_err(|e| ChildError::Request(e.to_string()))?;
     tie_to_parent(request.parent)?;
     limit_memory(request.data_limit)?;
+    limit_file_size(request.file_size_limit)?;
     send(&Reply::Started {
         pid: std::process::id(),
     });
@@ -76,7 +77,7 @@ fn serve() -> Result<(), ChildError> {
 fn run_job(job: Job) -> Result<(), EngineError> {
     match job {
         Job::Ping => Ok(()),
-        Job::Probe { source } => probe(&source),
+        Job::Probe { source, limits } => probe(&source, &limits),
         Job::Process {
             job,
             settings,
@@ -119,8 +120,8 @@ fn starved(e: EngineError, data_limit: u64) -> EngineError {
     }
 }
 
-fn probe(source: &std::path::Path) -> Result<(), EngineError> {
-    let facts = media::probe(source).map_err(engine_error)?;
+fn probe(source: &std::path::Path, limits: &media::MediaLimits) -> Result<(), EngineError> {
+    let facts = media::probe_within(source, limits).map_err(engine_error)?;
     let info = source_info(&facts);
     let facts = serde_json::to_value(&facts).map_err(|e| EngineError::Failed(e.to_string()))?;
     send(&Reply::Probed { info, facts });
@@ -154,6 +155,20 @@ fn limit_memory(bytes: u64) -> Result<(), ChildError> {
         maximum: Some(bytes),
     };
     setrlimit(Resource::Data, limit).map_err(|e| ChildError::Setup(e.into()))
+}
+
+/// A write past `bytes` raises SIGXFSZ, whose default kills the worker;
+/// the server names the signal as the output limit.
+fn limit_file_size(bytes: u64) -> Result<(), ChildError> {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    if bytes == 0 {
+        return Ok(());
+    }
+    let limit = Rlimit {
+        current: Some(bytes),
+        maximum: Some(bytes),
+    };
+    setrlimit(Resource::Fsize, limit).map_err(|e| ChildError::Setup(e.into()))
 }
 
 /// Writes one reply line. A server that stopped reading is gone or has

@@ -67,6 +67,7 @@ impl ProcessEngine {
         let request = Request {
             parent: std::process::id(),
             data_limit: self.limits.data_limit(),
+            file_size_limit: self.limits.output_bytes,
             job,
         };
         let budget = self.limits.budget(media_seconds);
@@ -104,6 +105,7 @@ impl MediaEngine for ProcessEngine {
         self.call(
             Job::Probe {
                 source: source.to_path_buf(),
+                limits: self.settings.limits,
             },
             &label("probe", source),
             None,

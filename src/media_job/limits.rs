@@ -27,6 +27,8 @@ pub struct WorkerLimits {
     pub timeout_floor: Duration,
     /// Wall-clock seconds allowed per second of source.
     pub timeout_factor: f64,
+    /// The largest file a worker may write (an MP4, a ZIP), in bytes.
+    pub output_bytes: u64,
 }
 
 impl WorkerLimits {
@@ -35,6 +37,7 @@ impl WorkerLimits {
             memory_bytes: limits.worker_memory_bytes,
             timeout_floor: Duration::from_secs(limits.worker_timeout_floor_seconds),
             timeout_factor: limits.worker_timeout_factor,
+            output_bytes: limits.max_output_bytes,
         }
     }
 
@@ -49,6 +52,7 @@ impl WorkerLimits {
         Budget {
             memory: self.memory_bytes,
             wall_clock: scaled.max(self.timeout_floor),
+            output: self.output_bytes,
         }
     }
 
@@ -76,6 +80,7 @@ mod tests {
             memory_bytes: 1 << 30,
             timeout_floor: Duration::from_secs(300),
             timeout_factor: 10.0,
+            output_bytes: 1 << 30,
         };
         assert_eq!(l.budget(None).wall_clock, Duration::from_secs(300));
         assert_eq!(l.budget(Some(5.0)).wall_clock, Duration::from_secs(300));

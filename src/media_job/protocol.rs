@@ -22,6 +22,9 @@ pub struct Request {
     /// `RLIMIT_DATA` for the worker, in bytes (0: none): a backstop under
     /// the server's sampling of its resident memory.
     pub data_limit: u64,
+    /// `RLIMIT_FSIZE` for the worker, in bytes (0: none): no file it
+    /// writes, an output above all, may grow past it.
+    pub file_size_limit: u64,
     pub job: Job,
 }
 
@@ -31,8 +34,11 @@ pub struct Request {
 pub enum Job {
     /// Nothing: answers at once (the cost of a worker itself).
     Ping,
-    /// What the file is; answers `probed`.
-    Probe { source: PathBuf },
+    /// What the file is, held to the media limits; answers `probed`.
+    Probe {
+        source: PathBuf,
+        limits: vidmill_pipelines::MediaLimits,
+    },
     /// Makes the outputs, reporting events.
     Process {
         job: ProcessJob,

@@ -45,6 +45,8 @@ pub struct Budget {
     /// Resident memory, in bytes.
     pub memory: u64,
     pub wall_clock: Duration,
+    /// The largest file the worker may write (its `RLIMIT_FSIZE`), in bytes.
+    pub output: u64,
 }
 
 /// Why a worker ended without its job's own answer.
@@ -62,6 +64,8 @@ pub enum WatchError {
     OutOfMemory { limit_mib: u64, last_words: String },
     #[error("the job took longer than its {0:?} wall-clock limit (limits.worker_timeout_floor_seconds, limits.worker_timeout_factor)")]
     OverTime(Duration),
+    #[error("an output grew past the {limit_mib} MiB limit (limits.max_output_bytes)")]
+    OverOutput { limit_mib: u64 },
 }
 
 /// The worker's last words, when it left any.
@@ -82,7 +86,10 @@ impl WatchError {
     pub fn is_limit(&self) -> bool {
         matches!(
             self,
-            Self::OverMemory { .. } | Self::OutOfMemory { .. } | Self::OverTime(_)
+            Self::OverMemory { .. }
+                | Self::OutOfMemory { .. }
+                | Self::OverTime(_)
+                | Self::OverOutput { .. }
         )
     }
 }
@@ -334,6 +341,11 @@ fn judge(
             })
         }
         Some(Ending::Killed(Kill::Clock)) => return Err(WatchError::OverTime(budget.wall_clock)),
+        Some(Ending::Exited(status)) if over_file_size(status) => {
+            return Err(WatchError::OverOutput {
+                limit_mib: mib(budget.output),
+            })
+        }
         Some(Ending::Exited(status)) => Some(status),
         None => None,
     };
@@ -358,6 +370,12 @@ fn judge(
 /// last words say so (Rust's and GLib's allocators).
 fn out_of_memory(words: &str) -> bool {
     words.contains("memory allocation of") || words.contains("failed to allocate")
+}
+
+/// Killed by SIGXFSZ: a write went past the worker's `RLIMIT_FSIZE`.
+fn over_file_size(status: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(rustix::process::Signal::XFSZ.as_raw())
 }
 
 fn describe(status: Option<ExitStatus>) -> String {
@@ -397,6 +415,7 @@ mod tests {
     const BUDGET: Budget = Budget {
         memory: 512 << 20,
         wall_clock: Duration::from_secs(60),
+        output: 1 << 30,
     };
 
     #[test]

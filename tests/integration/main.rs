@@ -13,6 +13,7 @@ mod connections;
 mod doctor;
 mod edges;
 mod jwks;
+mod limits;
 mod openapi;
 mod recovery;
 mod s3;

@@ -25,6 +25,7 @@ use crate::convert::VideoTap;
 use crate::error::{MediaError, Result};
 use crate::facts::MediaFacts;
 use crate::graph::{self, make};
+use crate::limits::MediaLimits;
 use crate::output::TempOutput;
 use crate::runner::{self, PositionTap, Running};
 
@@ -187,7 +188,7 @@ pub fn frames(
     crate::init()?;
     spec.validate()?;
     let strategy = choose_strategy(facts, spec.every, spec.accuracy);
-    let job = FrameJob::new(facts, spec, strategy)?;
+    let job = FrameJob::new(facts, spec, strategy, &ctl.limits)?;
     match strategy {
         Strategy::Seek => job.run_seeks(input, facts, ctl)?,
         _ => job.run_decode(input, facts, ctl)?,
@@ -217,8 +218,14 @@ impl std::fmt::Debug for FrameJob {
 }
 
 impl FrameJob {
-    pub(crate) fn new(facts: &MediaFacts, spec: &FramesSpec, strategy: Strategy) -> Result<Self> {
+    pub(crate) fn new(
+        facts: &MediaFacts,
+        spec: &FramesSpec,
+        strategy: Strategy,
+        limits: &MediaLimits,
+    ) -> Result<Self> {
         spec.validate()?;
+        limits.check_frames(spec.every, facts.duration)?;
         let size = graph::output_size(&facts.video, spec.max_height);
         let out = TempOutput::new(&spec.output)?;
         let archive = FrameArchive::create(out.path(), spec.format.extension())?;
@@ -229,6 +236,7 @@ impl FrameJob {
             size,
             last_image: None,
             error: None,
+            limits: *limits,
         };
         Ok(Self {
             out,
@@ -297,7 +305,7 @@ impl FrameJob {
             collector.write(Pick {
                 frame: sample.clone(),
                 time,
-                targets: vec![k],
+                targets: k..k + 1,
             })?;
             last = Some((time, sample));
         }
@@ -408,6 +416,8 @@ struct Collector {
     size: (u32, u32),
     last_image: Option<(f64, Vec<u8>)>,
     error: Option<MediaError>,
+    /// The archive's cap on images (a file may hold more than it said).
+    limits: MediaLimits,
 }
 
 impl Collector {
@@ -419,6 +429,13 @@ impl Collector {
     }
 
     fn write(&mut self, pick: Pick<gst::Sample>) -> Result<()> {
+        let count = self
+            .archive
+            .count()
+            .saturating_add(pick.targets.end - pick.targets.start);
+        if count > self.limits.max_frames {
+            return Err(self.limits.too_many_frames(count));
+        }
         let reuse = self
             .last_image
             .as_ref()

@@ -3,6 +3,8 @@
 //! `k * every`) gets the frame on screen at that time, i.e. the last frame
 //! whose time is not after it.
 
+use std::ops::Range;
+
 /// Container time bases round timestamps (a frame meant for 1.0 s may say
 /// 1.0000004 s, or 1.0005 s in Matroska's milliseconds); a frame this
 /// close after a target still counts as on screen. Less than the 1 ms by
@@ -15,8 +17,10 @@ pub(crate) struct Pick<T> {
     pub frame: T,
     /// The frame's stream time in seconds.
     pub time: f64,
-    /// Zero-based target indices this frame answers.
-    pub targets: Vec<u64>,
+    /// Zero-based target indices this frame answers: a range, not a list,
+    /// since a jump in time (or a declared end far past the last frame)
+    /// may span any number of them.
+    pub targets: Range<u64>,
 }
 
 #[derive(Debug)]
@@ -43,18 +47,44 @@ impl<T: Clone> Sampler<T> {
         k as f64 * self.every
     }
 
-    fn due(&self, k: u64) -> bool {
-        self.end.is_none_or(|end| self.target(k) < end)
+    /// How many targets there are: all of them before the end, or
+    /// without end as many as frames reach.
+    fn due_count(&self) -> u64 {
+        self.end
+            .map_or(u64::MAX, |end| target_count(self.every, end))
+    }
+
+    /// The index of the first target at or after `t` (with `inclusive`,
+    /// the first one after it): computed, not counted, so that any span
+    /// of time costs the same.
+    fn first_from(&self, t: f64, inclusive: bool) -> u64 {
+        let before = |k: u64| match inclusive {
+            true => self.target(k) <= t,
+            false => self.target(k) < t,
+        };
+        if t.is_nan() || t < 0.0 {
+            return 0;
+        }
+        // Far past any real end; keeps the guess inside u64.
+        let mut k = (t / self.every).ceil().min(1e18) as u64;
+        while k > 0 && !before(k - 1) {
+            k -= 1;
+        }
+        while before(k) {
+            k += 1;
+        }
+        k
     }
 
     /// Takes the next frame; returns the frame it displaces when that one was
     /// on screen at one or more targets.
     pub(crate) fn push(&mut self, time: f64, frame: T) -> Option<Pick<T>> {
-        let mut targets = Vec::new();
-        while self.due(self.next) && self.target(self.next) < time - EPSILON {
-            targets.push(self.next);
-            self.next += 1;
-        }
+        let stop = self
+            .first_from(time - EPSILON, false)
+            .min(self.due_count())
+            .max(self.next);
+        let targets = self.next..stop;
+        self.next = stop;
         let pick = match (targets.is_empty(), self.held.take()) {
             (true, _) => None,
             (false, Some((held_time, held))) => Some(Pick {
@@ -76,13 +106,13 @@ impl<T: Clone> Sampler<T> {
     /// At end of stream: the last frame answers every remaining target.
     pub(crate) fn finish(&mut self) -> Option<Pick<T>> {
         let (time, frame) = self.held.take()?;
-        let mut targets = Vec::new();
-        while self.due(self.next)
-            && (self.end.is_some() || self.target(self.next) <= time + EPSILON)
-        {
-            targets.push(self.next);
-            self.next += 1;
+        let stop = match self.end {
+            Some(_) => self.due_count(),
+            None => self.first_from(time + EPSILON, true),
         }
+        .max(self.next);
+        let targets = self.next..stop;
+        self.next = stop;
         (!targets.is_empty()).then_some(Pick {
             frame,
             time,
@@ -110,9 +140,9 @@ mod tests {
         let mut out: Vec<_> = times
             .iter()
             .filter_map(|t| s.push(*t, *t))
-            .map(|p| (p.time, p.targets))
+            .map(|p| (p.time, p.targets.collect()))
             .collect();
-        out.extend(s.finish().map(|p| (p.time, p.targets)));
+        out.extend(s.finish().map(|p| (p.time, p.targets.collect())));
         out
     }
 
@@ -180,6 +210,17 @@ mod tests {
         let picks = run(1.0, None, &frames(2.0, 3.0));
         assert_eq!(picks.last(), Some(&(2.0, vec![2])));
         assert_eq!(picks.len(), 3);
+    }
+
+    #[test]
+    fn any_span_of_targets_costs_the_same() {
+        // A declared end of 10^12 s, or a frame time far ahead: one range.
+        let mut s = Sampler::new(0.5, Some(1e12));
+        assert!(s.push(0.0, ()).is_none());
+        let pick = s.push(1e9, ()).expect("a pick");
+        assert_eq!(pick.targets, 0..2_000_000_000);
+        let last = s.finish().expect("the rest");
+        assert_eq!(last.targets, 2_000_000_000..2_000_000_000_000);
     }
 
     #[test]

@@ -488,10 +488,10 @@ pub async fn complete(
     upload: &PartialUpload,
 ) -> Result<(), ApiError> {
     match probe(app, &upload.path).await {
-        Ok(()) => {
+        Ok(_) => {
             app.handle.finish_upload(owner, id).await?;
         }
-        Err(e @ ApiError::UnsupportedMedia(_)) => {
+        Err(e @ (ApiError::UnsupportedMedia(_) | ApiError::LimitExceeded(_))) => {
             app.handle.delete(owner, id).await?;
             app.uploads.forget(id);
             return Err(e);

@@ -1,0 +1,93 @@
+//! Media limits against the real server: what a file declares is refused at
+//! upload (422 `limit-exceeded`, the key named, nothing kept), and a file
+//! that declares an absurd duration costs only what it really holds.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Makes the Matroska `Duration` element of `webm` claim `ms` milliseconds
+/// (the default timecode scale): a 1 s file that says it lasts forever.
+fn claim_duration(webm: &mut [u8], ms: f64) {
+    let at = webm
+        .windows(2)
+        .position(|w| w == [0x44, 0x89])
+        .expect("a Duration element");
+    match webm[at + 2] {
+        0x88 => webm[at + 3..at + 11].copy_from_slice(&ms.to_be_bytes()),
+        0x84 => webm[at + 3..at + 7].copy_from_slice(&(ms as f32).to_be_bytes()),
+        size => panic!("Duration of unexpected size {size:#x}"),
+    }
+}
+
+#[test]
+fn over_a_declared_limit_the_upload_is_refused_by_name_and_nothing_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The test server's config ends in its `[limits]` table.
+    let server = Server::start(dir.path(), "max_duration_seconds = 2.0\nmax_frames = 5\n");
+    let token = server.token("limited");
+    let long = webm(dir.path(), 4.0);
+    let r = server.upload(&token, "filename=long.webm", &long);
+    assert_eq!(r.status, 422, "{r:?}");
+    assert_eq!(r.code(), "limit-exceeded");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("limits.max_duration_seconds"),
+        "{r:?}"
+    );
+    let short = webm(dir.path(), 1.0);
+    let r = server.upload(&token, "filename=dense.webm&frames_every=0.1", &short);
+    assert_eq!(r.status, 422, "{r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("limits.max_frames"),
+        "{r:?}"
+    );
+    let listed = server.get("/v1/videos", &token).json();
+    assert_eq!(
+        listed["videos"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
+    assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+    // Within the limits the same server takes it.
+    let r = server.upload(&token, "filename=fine.webm&frames_every=0.5", &short);
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.json()["id"].as_str().expect("id").to_string();
+    let v = server.wait_for(&token, &id, |v| {
+        v["state"] != "queued" && v["state"] != "processing"
+    });
+    assert_eq!(v["state"], "ready", "{v}");
+}
+
+#[test]
+fn a_file_declaring_a_trillion_seconds_costs_what_it_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), "");
+    let token = server.token("liar");
+    let mut lying = webm(dir.path(), 1.0);
+    claim_duration(&mut lying, 1e15);
+    let started = Instant::now();
+    let r = server.upload(&token, "filename=forever.webm&frames_every=0.5", &lying);
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.json()["id"].as_str().expect("id").to_string();
+    let v = server.wait_for(&token, &id, |v| {
+        v["state"] != "queued" && v["state"] != "processing"
+    });
+    // Its packets say 1 s (and a third of a millisecond): that is what it
+    // is, frames at 0, 0.5 and 1.0 s and no more.
+    assert_eq!(v["state"], "ready", "{v}");
+    assert_eq!(v["outputs"]["frames"]["count"], 3, "{v}");
+    assert!(
+        v["source"]["duration"].as_f64().is_some_and(|d| d < 2.0),
+        "{v}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .expect("server RSS");
+    assert!(rss < 300 * 1024, "server RSS {rss} KiB");
+}
