@@ -11,6 +11,7 @@
 //! pipeline to `Null`, and writes outputs under a temporary name that is
 //! renamed only when complete.
 
+mod allowed;
 mod colour;
 mod control;
 mod convert;
@@ -69,11 +70,13 @@ pub const REQUIRED_ELEMENTS: &[&str] = &[
     "queue",
 ];
 
-/// Initialises GStreamer once per process and ranks decoders for speed.
+/// Initialises GStreamer once per process: takes out every element media
+/// must not reach (see `allowed`) and ranks decoders for speed.
 pub fn init() -> Result<()> {
     static INIT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| {
         gst::init().map_err(|e| e.to_string())?;
+        allowed::remove_the_rest();
         prefer_fast_decoders();
         Ok(())
     })

@@ -11,6 +11,7 @@ use vidmill_actors::{CancelFlag, EngineError, EngineEvent, MediaEngine};
 use vidmill_pipelines as media;
 
 use super::protocol::{Job, Reply, Request};
+use super::sandbox;
 use crate::engine::{engine_error, source_info, GstEngine};
 
 /// Why the worker could not even start its job (reported on stderr; the
@@ -55,6 +56,7 @@ fn serve() -> Result<(), ChildError> {
     tie_to_parent(request.parent)?;
     limit_memory(request.data_limit)?;
     limit_file_size(request.file_size_limit)?;
+    sandbox::deny_network().map_err(ChildError::Setup)?;
     send(&Reply::Started {
         pid: std::process::id(),
     });

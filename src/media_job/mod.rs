@@ -16,6 +16,7 @@ pub mod child;
 pub mod engine;
 pub mod limits;
 pub mod protocol;
+pub mod sandbox;
 pub mod watch;
 
 pub use engine::ProcessEngine;

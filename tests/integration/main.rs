@@ -14,6 +14,7 @@ mod doctor;
 mod edges;
 mod jwks;
 mod limits;
+mod no_network;
 mod openapi;
 mod recovery;
 mod s3;

@@ -370,3 +370,42 @@ fn thirty_sigkills_of_the_server_lose_no_video() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// A DELETE answers within 2 s whatever the video is doing (waiting for a
+/// slot, or converting in a worker), and leaves no worker or temp file.
+#[test]
+fn delete_stops_a_video_within_two_seconds_in_every_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One slot, so the second upload waits in the queue.
+    let server = Server::start(dir.path(), "\n[media]\ncpu_budget = 1\n");
+    let token = server.token("deleter");
+    let source = dir.path().join("long.webm");
+    std::fs::write(&source, crate::support::webm(dir.path(), 60.0)).expect("source");
+    let running = upload(&server, &token, &source);
+    server.wait_for(&token, &running, |v| v["stage"] == "converting");
+    let waiting = upload(&server, &token, &source);
+    let v = server.get(&format!("/v1/videos/{waiting}"), &token).json();
+    assert_eq!(v["state"], "queued", "{v}");
+    for id in [&waiting, &running] {
+        let started = Instant::now();
+        let r = server.request(
+            "DELETE",
+            &format!("/v1/videos/{id}"),
+            &[("Authorization", format!("Bearer {token}"))],
+            b"",
+        );
+        assert_eq!(r.status, 204, "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "DELETE took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(server.get(&format!("/v1/videos/{id}"), &token).status, 404);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !workers_under(dir.path()).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", workers_under(dir.path()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+}
