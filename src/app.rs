@@ -143,6 +143,30 @@ pub fn secret(
     }
 }
 
+/// Shortest HMAC key accepted, in bytes: what HS256 itself asks for
+/// (RFC 7518 §3.2, a key as long as the hash), so a guessable word is
+/// never a key.
+pub const MIN_HMAC_KEY_BYTES: usize = 32;
+
+/// Like [`secret`], for an HMAC key (HS256, link signing, webhooks): also
+/// refused when shorter than [`MIN_HMAC_KEY_BYTES`], from any source.
+pub fn hmac_key(
+    name: &str,
+    value: &str,
+    file: &str,
+    generate_at: Option<&Path>,
+) -> Result<Option<Vec<u8>>, String> {
+    let key = secret(name, value, file, generate_at)?;
+    match &key {
+        Some(k) if k.len() < MIN_HMAC_KEY_BYTES => Err(format!(
+            "{name} is {} bytes: use at least {MIN_HMAC_KEY_BYTES} (for instance the output of \
+             `openssl rand -hex 32`)",
+            k.len()
+        )),
+        _ => Ok(key),
+    }
+}
+
 /// The secret without surrounding whitespace, or `empty()` as the error.
 fn non_blank(text: &str, empty: impl FnOnce() -> String) -> Result<Vec<u8>, String> {
     let key = text.trim();
@@ -192,14 +216,14 @@ fn hs256_key(config: &Config, generate: bool) -> Result<Option<Vec<u8>>, String>
     let a = &config.auth;
     let generated = generated_key_path(config);
     if generate || generated.exists() {
-        secret(
+        hmac_key(
             "auth.hs256_secret",
             &a.hs256_secret,
             &a.hs256_secret_file,
             Some(&generated),
         )
     } else {
-        secret(
+        hmac_key(
             "auth.hs256_secret",
             &a.hs256_secret,
             &a.hs256_secret_file,
@@ -251,7 +275,7 @@ pub fn existing_signer(config: &Config) -> Result<Signer, String> {
 
 fn build_signer(config: &Config, generate: bool) -> Result<Signer, String> {
     let s = &config.signing;
-    if let Some(key) = secret("signing.key", &s.key, &s.key_file, None)? {
+    if let Some(key) = hmac_key("signing.key", &s.key, &s.key_file, None)? {
         return Ok(Signer::new(&key));
     }
     let hs = hs256_key(config, generate)?
@@ -352,6 +376,28 @@ mod tests {
         for nonsense in [f64::NAN, f64::INFINITY, -5.0] {
             assert_eq!(link_lifetime(&s, Some(nonsense)), Duration::from_secs(3600));
         }
+    }
+
+    #[test]
+    fn short_hmac_keys_are_refused_from_every_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let short = "a-key-of-31-bytes-is-not-enough";
+        assert_eq!(short.len(), 31);
+        let err = hmac_key("signing.key", short, "", None).expect_err("short value");
+        assert!(err.contains("signing.key") && err.contains("at least 32"), "{err}");
+        let file = dir.path().join("k");
+        std::fs::write(&file, format!("{short}\n")).expect("write");
+        let f = file.to_str().expect("utf-8");
+        let err = hmac_key("notify.webhook_secret", "", f, None).expect_err("short file");
+        assert!(err.contains("notify.webhook_secret"), "{err}");
+        let long = format!("{short}!");
+        assert_eq!(
+            hmac_key("auth.hs256_secret", &long, "", None).expect("32 bytes"),
+            Some(long.into_bytes())
+        );
+        // A generated key is long enough.
+        let generated = dir.path().join("generated.secret");
+        assert!(hmac_key("auth.hs256_secret", "", "", Some(&generated)).is_ok());
     }
 
     #[test]

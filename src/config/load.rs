@@ -284,8 +284,8 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if c.media.max_height < 16 {
         return bad("media.max_height", "expected at least 16");
     }
-    if !c.auth.hs256_secret.is_empty() && c.auth.hs256_secret.trim().len() < 16 {
-        return bad("auth.hs256_secret", "use at least 16 characters");
+    if !c.auth.hs256_secret.is_empty() && c.auth.hs256_secret.trim().len() < 32 {
+        return bad("auth.hs256_secret", "use at least 32 characters");
     }
     if c.signing.ttl_seconds == 0 {
         return bad("signing.ttl_seconds", "expected at least 1");

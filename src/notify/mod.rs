@@ -51,7 +51,7 @@ impl Channels {
     /// The channels `notify` configures; `app` is attached later.
     pub fn new(config: &Config, app: Attached) -> Result<Self, String> {
         let n = &config.notify;
-        let secret = crate::app::secret(
+        let secret = crate::app::hmac_key(
             "notify.webhook_secret",
             &n.webhook_secret,
             &n.webhook_secret_file,

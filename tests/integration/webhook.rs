@@ -13,7 +13,7 @@ use sha2::Sha256;
 
 use crate::support::{webm, Server};
 
-const SECRET: &str = "webhook-test-secret";
+const SECRET: &str = "webhook-test-secret-0123456789abcdef";
 
 /// One request the receiver got.
 #[derive(Debug)]
