@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := pkg-config ca-certificates libgstreamer1.0-dev libgstreamer-p
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools ffmpeg
 
-.PHONY: deps build run test lint test-clients chromium garage bench-pipelines bench-serve clean
+.PHONY: deps build run test lint test-clients test-hostile chromium garage bench-pipelines bench-serve clean
 
 # The stock clients the integration tests drive vidmill with: tus-js-client
 # and playwright-core under Node (npm, as package-lock.json pins them) and
@@ -76,6 +76,11 @@ test: lint test-clients
 	else \
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+# Every row of the hostile corpus (make test runs the rows marked quick),
+# with its table printed: see docs/RELIABILITY.md.
+test-hostile: deps
+	VIDMILL_HOSTILE=all $(CARGO) test --test integration the_hostile_corpus -- --nocapture
 
 # The upload → ready rows run the release server and upload with curl.
 bench-pipelines: deps

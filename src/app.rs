@@ -384,7 +384,10 @@ mod tests {
         let short = "a-key-of-31-bytes-is-not-enough";
         assert_eq!(short.len(), 31);
         let err = hmac_key("signing.key", short, "", None).expect_err("short value");
-        assert!(err.contains("signing.key") && err.contains("at least 32"), "{err}");
+        assert!(
+            err.contains("signing.key") && err.contains("at least 32"),
+            "{err}"
+        );
         let file = dir.path().join("k");
         std::fs::write(&file, format!("{short}\n")).expect("write");
         let f = file.to_str().expect("utf-8");

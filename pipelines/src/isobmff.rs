@@ -17,6 +17,9 @@ pub(crate) struct Layout {
     /// Movie fragments: a fragmented MP4 (OBS's crash-safe recording,
     /// DASH/HLS segments), whose demuxer seeks by guessing.
     pub(crate) moof: bool,
+    /// A box says it ends past the end of the file: the file was cut off
+    /// (or its size lies).
+    pub(crate) cut_off: bool,
 }
 
 /// True when `path` is an ISO BMFF file that has `mdat` but no `moov` or
@@ -27,6 +30,12 @@ pub(crate) fn lacks_index(path: &Path) -> bool {
 }
 
 /// Whether `path` is a fragmented ISO BMFF file.
+/// An ISO BMFF file whose last box ends past the end of the file.
+pub(crate) fn is_cut_off(path: &Path) -> bool {
+    let l = layout(path);
+    l.iso && l.cut_off
+}
+
 pub(crate) fn is_fragmented(path: &Path) -> bool {
     let l = layout(path);
     l.iso && l.moof
@@ -49,6 +58,12 @@ pub(crate) fn layout(path: &Path) -> Layout {
         }
         let kind: [u8; 4] = [header[4], header[5], header[6], header[7]];
         let kind = &kind;
+        // Box types are four printable characters (`©nam` aside, whose
+        // boxes live inside others): anything else after the boxes is
+        // data appended to the file, not a box of it.
+        if !kind.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+            return l;
+        }
         if at == 0 {
             if !matches!(kind, b"ftyp" | b"wide" | b"free" | b"mdat") {
                 return l;
@@ -74,6 +89,7 @@ pub(crate) fn layout(path: &Path) -> Layout {
         if size < 8 {
             return l;
         }
+        l.cut_off |= at.saturating_add(size) > len;
         at = at.saturating_add(size);
     }
     l
@@ -102,6 +118,15 @@ mod tests {
     fn media_without_an_index_is_detected() {
         let cut = file(&[boxed(b"ftyp", 16), boxed(b"mdat", 1000)], 500);
         assert!(lacks_index(cut.path()));
+    }
+
+    #[test]
+    fn a_file_cut_off_is_told_from_one_with_data_appended() {
+        let whole = [boxed(b"ftyp", 16), boxed(b"moov", 50), boxed(b"mdat", 1000)];
+        assert!(is_cut_off(file(&whole, 10).path()));
+        assert!(!is_cut_off(file(&whole, 0).path()));
+        let appended = [whole.concat(), b"PK\x03\x04\x14\x00\x00\x00 a zip".to_vec()];
+        assert!(!is_cut_off(file(&appended, 0).path()));
     }
 
     #[test]

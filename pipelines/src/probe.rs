@@ -24,6 +24,10 @@ use crate::runner::{self, PositionTap, Running};
 
 /// How long the Discoverer may take on one file.
 const DISCOVER_TIMEOUT: Duration = Duration::from_secs(15);
+/// The smallest picture side taken: H.264's macroblock (x264enc refuses
+/// less), and no real video is smaller.
+const MIN_SIDE: u32 = 16;
+
 /// The keyframe scan stops after this much media time...
 const SCAN_MEDIA: Duration = Duration::from_secs(20);
 /// ...or this many video packets, whichever comes first.
@@ -59,6 +63,13 @@ pub fn probe_within(path: &Path, limits: &MediaLimits) -> Result<MediaFacts> {
             "the MP4 has media data but no index (moov): the recording was cut off before it was finished".into(),
         ));
     }
+    if isobmff::is_cut_off(path) {
+        return Err(MediaError::Corrupt(
+            "the file ends before its last part does: it was cut off (an upload or a copy that \
+             stopped early?); send the whole file"
+                .into(),
+        ));
+    }
     let absolute = std::path::absolute(path).map_err(|e| MediaError::io(path, e))?;
     let uri = gst::glib::filename_to_uri(&absolute, None)
         .map_err(|e| MediaError::Invalid(format!("{}: {e}", path.display())))?;
@@ -68,7 +79,14 @@ pub fn probe_within(path: &Path, limits: &MediaLimits) -> Result<MediaFacts> {
     .map_err(|e| MediaError::Pipeline(format!("discoverer: {e}")))?;
     let info = discoverer
         .discover_uri(&uri)
-        .map_err(|e| MediaError::from_gst(&e, None))?;
+        .map_err(|e| match MediaError::from_gst(&e, None) {
+            // Any stream error while reading a file's headers is the
+            // file's (a demuxer that gives up on what it finds).
+            MediaError::Pipeline(m) if e.kind::<gst::StreamError>().is_some() => {
+                MediaError::Corrupt(m)
+            }
+            other => other,
+        })?;
     match info.result() {
         gst_pbutils::DiscovererResult::Ok => {}
         gst_pbutils::DiscovererResult::MissingPlugins => {
@@ -106,6 +124,12 @@ pub fn probe_within(path: &Path, limits: &MediaLimits) -> Result<MediaFacts> {
         return Err(MediaError::Corrupt(
             "the video stream has no picture size".into(),
         ));
+    }
+    if video.width < MIN_SIDE || video.height < MIN_SIDE {
+        return Err(MediaError::Unsupported(format!(
+            "the video's pictures are {}x{}; vidmill needs at least {MIN_SIDE}x{MIN_SIDE}",
+            video.width, video.height
+        )));
     }
     let audio = info
         .audio_streams()

@@ -12,6 +12,7 @@ mod cli;
 mod connections;
 mod doctor;
 mod edges;
+mod hostile;
 mod jwks;
 mod limits;
 mod no_network;
