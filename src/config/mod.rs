@@ -241,6 +241,27 @@ pub struct Limits {
     /// Wall-clock seconds a run may take per second of source, when that
     /// is more than the floor; past it the run fails `limit-exceeded`.
     pub worker_timeout_factor: f64,
+    /// Uploads one user may be sending at the same time (plain, tus
+    /// requests carrying bytes, direct completions).
+    pub quota_uploads_in_progress: usize,
+    /// Uploads one user may hold open: resumable (tus) or direct uploads
+    /// created and not yet complete.
+    pub quota_open_uploads: u64,
+    /// Bytes one user may upload in any 24 hours (rolling), deleted videos
+    /// included.
+    pub quota_upload_bytes_per_day: u64,
+    /// Bytes one user may have stored: sources and outputs of their videos.
+    pub quota_stored_bytes: u64,
+    /// WebSocket event streams one user may have open at the same time.
+    pub quota_websocket_connections: usize,
+    /// Requests per second one user may make, on average.
+    pub rate_requests_per_second: u32,
+    /// Requests one user may make at once above the average rate.
+    pub rate_request_burst: u32,
+    /// Requests with a missing or bad token one client address (IPv6: one
+    /// /64) may make per minute; past it, its requests are refused 429
+    /// before their token is checked.
+    pub rate_auth_failures_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -252,6 +273,14 @@ impl Default for Limits {
             worker_memory_bytes: 4 << 30,
             worker_timeout_floor_seconds: 600,
             worker_timeout_factor: 10.0,
+            quota_uploads_in_progress: 4,
+            quota_open_uploads: 20,
+            quota_upload_bytes_per_day: 50 << 30,
+            quota_stored_bytes: 100 << 30,
+            quota_websocket_connections: 32,
+            rate_requests_per_second: 20,
+            rate_request_burst: 100,
+            rate_auth_failures_per_minute: 30,
         }
     }
 }

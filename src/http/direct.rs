@@ -46,6 +46,11 @@ pub async fn start(
         ));
     }
     let options = parse_options(query, app.config.media.frames_every)?;
+    // The size is known only at completion: here, room for any upload.
+    app.quotas
+        .uploads(&app.handle, &who.sub, true)
+        .await?
+        .check(1)?;
     check_disk(app).await?;
     let filename = filename(query.get("filename").map(String::as_str))?;
     remember_contact(app, who).await;
@@ -118,6 +123,7 @@ pub async fn complete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let video = app.handle.get(&who.sub, &id).await?;
+    let _sending = app.quotas.upload_in_progress(&who.sub)?;
     if app.config.storage.kind != "s3" {
         return Err(ApiError::DirectUploadUnavailable(
             "direct upload needs the S3 store (storage.type = \"s3\"); \
@@ -150,6 +156,11 @@ pub async fn complete(
         app.handle.delete(&who.sub, &id).await?;
         return Err(ApiError::UploadTooLarge(limit));
     }
+    let allowance = app.quotas.uploads(&app.handle, &who.sub, false).await?;
+    if let Err(over) = allowance.check(size) {
+        app.handle.delete(&who.sub, &id).await?;
+        return Err(over);
+    }
     let scratch = app
         .config
         .data_dir()
@@ -178,7 +189,7 @@ pub async fn complete(
     app.store.rename(&key, &object_key(&id, "source")).await?;
     let video = app
         .handle
-        .queue_uploaded(&who.sub, &id)
+        .queue_uploaded(&who.sub, &id, size)
         .await
         .map_err(|e| match e {
             CoreError::Conflict(_) => ApiError::UploadNotFound,

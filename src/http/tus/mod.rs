@@ -161,6 +161,11 @@ pub async fn create(
     if length > limit {
         return Err(ApiError::UploadTooLarge(limit));
     }
+    // Charged its whole declared length now: the bytes are promised.
+    app.quotas
+        .uploads(&app.handle, &who.sub, true)
+        .await?
+        .check(length)?;
     let meta = metadata(&headers)?;
     let options = parse_options(
         &meta
@@ -182,6 +187,9 @@ pub async fn create(
     if with_bytes && byte_count(&headers, "content-length")?.is_some_and(|n| n > length) {
         return Err(ApiError::UploadTooLarge(length));
     }
+    let _sending = with_bytes
+        .then(|| app.quotas.upload_in_progress(&who.sub))
+        .transpose()?;
     let video = app
         .handle
         .begin_upload(&who.sub, &filename, options, length)
@@ -355,6 +363,9 @@ pub async fn append(
     // Ownership first, so nobody else's request can hold the upload.
     let known = partial(&app, &who.sub, &id).await?;
     let mut writing = app.uploads.claim(&id).await?;
+    // After the claim: a request this one took over from (a dead
+    // connection, typically) gives its slot back first.
+    let _sending = app.quotas.upload_in_progress(&who.sub)?;
     let offset = receive(&app, &who.sub, &id, at, &headers, body, &mut writing).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     set(&mut response, "upload-offset", offset);
