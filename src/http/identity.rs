@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Query};
 use axum::http::request::Parts;
@@ -29,19 +29,21 @@ pub fn query_token(parts: &Parts) -> Option<String> {
     query.remove("access_token")
 }
 
+/// The client a request came from (see [`crate::connections::client_of`]),
+/// when it came over a connection the server accepted.
+pub fn client(peer: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
+    peer.map(|c| crate::connections::client_of(c.0.ip()))
+}
+
 /// The caller behind `token` (`missing` says how to send one), within
 /// their request rate. A client address that has failed authentication
 /// too often is refused before its token is looked at.
 pub async fn authenticate(
     app: &App,
-    parts: &Parts,
+    client: Option<IpAddr>,
     token: Option<&str>,
     missing: &str,
 ) -> Result<Identity, ApiError> {
-    let client = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| crate::connections::client_of(c.0.ip()));
     if let Some(client) = client {
         app.quotas.refuse_blocked(client)?;
     }
@@ -72,7 +74,7 @@ impl FromRequestParts<App> for Identity {
         let token = bearer(&parts.headers).map(String::from);
         authenticate(
             app,
-            parts,
+            client(parts.extensions.get()),
             token.as_deref(),
             "send `Authorization: Bearer <token>`",
         )

@@ -16,7 +16,7 @@ use serde_json::json;
 use vidmill_actors::{Feed, HubMessage, Video};
 
 use super::error::ApiError;
-use super::identity::{authenticate, bearer, query_token};
+use super::identity::{authenticate, bearer, client, query_token};
 use super::openapi as doc;
 use super::render;
 use crate::app::App;
@@ -42,7 +42,7 @@ impl FromRequestParts<App> for WsIdentity {
             .or_else(|| query_token(parts));
         let who = authenticate(
             app,
-            parts,
+            client(parts.extensions.get()),
             token.as_deref(),
             "send a bearer token or ?access_token=",
         )

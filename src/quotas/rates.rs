@@ -109,8 +109,9 @@ impl Rates {
         }
     }
 
-    /// Keys held (users and addresses), for tests of the sweep.
-    pub fn keys(&self) -> usize {
+    /// Keys held (users and addresses).
+    #[cfg(test)]
+    fn keys(&self) -> usize {
         self.users.len() + self.failures.len()
     }
 }

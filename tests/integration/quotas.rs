@@ -85,9 +85,10 @@ fn an_address_sending_bad_tokens_is_slowed_before_tokens_are_checked() {
     let server = Server::start(dir.path(), "rate_auth_failures_per_minute = 3\n");
     let good = server.token("alice");
     assert_eq!(server.get("/v1/videos", &good).status, 200);
-    for _ in 0..3 {
-        let r = server.get("/v1/videos", "not-a-token");
-        assert_eq!(r.status, 401, "{r:?}");
+    // Every route that takes a token counts: REST, WebSocket, outputs.
+    for path in ["/v1/videos", "/v1/events", "/v1/videos/x/video.mp4"] {
+        let r = server.get(path, "not-a-token");
+        assert_eq!(r.status, 401, "{path}: {r:?}");
     }
     assert_rate_limited(&server.get("/v1/videos", "not-a-token"));
     assert_rate_limited(&server.request("GET", "/v1/videos", &[], b""));
