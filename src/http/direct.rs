@@ -109,7 +109,11 @@ pub async fn start(
         (status = 409, description = "`not-ready`: nothing was put at the presigned URL yet; \
             `direct-upload-unavailable`: the file store, or a resumable (tus) upload, which finishes with its last PATCH",
             body = doc::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`; removed",
+        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`; or \
+            `limit-exceeded`: past the caller's `limits.quota_stored_bytes` or \
+            `limits.quota_upload_bytes_per_day` (named in `limit`); removed",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: a count quota, named in `limit` (`limits.quota_uploads_in_progress`); retry once one ends",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: not a video vidmill can read; removed",
             body = doc::Problem, content_type = "application/problem+json"),

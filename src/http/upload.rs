@@ -265,7 +265,11 @@ fn is_raw_media(headers: &HeaderMap) -> bool {
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`direct-upload-unavailable`: `?upload=direct` needs the S3 store",
             body = doc::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`",
+        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`; or \
+            `limit-exceeded`: past the caller's `limits.quota_stored_bytes` or \
+            `limits.quota_upload_bytes_per_day` (named in `limit`)",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: a count quota, named in `limit` (`limits.quota_uploads_in_progress`; with `?upload=direct`, `limits.quota_open_uploads`); retry once one ends",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: not a video vidmill can read, or another content type",
             body = doc::Problem, content_type = "application/problem+json"),
