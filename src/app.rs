@@ -30,6 +30,8 @@ pub struct App {
     pub recent: RecentVideos,
     /// Resumable uploads in progress (tus).
     pub uploads: crate::http::tus::Uploads,
+    /// Per-user quotas and request rates.
+    pub quotas: crate::quotas::Quotas,
 }
 
 /// How long a ready video's record is reused for output requests; a

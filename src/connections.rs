@@ -12,16 +12,16 @@
 //! request in flight for `header_timeout`: silent ones, preface-only ones,
 //! and idle ones alike.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,6 +32,7 @@ use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use crate::config::Server as ServerConfig;
+use crate::slots::Slots;
 
 /// How long a connection closed for idleness may take to go; nothing is in
 /// flight on it, so this only lets an HTTP/2 GOAWAY reach the client.
@@ -46,7 +47,7 @@ pub struct Connections {
     header_timeout: Duration,
     max_header_bytes: usize,
     h2c: bool,
-    per_ip: PerIp,
+    per_ip: Slots<IpAddr>,
     drain: watch::Sender<bool>,
 }
 
@@ -57,7 +58,7 @@ impl Connections {
             header_timeout: Duration::from_secs(config.header_timeout_seconds),
             max_header_bytes: config.max_header_bytes,
             h2c: config.h2c,
-            per_ip: PerIp::new(config.max_connections_per_ip),
+            per_ip: Slots::new(config.max_connections_per_ip),
             drain: watch::Sender::new(false),
         }
     }
@@ -65,14 +66,14 @@ impl Connections {
     /// Serves `stream` in a task of its own, holding `permit` until it
     /// ends; a client already at its connection cap is closed at once.
     pub fn serve<P: Send + 'static>(&self, stream: TcpStream, peer: SocketAddr, permit: P) {
-        let Some(slot) = self.per_ip.admit(peer.ip()) else {
+        let Some(slot) = self.per_ip.take(client_of(peer.ip())) else {
             tracing::debug!(%peer, "closing a connection: the client is at its connection cap");
             return;
         };
         let this = self.clone();
         let stop = self.drain.subscribe();
         tokio::spawn(async move {
-            if let Err(e) = this.run(stream, stop).await {
+            if let Err(e) = this.run(stream, peer, stop).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop((slot, permit));
@@ -89,16 +90,26 @@ impl Connections {
     async fn run(
         &self,
         stream: TcpStream,
+        peer: SocketAddr,
         stop: watch::Receiver<bool>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let io = TokioIo::new(stream);
+        // The client's address for the handlers (per-address limits), as
+        // axum's `ConnectInfo` carries it.
+        let router =
+            self.router
+                .clone()
+                .map_request(move |mut request: hyper::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                });
         if !self.h2c {
             let mut http1 = hyper::server::conn::http1::Builder::new();
             http1
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.header_timeout)
                 .max_header_size(self.max_header_bytes);
-            let service = TowerToHyperService::new(self.router.clone());
+            let service = TowerToHyperService::new(router);
             let conn = http1.serve_connection(io, service).with_upgrades();
             return drive(conn, |c| c.graceful_shutdown(), stop, None).await;
         }
@@ -115,7 +126,7 @@ impl Connections {
             .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(H2_PING_EVERY)
             .keep_alive_timeout(H2_PING_EVERY);
-        let (router, watched) = (self.router.clone(), activity.clone());
+        let watched = activity.clone();
         let service = tower::service_fn(move |request: hyper::Request<Incoming>| {
             let busy = watched.begin();
             let router = router.clone();
@@ -256,60 +267,10 @@ impl HttpBody for WhileSending {
     }
 }
 
-/// Open connections per client, capped.
-#[derive(Debug, Clone)]
-struct PerIp {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    max: usize,
-}
-
-/// One connection counted against its client, until dropped.
-#[derive(Debug)]
-struct Slot {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    client: IpAddr,
-}
-
-impl PerIp {
-    fn new(max: usize) -> Self {
-        Self {
-            open: Arc::default(),
-            max,
-        }
-    }
-
-    fn admit(&self, ip: IpAddr) -> Option<Slot> {
-        let client = client_of(ip);
-        let mut open = self.open.lock().ok()?;
-        let count = open.entry(client).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(Slot {
-            open: self.open.clone(),
-            client,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut open) = self.open.lock() {
-            if let Some(count) = open.get_mut(&self.client) {
-                *count -= 1;
-                if *count == 0 {
-                    open.remove(&self.client);
-                }
-            }
-        }
-    }
-}
-
 /// The client an address belongs to: an IPv4 address (also when mapped
 /// into IPv6), or an IPv6 /64, the block one subscriber typically gets, so
-/// one client cannot dodge the cap by rotating addresses within it.
-fn client_of(ip: IpAddr) -> IpAddr {
+/// one client cannot dodge a per-client cap by rotating addresses within it.
+pub fn client_of(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -325,19 +286,6 @@ fn client_of(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_client_gets_its_cap_and_a_slot_back_when_one_closes() {
-        let per_ip = PerIp::new(2);
-        let a: IpAddr = "192.0.2.1".parse().expect("ip");
-        let b: IpAddr = "192.0.2.2".parse().expect("ip");
-        let first = per_ip.admit(a).expect("first");
-        let _second = per_ip.admit(a).expect("second");
-        assert!(per_ip.admit(a).is_none(), "over the cap");
-        assert!(per_ip.admit(b).is_some(), "another client is not affected");
-        drop(first);
-        assert!(per_ip.admit(a).is_some(), "a slot came back");
-    }
 
     #[test]
     fn ipv6_clients_are_counted_per_64_and_mapped_ipv4_as_ipv4() {

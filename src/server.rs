@@ -124,6 +124,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         url => url.to_string(),
     };
     let app = App {
+        quotas: crate::quotas::Quotas::new(&config.limits),
         handle: handle.clone(),
         auth: Arc::new(auth),
         signer,

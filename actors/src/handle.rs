@@ -114,7 +114,8 @@ impl Handle {
         source: &Path,
     ) -> Result<Video, CoreError> {
         let id = new_id();
-        self.deps
+        let source_bytes = self
+            .deps
             .store
             .put_file(&object_key(&id, "source"), source)
             .await
@@ -127,6 +128,7 @@ impl Handle {
                 filename: filename.into(),
                 options,
                 state: VideoState::Queued,
+                source_bytes,
             })
             .await;
         let video = match inserted {
@@ -169,6 +171,11 @@ impl Handle {
         cursor: Option<String>,
     ) -> Result<Page, CoreError> {
         self.deps.catalog.list(owner, state, limit, cursor).await
+    }
+
+    /// What `owner` uses of the quotas the catalog counts.
+    pub async fn usage(&self, owner: &str) -> Result<crate::catalog::Usage, CoreError> {
+        self.deps.catalog.usage(owner).await
     }
 
     /// Stops any running work (its pipeline within 2 s), then removes the

@@ -155,6 +155,7 @@ impl Handle {
                 filename: filename.into(),
                 options,
                 state: VideoState::Uploading,
+                source_bytes: length,
             })
             .await;
         if inserted.is_err() {
@@ -179,13 +180,20 @@ impl Handle {
                 filename: filename.into(),
                 options,
                 state: VideoState::Uploading,
+                source_bytes: 0,
             })
             .await
     }
 
-    /// Queues an `uploading` video whose source is in the store (a direct
-    /// upload the caller has checked).
-    pub async fn queue_uploaded(&self, owner: &str, id: &str) -> Result<Video, CoreError> {
+    /// Queues an `uploading` video whose source of `size` bytes is in the
+    /// store (a direct upload the caller has checked), charging the size to
+    /// its owner.
+    pub async fn queue_uploaded(
+        &self,
+        owner: &str,
+        id: &str,
+        size: u64,
+    ) -> Result<Video, CoreError> {
         let video = self.get(owner, id).await?;
         if video.state != VideoState::Uploading {
             return Err(CoreError::Conflict(format!(
@@ -193,6 +201,7 @@ impl Handle {
                 video.state
             )));
         }
+        self.deps.catalog.charge_upload(id, owner, size).await?;
         let video = self.deps.mark_queued(id).await?;
         self.supervisor
             .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;

@@ -396,6 +396,7 @@ async fn a_restart_requeues_unfinished_videos_and_sweeps_leftovers() {
             filename: "a.mov".into(),
             options: Options::default(),
             state,
+            source_bytes: 0,
         };
         catalog.insert(new).await.expect("insert");
         ids.push(id);

@@ -255,6 +255,7 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "expected at least 1048576 (1 MiB)",
         );
     }
+    validate_quotas(&c.limits)?;
     if c.media.crf > 51 {
         return bad("media.crf", "expected 0 to 51");
     }
@@ -295,6 +296,46 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "signing.max_ttl_seconds",
             "expected at least signing.ttl_seconds",
         );
+    }
+    Ok(())
+}
+
+/// Every quota and rate must let a user do something: 0 would refuse
+/// every request of its kind, which turning a feature off is not.
+fn validate_quotas(l: &super::Limits) -> Result<(), ConfigError> {
+    let at_least_one = [
+        (
+            "limits.quota_uploads_in_progress",
+            l.quota_uploads_in_progress as u64,
+        ),
+        ("limits.quota_open_uploads", l.quota_open_uploads),
+        (
+            "limits.quota_upload_bytes_per_day",
+            l.quota_upload_bytes_per_day,
+        ),
+        ("limits.quota_stored_bytes", l.quota_stored_bytes),
+        (
+            "limits.quota_websocket_connections",
+            l.quota_websocket_connections as u64,
+        ),
+        (
+            "limits.rate_requests_per_second",
+            l.rate_requests_per_second.into(),
+        ),
+        (
+            "limits.rate_auth_failures_per_minute",
+            l.rate_auth_failures_per_minute.into(),
+        ),
+    ];
+    for (key, value) in at_least_one {
+        if value == 0 {
+            return Err(ConfigError::Invalid(format!("{key}: expected at least 1")));
+        }
+    }
+    if l.rate_request_burst < l.rate_requests_per_second {
+        return Err(ConfigError::Invalid(
+            "limits.rate_request_burst: expected at least limits.rate_requests_per_second".into(),
+        ));
     }
     Ok(())
 }
@@ -434,6 +475,38 @@ mod tests {
             (
                 "[signing]\nttl_seconds = 7200\nmax_ttl_seconds = 3600\n",
                 "signing.max_ttl_seconds",
+            ),
+            (
+                "[limits]\nquota_uploads_in_progress = 0\n",
+                "limits.quota_uploads_in_progress",
+            ),
+            (
+                "[limits]\nquota_open_uploads = 0\n",
+                "limits.quota_open_uploads",
+            ),
+            (
+                "[limits]\nquota_websocket_connections = 0\n",
+                "limits.quota_websocket_connections",
+            ),
+            (
+                "[limits]\nrate_requests_per_second = 0\n",
+                "limits.rate_requests_per_second",
+            ),
+            (
+                "[limits]\nrate_requests_per_second = 50\nrate_request_burst = 10\n",
+                "limits.rate_request_burst",
+            ),
+            (
+                "[limits]\nrate_auth_failures_per_minute = 0\n",
+                "limits.rate_auth_failures_per_minute",
+            ),
+            (
+                "[limits]\nquota_upload_bytes_per_day = 0\n",
+                "limits.quota_upload_bytes_per_day",
+            ),
+            (
+                "[limits]\nquota_stored_bytes = 0\n",
+                "limits.quota_stored_bytes",
             ),
         ] {
             std::fs::write(&file, text).expect("write");

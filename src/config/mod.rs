@@ -252,6 +252,27 @@ pub struct Limits {
     pub max_frames: u64,
     /// Largest single file a job may write (the MP4, the ZIP), in bytes.
     pub max_output_bytes: u64,
+    /// Uploads one user may be sending at the same time (plain, tus
+    /// requests carrying bytes, direct completions).
+    pub quota_uploads_in_progress: usize,
+    /// Uploads one user may hold open: resumable (tus) or direct uploads
+    /// created and not yet complete.
+    pub quota_open_uploads: u64,
+    /// Bytes one user may upload in any 24 hours (rolling), deleted videos
+    /// included.
+    pub quota_upload_bytes_per_day: u64,
+    /// Bytes one user may have stored: sources and outputs of their videos.
+    pub quota_stored_bytes: u64,
+    /// WebSocket event streams one user may have open at the same time.
+    pub quota_websocket_connections: usize,
+    /// Requests per second one user may make, on average.
+    pub rate_requests_per_second: u32,
+    /// Requests one user may make at once above the average rate.
+    pub rate_request_burst: u32,
+    /// Requests with a missing or bad token one client address (IPv6: one
+    /// /64) may make per minute; past it, its requests are refused 429
+    /// before their token is checked.
+    pub rate_auth_failures_per_minute: u32,
 }
 
 impl Limits {
@@ -281,6 +302,14 @@ impl Default for Limits {
             max_frame_rate: media_limits.max_frame_rate,
             max_frames: media_limits.max_frames,
             max_output_bytes: 20 << 30,
+            quota_uploads_in_progress: 4,
+            quota_open_uploads: 20,
+            quota_upload_bytes_per_day: 50 << 30,
+            quota_stored_bytes: 100 << 30,
+            quota_websocket_connections: 32,
+            rate_requests_per_second: 20,
+            rate_request_burst: 100,
+            rate_auth_failures_per_minute: 30,
         }
     }
 }

@@ -46,6 +46,11 @@ pub async fn start(
         ));
     }
     let options = parse_options(query, app.config.media.frames_every)?;
+    // The size is known only at completion: here, room for any upload.
+    app.quotas
+        .uploads(&app.handle, &who.sub, true)
+        .await?
+        .check(1)?;
     check_disk(app).await?;
     let filename = filename(query.get("filename").map(String::as_str))?;
     remember_contact(app, who).await;
@@ -104,7 +109,11 @@ pub async fn start(
         (status = 409, description = "`not-ready`: nothing was put at the presigned URL yet; \
             `direct-upload-unavailable`: the file store, or a resumable (tus) upload, which finishes with its last PATCH",
             body = doc::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`; removed",
+        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`; or \
+            `limit-exceeded`: past the caller's `limits.quota_stored_bytes` or \
+            `limits.quota_upload_bytes_per_day` (named in `limit`); removed",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: a count quota, named in `limit` (`limits.quota_uploads_in_progress`); retry once one ends",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: not a video vidmill can read; removed",
             body = doc::Problem, content_type = "application/problem+json"),
@@ -118,6 +127,7 @@ pub async fn complete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let video = app.handle.get(&who.sub, &id).await?;
+    let _sending = app.quotas.upload_in_progress(&who.sub)?;
     if app.config.storage.kind != "s3" {
         return Err(ApiError::DirectUploadUnavailable(
             "direct upload needs the S3 store (storage.type = \"s3\"); \
@@ -150,6 +160,11 @@ pub async fn complete(
         app.handle.delete(&who.sub, &id).await?;
         return Err(ApiError::UploadTooLarge(limit));
     }
+    let allowance = app.quotas.uploads(&app.handle, &who.sub, false).await?;
+    if let Err(over) = allowance.check(size) {
+        app.handle.delete(&who.sub, &id).await?;
+        return Err(over);
+    }
     let scratch = app
         .config
         .data_dir()
@@ -178,7 +193,7 @@ pub async fn complete(
     app.store.rename(&key, &object_key(&id, "source")).await?;
     let video = app
         .handle
-        .queue_uploaded(&who.sub, &id)
+        .queue_uploaded(&who.sub, &id, size)
         .await
         .map_err(|e| match e {
             CoreError::Conflict(_) => ApiError::UploadNotFound,

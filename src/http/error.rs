@@ -2,6 +2,8 @@
 //! code (API.md "Error codes"), rendered as RFC 9457 problem details. A 5xx
 //! answer never carries internals: the full error goes to the log.
 
+use std::time::Duration;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -55,6 +57,23 @@ pub enum ApiError {
     BodyTooSlow(u64),
     #[error("{0}")]
     OriginNotAllowed(String),
+    /// Over a per-user quota: `key` names its config key; `too_large` when
+    /// it is a byte quota this request's content would pass (413), else a
+    /// count that frees up when something ends (422).
+    #[error("{why} ({key})")]
+    QuotaExceeded {
+        key: &'static str,
+        too_large: bool,
+        why: String,
+    },
+    #[error("{why}; retry after {} s", retry_after_seconds(*.retry_after))]
+    RateLimited { retry_after: Duration, why: String },
+}
+
+/// `Retry-After` in whole seconds, rounded up and at least 1, so a client
+/// that waits that long is let through.
+fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0 || wait.is_zero())
 }
 
 impl ApiError {
@@ -111,6 +130,16 @@ impl ApiError {
             ),
             Self::BodyTooSlow(_) => (S::REQUEST_TIMEOUT, "body-too-slow", "Request body too slow"),
             Self::OriginNotAllowed(_) => (S::FORBIDDEN, "origin-not-allowed", "Origin not allowed"),
+            Self::QuotaExceeded { too_large, .. } => (
+                if *too_large {
+                    S::PAYLOAD_TOO_LARGE
+                } else {
+                    S::UNPROCESSABLE_ENTITY
+                },
+                "limit-exceeded",
+                "Quota exceeded",
+            ),
+            Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
         }
     }
 }
@@ -123,6 +152,9 @@ struct Problem<'a> {
     status: u16,
     detail: String,
     code: &'a str,
+    /// The config key of the limit or quota a `limit-exceeded` answer is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'a str>,
 }
 
 impl IntoResponse for ApiError {
@@ -145,6 +177,10 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail,
             code,
+            limit: match &self {
+                Self::QuotaExceeded { key, .. } => Some(*key),
+                _ => None,
+            },
         })
         .unwrap_or_default();
         let mut response = (status, body).into_response();
@@ -167,6 +203,12 @@ impl IntoResponse for ApiError {
             }
             Self::TusVersion => {
                 headers.insert("tus-version", HeaderValue::from_static("1.0.0"));
+            }
+            Self::RateLimited { retry_after, .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_seconds(*retry_after)),
+                );
             }
             Self::Unavailable(_) | Self::InsufficientStorage => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{FromRequestParts, Query};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
@@ -27,16 +29,56 @@ pub fn query_token(parts: &Parts) -> Option<String> {
     query.remove("access_token")
 }
 
+/// The client a request came from (see [`crate::connections::client_of`]),
+/// when it came over a connection the server accepted.
+pub fn client(peer: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
+    peer.map(|c| crate::connections::client_of(c.0.ip()))
+}
+
+/// The caller behind `token` (`missing` says how to send one), within
+/// their request rate. A client address that has failed authentication
+/// too often is refused before its token is looked at.
+pub async fn authenticate(
+    app: &App,
+    client: Option<IpAddr>,
+    token: Option<&str>,
+    missing: &str,
+) -> Result<Identity, ApiError> {
+    if let Some(client) = client {
+        app.quotas.refuse_blocked(client)?;
+    }
+    let verified = match token {
+        Some(token) => app
+            .auth
+            .verify(token)
+            .await
+            .map_err(|e| ApiError::InvalidToken(e.to_string())),
+        None => Err(ApiError::InvalidToken(missing.into())),
+    };
+    let who = match (verified, client) {
+        (Ok(who), _) => who,
+        (Err(e), Some(client)) => {
+            app.quotas.auth_failed(client)?;
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
+    app.quotas.request(&who.sub)?;
+    Ok(who)
+}
+
 impl FromRequestParts<App> for Identity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers)
-            .ok_or_else(|| ApiError::InvalidToken("send `Authorization: Bearer <token>`".into()))?;
-        app.auth
-            .verify(token)
-            .await
-            .map_err(|e| ApiError::InvalidToken(e.to_string()))
+        let token = bearer(&parts.headers).map(String::from);
+        authenticate(
+            app,
+            client(parts.extensions.get()),
+            token.as_deref(),
+            "send `Authorization: Bearer <token>`",
+        )
+        .await
     }
 }
 

@@ -263,6 +263,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     BodyTooSlow,
     OriginNotAllowed,
+    RateLimited,
 }
 
 /// RFC 9457 problem details (`application/problem+json`). A 5xx `detail`
@@ -286,6 +287,9 @@ pub struct Problem {
     /// A human sentence.
     pub detail: String,
     pub code: ErrorCode,
+    /// With `limit-exceeded` for a quota: its config key, e.g.
+    /// `limits.quota_stored_bytes`.
+    pub limit: Option<String>,
 }
 
 /// The failures every bearer-authenticated REST route can answer with,
@@ -297,6 +301,11 @@ pub enum Failures {
     /// `invalid-token`
     #[response(status = 401, content_type = "application/problem+json")]
     InvalidToken(Problem),
+    /// `rate-limited`, with `Retry-After`: over the caller's request rate
+    /// (`limits.rate_requests_per_second`), or too many failed tokens from
+    /// the client's address (`limits.rate_auth_failures_per_minute`)
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
     /// `internal`
     #[response(status = 500, content_type = "application/problem+json")]
     Internal(Problem),
@@ -577,7 +586,9 @@ mod tests {
                 | ApiError::NoRoute(_)
                 | ApiError::MethodNotAllowed(_)
                 | ApiError::BodyTooSlow(_)
-                | ApiError::OriginNotAllowed(_) => ApiError::Internal(String::new()),
+                | ApiError::OriginNotAllowed(_)
+                | ApiError::QuotaExceeded { .. }
+                | ApiError::RateLimited { .. } => ApiError::Internal(String::new()),
             }
         }
         let all = [
@@ -607,6 +618,15 @@ mod tests {
             ApiError::MethodNotAllowed(String::new()),
             ApiError::BodyTooSlow(1),
             ApiError::OriginNotAllowed(String::new()),
+            ApiError::QuotaExceeded {
+                key: "limits.quota_stored_bytes",
+                too_large: true,
+                why: String::new(),
+            },
+            ApiError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+                why: String::new(),
+            },
         ];
         let doc = serde_json::to_value(ApiDoc::openapi()).expect("serializes");
         let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].clone();

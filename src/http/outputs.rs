@@ -4,15 +4,17 @@
 //! whole into memory. Access is by bearer token or by a signed link.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use vidmill_actors::{object_key, ByteChunks, PresignMethod, Video};
 
 use super::error::ApiError;
-use super::identity::bearer;
+use super::identity::{authenticate, bearer, client};
 use super::range::{decide, RangeAnswer};
 use crate::app::{unix_now, App};
 use crate::signing::SignatureError;
@@ -49,6 +51,7 @@ async fn authorize(
     path: &str,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
+    client: Option<IpAddr>,
 ) -> Result<Video, ApiError> {
     if let (Some(exp), Some(sig)) = (query.get("exp"), query.get("sig")) {
         let exp: u64 = exp.parse().map_err(|_| ApiError::BadSignature)?;
@@ -59,13 +62,13 @@ async fn authorize(
             Err(SignatureError::Expired | SignatureError::Invalid) => Err(ApiError::BadSignature),
         };
     }
-    let token = bearer(headers)
-        .ok_or_else(|| ApiError::InvalidToken("send a bearer token or use a signed link".into()))?;
-    let who = app
-        .auth
-        .verify(token)
-        .await
-        .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+    let who = authenticate(
+        app,
+        client,
+        bearer(headers),
+        "send a bearer token or use a signed link",
+    )
+    .await?;
     match ready_video(app, id).await? {
         Some(video) if video.owner == who.sub => Ok(video),
         // Another owner's video answers exactly like a missing one.
@@ -130,6 +133,7 @@ pub async fn serve(
     Path((id, name)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
     let Some(Output {
         object,
@@ -140,7 +144,8 @@ pub async fn serve(
         return Err(ApiError::VideoNotFound);
     };
     let path = format!("/v1/videos/{id}/{object}");
-    let video = authorize(&app, &id, &path, &headers, &query).await?;
+    let client = client(peer.as_ref().map(|Extension(p)| p));
+    let video = authorize(&app, &id, &path, &headers, &query, client).await?;
     if !present(&video) {
         return Err(ApiError::NotReady(object));
     }

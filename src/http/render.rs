@@ -1,9 +1,12 @@
 //! The video resource as API.md shows it: options, source, progress with
-//! queue position, and outputs with signed URLs.
+//! queue position, and outputs with signed URLs. Every field is bounded
+//! (the file name too, whatever an older record holds), so a page of the
+//! listing (at most 500 videos) stays within a few KiB per video.
 
 use serde_json::{json, Value};
 use vidmill_actors::{Outputs, StateEvent, Video, VideoState};
 
+use super::upload::MAX_FILENAME_BYTES;
 use crate::app::App;
 
 pub fn outputs(app: &App, video: &Video, outputs: &Outputs) -> Value {
@@ -40,7 +43,7 @@ pub fn video(app: &App, v: &Video, queue_position: Option<usize>) -> Value {
     };
     json!({
         "id": v.id,
-        "filename": v.filename,
+        "filename": shown_name(&v.filename),
         "state": v.state,
         "stage": v.stage,
         "progress": {
@@ -59,10 +62,36 @@ pub fn video(app: &App, v: &Video, queue_position: Option<usize>) -> Value {
     })
 }
 
+/// The file name cut to [`MAX_FILENAME_BYTES`] on a character boundary:
+/// uploads are refused longer names, but records from before that rule
+/// may hold names of any length (a review listed 500 videos with 250 KB
+/// names as a 75 MB answer).
+fn shown_name(name: &str) -> &str {
+    let mut end = name.len().min(MAX_FILENAME_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 /// A `state` WebSocket message.
 pub fn state_event(app: &App, video: &Video, e: &StateEvent) -> Value {
     json!({
         "type": "state", "video_id": e.video_id, "seq": e.seq, "state": e.state, "stage": e.stage,
         "error": e.error, "outputs": outputs(app, video, &e.outputs),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_stored_name_is_shown_cut_on_a_character_boundary() {
+        assert_eq!(shown_name("holiday.mov"), "holiday.mov");
+        let long = "é".repeat(200_000);
+        let shown = shown_name(&long);
+        assert_eq!(shown.len(), 254, "127 two-byte characters");
+        assert!(long.starts_with(shown));
+    }
 }

@@ -22,6 +22,7 @@ use super::openapi as doc;
 use super::render;
 use crate::app::App;
 use crate::auth::Identity;
+use crate::quotas::Allowance;
 
 /// Parses the upload options of API.md from the query string.
 pub fn parse_options(
@@ -139,13 +140,14 @@ impl Drop for TempUpload {
     }
 }
 
-/// Copies a body stream to `file`, enforcing the size limit and the free
-/// disk floor as it goes.
+/// Copies a body stream to `file`, enforcing the size limit, the user's
+/// byte quotas and the free disk floor as it goes.
 async fn receive<S, E>(
     app: &App,
     mut stream: S,
     file: &mut tokio::fs::File,
     limit: u64,
+    allowance: &Allowance,
 ) -> Result<u64, ApiError>
 where
     S: futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
@@ -159,6 +161,7 @@ where
         if total > limit {
             return Err(ApiError::UploadTooLarge(limit));
         }
+        allowance.check(total)?;
         disk.writing(chunk.len()).await?;
         file.write_all(&chunk).await.map_err(write_error)?;
     }
@@ -263,7 +266,11 @@ fn is_raw_media(headers: &HeaderMap) -> bool {
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 409, description = "`direct-upload-unavailable`: `?upload=direct` needs the S3 store",
             body = doc::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`",
+        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`; or \
+            `limit-exceeded`: past the caller's `limits.quota_stored_bytes` or \
+            `limits.quota_upload_bytes_per_day` (named in `limit`)",
+            body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: a count quota, named in `limit` (`limits.quota_uploads_in_progress`; with `?upload=direct`, `limits.quota_open_uploads`); retry once one ends",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: not a video vidmill can read, or another content type",
             body = doc::Problem, content_type = "application/problem+json"),
@@ -302,8 +309,14 @@ pub async fn create(
     if declared == Some(0) {
         return Err(ApiError::EmptyUpload);
     }
-    check_disk(&app).await?;
     let multipart = is_multipart(request.headers());
+    let _sending = app.quotas.upload_in_progress(&who.sub)?;
+    let allowance = app.quotas.uploads(&app.handle, &who.sub, false).await?;
+    // A form's length includes its framing; only a raw body's is the file's.
+    if let Some(n) = declared.filter(|_| !multipart) {
+        allowance.check(n)?;
+    }
+    check_disk(&app).await?;
     if !multipart && !is_raw_media(request.headers()) {
         return Err(ApiError::UnsupportedMedia(
             "send multipart/form-data with a `file` part, or the raw bytes as video/* or application/octet-stream".into(),
@@ -335,7 +348,7 @@ pub async fn create(
             if name.is_none() {
                 name = Some(filename(field.file_name())?);
             }
-            size = Some(receive(&app, field, &mut file, limit).await?);
+            size = Some(receive(&app, field, &mut file, limit, &allowance).await?);
             break;
         }
         size.ok_or_else(|| ApiError::InvalidOption {
@@ -344,7 +357,7 @@ pub async fn create(
         })?
     } else {
         let body: Body = request.into_body();
-        receive(&app, body.into_data_stream(), &mut file, limit).await?
+        receive(&app, body.into_data_stream(), &mut file, limit, &allowance).await?
     };
     drop(file);
     if size == 0 {

@@ -16,10 +16,11 @@ use serde_json::json;
 use vidmill_actors::{Feed, HubMessage, Video};
 
 use super::error::ApiError;
-use super::identity::{bearer, query_token};
+use super::identity::{authenticate, bearer, client, query_token};
 use super::openapi as doc;
 use super::render;
 use crate::app::App;
+use crate::slots::Slot;
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A client that has not answered two pings is gone.
@@ -38,15 +39,14 @@ impl FromRequestParts<App> for WsIdentity {
         super::origin::check(app, &parts.headers)?;
         let token = bearer(&parts.headers)
             .map(String::from)
-            .or_else(|| query_token(parts))
-            .ok_or_else(|| {
-                ApiError::InvalidToken("send a bearer token or ?access_token=".into())
-            })?;
-        let who = app
-            .auth
-            .verify(&token)
-            .await
-            .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+            .or_else(|| query_token(parts));
+        let who = authenticate(
+            app,
+            client(parts.extensions.get()),
+            token.as_deref(),
+            "send a bearer token or ?access_token=",
+        )
+        .await?;
         Ok(Self(who.sub))
     }
 }
@@ -93,7 +93,11 @@ fn since(query: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 404, description = "`video-not-found` (also for another owner's video), refused before the upgrade",
             body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: the caller has `limits.quota_websocket_connections` streams open",
+            body = doc::Problem, content_type = "application/problem+json"),
         (status = 426, description = "Not a WebSocket upgrade request"),
+        (status = 429, description = "`rate-limited`, with `Retry-After`", body = doc::Problem,
+            content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("access_token" = [])),
 )]
@@ -104,11 +108,12 @@ pub async fn video_events(
     Query(query): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    let stream = app.quotas.websocket(&owner)?;
     let feed = app
         .handle
         .subscribe(&owner, Some(&id), since(&query)?)
         .await?;
-    Ok(accept(app, owner, feed, upgrade))
+    Ok(accept(app, owner, feed, upgrade, stream))
 }
 
 /// All own videos' events (WebSocket)
@@ -125,7 +130,11 @@ pub async fn video_events(
             content_type = "application/problem+json"),
         (status = 403, description = "`origin-not-allowed`: a page of another origin, refused before the upgrade",
             body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: the caller has `limits.quota_websocket_connections` streams open",
+            body = doc::Problem, content_type = "application/problem+json"),
         (status = 426, description = "Not a WebSocket upgrade request"),
+        (status = 429, description = "`rate-limited`, with `Retry-After`", body = doc::Problem,
+            content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ("access_token" = [])),
 )]
@@ -134,11 +143,20 @@ pub async fn owner_events(
     WsIdentity(owner): WsIdentity,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    let stream = app.quotas.websocket(&owner)?;
     let feed = app.handle.subscribe(&owner, None, None).await?;
-    Ok(accept(app, owner, feed, upgrade))
+    Ok(accept(app, owner, feed, upgrade, stream))
 }
 
-fn accept(app: App, owner: String, feed: Feed, upgrade: WebSocketUpgrade) -> Response {
+/// Upgrades to the event stream, which holds `stream` (its place in the
+/// owner's WebSocket quota) until it closes.
+fn accept(
+    app: App,
+    owner: String,
+    feed: Feed,
+    upgrade: WebSocketUpgrade,
+    stream: Slot<String>,
+) -> Response {
     upgrade
         .max_frame_size(MAX_FRAME)
         .max_message_size(MAX_FRAME)
@@ -147,6 +165,7 @@ fn accept(app: App, owner: String, feed: Feed, upgrade: WebSocketUpgrade) -> Res
             let reason = pump(&app, &owner, feed, socket).await;
             tracing::debug!(owner, reason, "websocket closed");
             app.metrics.ws_closed();
+            drop(stream);
         })
 }
 

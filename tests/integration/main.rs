@@ -6,7 +6,8 @@
 //! store on a real Garage server, and worker processes under faults
 //! (SIGSEGV, memory limit, the server SIGKILLed at random moments), and
 //! the abuse of issue 10: connections that hold slots, trickled bodies,
-//! oversized heads and forms, and the smaller edge defects.
+//! oversized heads and forms, the smaller edge defects, and per-user
+//! quotas and request rates.
 
 mod cli;
 mod connections;
@@ -17,6 +18,7 @@ mod jwks;
 mod limits;
 mod no_network;
 mod openapi;
+mod quotas;
 mod recovery;
 mod s3;
 mod server;

@@ -438,3 +438,54 @@ fn a_direct_upload_goes_to_the_bucket_then_is_completed() {
         .is_err());
     assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
 }
+
+#[test]
+fn a_direct_upload_is_held_to_the_quotas_and_a_refusal_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garage = Garage::start(&dir.path().join("garage"));
+    let source = webm(dir.path(), 1.0);
+    let server = Server::start_with_env(
+        &dir.path().join("vidmill"),
+        &format!(
+            "quota_open_uploads = 1\nquota_stored_bytes = {}\n{}",
+            source.len() - 1,
+            garage.server_toml()
+        ),
+        &[("VIDMILL__STORAGE__TYPE", "s3")],
+    );
+    let token = server.token("alice");
+    let bearer = [("Authorization", format!("Bearer {token}"))];
+    let start = || server.request("POST", "/v1/videos?upload=direct", &bearer, b"");
+    let created = start();
+    assert_eq!(created.status, 201, "{created:?}");
+    let second = start();
+    assert_eq!(
+        (second.status, second.code().as_str()),
+        (422, "limit-exceeded")
+    );
+    assert_eq!(second.json()["limit"], "limits.quota_open_uploads");
+
+    let created = created.json();
+    let id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        put_presigned(&created["upload"], &source, dir.path()),
+        "200"
+    );
+    let refused = server.request("POST", &format!("/v1/videos/{id}/complete"), &bearer, b"");
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (413, "limit-exceeded")
+    );
+    assert_eq!(refused.json()["limit"], "limits.quota_stored_bytes");
+    assert_eq!(server.get(&format!("/v1/videos/{id}"), &token).status, 404);
+    let store = runtime().block_on(garage.store());
+    for name in ["direct-upload", "source"] {
+        assert!(
+            runtime()
+                .block_on(store.len(&format!("videos/{id}/{name}")))
+                .is_err(),
+            "{name} left behind"
+        );
+    }
+    assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+}

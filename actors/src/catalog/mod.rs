@@ -1,10 +1,11 @@
-//! The catalog: videos, their event log, temp artefacts and the
-//! notification outbox in SQLite (WAL). One writer connection serialises
+//! The catalog: videos, their event log, temp artefacts, the
+//! notification outbox and the uploads ledger (quotas) in SQLite (WAL). One writer connection serialises
 //! every change; a few read connections serve queries concurrently. All
 //! SQLite work runs on blocking threads, never on the async executor.
 
 mod outbox;
 mod schema;
+mod usage;
 mod videos;
 
 use std::path::Path;
@@ -15,6 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::CoreError;
 
 pub use outbox::Pending;
+pub use usage::{Usage, UPLOAD_DAY_MS};
 pub use videos::{Artefact, Change, NewVideo, Page};
 
 /// Read connections: queries run in parallel up to this many.

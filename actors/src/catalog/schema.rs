@@ -62,6 +62,17 @@ const MIGRATIONS: &[&str] = &[
         email         TEXT NOT NULL,
         updated_at    TEXT NOT NULL
      );",
+    // 4: bytes each upload brought, for the per-owner quotas: kept while
+    // the video exists (its share of stored bytes) and for a day after it
+    // was charged (bytes uploaded per day), so deleting a video does not
+    // hand back the day's allowance.
+    "CREATE TABLE uploads_ledger (
+        video_id      TEXT PRIMARY KEY,
+        owner         TEXT NOT NULL,
+        bytes         INTEGER NOT NULL,
+        charged_at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX uploads_ledger_by_owner ON uploads_ledger (owner, charged_at_ms);",
 ];
 
 /// The schema version this code writes.

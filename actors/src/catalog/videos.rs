@@ -23,6 +23,9 @@ pub struct NewVideo {
     pub filename: String,
     pub options: Options,
     pub state: VideoState,
+    /// Bytes of the source charged to the owner's quotas (a resumable
+    /// upload: its declared length; a direct upload: 0 until completed).
+    pub source_bytes: u64,
 }
 
 /// A change to a video; `None` fields stay as they are.
@@ -145,6 +148,9 @@ impl Catalog {
                 ),
                 params![new.id, new.owner, new.filename, json(&new.options)?, new.state.as_str()],
             )?;
+            if new.source_bytes > 0 {
+                super::usage::charge(&tx, &new.id, &new.owner, new.source_bytes)?;
+            }
             let video = get_video(&tx, &new.id)?.ok_or_else(|| CoreError::NotFound(new.id.clone()))?;
             let event = append_event(&tx, &video)?;
             tx.commit()?;
@@ -446,7 +452,61 @@ mod tests {
             filename: "a.mov".into(),
             options: Options::default(),
             state: VideoState::Queued,
+            source_bytes: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn usage_counts_sources_outputs_open_uploads_and_the_day_after_deletion() {
+        let (_d, c) = catalog().await;
+        let mut upload = new("alice");
+        upload.state = VideoState::Uploading;
+        upload.source_bytes = 100;
+        c.insert(upload.clone()).await.expect("upload");
+        let mut done = new("alice");
+        done.source_bytes = 40;
+        c.insert(done.clone()).await.expect("done");
+        c.insert(NewVideo {
+            source_bytes: 7,
+            ..new("bob")
+        })
+        .await
+        .expect("bob");
+        c.apply(
+            &done.id,
+            Change {
+                outputs: Some(Outputs {
+                    mp4: Some(Mp4Output {
+                        size_bytes: 5,
+                        duration: None,
+                        width: 2,
+                        height: 2,
+                        method: "remux".into(),
+                    }),
+                    ..Outputs::default()
+                }),
+                ..Change::default()
+            },
+        )
+        .await
+        .expect("output");
+        let usage = c.usage("alice").await.expect("usage");
+        assert_eq!(
+            usage,
+            super::super::Usage {
+                stored_bytes: 145,
+                uploaded_last_day: 140,
+                open_uploads: 1,
+            }
+        );
+        c.delete(&upload.id).await.expect("delete");
+        let usage = c.usage("alice").await.expect("usage");
+        assert_eq!(usage.stored_bytes, 45, "a deleted video stores nothing");
+        assert_eq!(
+            usage.uploaded_last_day, 140,
+            "but its bytes count for the day"
+        );
+        assert_eq!(usage.open_uploads, 0);
     }
 
     #[tokio::test]

@@ -130,7 +130,8 @@ pub async fn discover(State(app): State<App>) -> Response {
         )),
         (status = 400, description = "`invalid-option` (naming the header or option) or `empty-upload`", body = doc::Problem, content_type = "application/problem+json"),
         (status = 412, description = "`invalid-option`: not `Tus-Resumable: 1.0.0`", body = doc::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`; or `limit-exceeded`: `Upload-Length` past the caller's `limits.quota_stored_bytes` or `limits.quota_upload_bytes_per_day` (named in `limit`)", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: `limits.quota_open_uploads`, or with bytes `limits.quota_uploads_in_progress` (named in `limit`)", body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: the complete upload is not a video vidmill can read; removed", body = doc::Problem, content_type = "application/problem+json"),
         doc::Failures,
         (status = 507, description = "`insufficient-storage`", body = doc::Problem, content_type = "application/problem+json"),
@@ -161,6 +162,11 @@ pub async fn create(
     if length > limit {
         return Err(ApiError::UploadTooLarge(limit));
     }
+    // Charged its whole declared length now: the bytes are promised.
+    app.quotas
+        .uploads(&app.handle, &who.sub, true)
+        .await?
+        .check(length)?;
     let meta = metadata(&headers)?;
     let options = parse_options(
         &meta
@@ -182,6 +188,9 @@ pub async fn create(
     if with_bytes && byte_count(&headers, "content-length")?.is_some_and(|n| n > length) {
         return Err(ApiError::UploadTooLarge(length));
     }
+    let _sending = with_bytes
+        .then(|| app.quotas.upload_in_progress(&who.sub))
+        .transpose()?;
     let video = app
         .handle
         .begin_upload(&who.sub, &filename, options, length)
@@ -329,6 +338,7 @@ pub async fn offset(
         (status = 409, description = "`offset-mismatch`: not the stored offset, or another request is writing", body = doc::Problem, content_type = "application/problem+json"),
         (status = 412, description = "`invalid-option`: not `Tus-Resumable: 1.0.0`", body = doc::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`upload-too-large`: past `Upload-Length`", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: `limits.quota_uploads_in_progress` (named in `limit`); retry once one ends", body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: another content type, or the complete upload is not a video (removed)", body = doc::Problem, content_type = "application/problem+json"),
         doc::Failures,
         (status = 507, description = "`insufficient-storage`", body = doc::Problem, content_type = "application/problem+json"),
@@ -355,6 +365,9 @@ pub async fn append(
     // Ownership first, so nobody else's request can hold the upload.
     let known = partial(&app, &who.sub, &id).await?;
     let mut writing = app.uploads.claim(&id).await?;
+    // After the claim: a request this one took over from (a dead
+    // connection, typically) gives its slot back first.
+    let _sending = app.quotas.upload_in_progress(&who.sub)?;
     let offset = receive(&app, &who.sub, &id, at, &headers, body, &mut writing).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     set(&mut response, "upload-offset", offset);

@@ -1,0 +1,186 @@
+//! Quotas and request rates per user (the token's `sub`), README "Running
+//! it exposed": uploads in progress and WebSocket streams are counted in
+//! this process (one node holds them); open uploads, bytes uploaded in the
+//! last 24 hours and bytes stored are read from the catalog. Byte quotas
+//! answer 413 (this upload is too large for what is left), counts 422 (the
+//! request is fine; it fits once something ends), rates 429.
+
+mod rates;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use vidmill_actors::Handle;
+
+pub use self::rates::Rates;
+use crate::config::Limits;
+use crate::http::error::ApiError;
+use crate::slots::{Slot, Slots};
+
+/// How often idle rate buckets and ended blocks are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Quotas(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    rates: Rates,
+    uploading: Slots<String>,
+    sockets: Slots<String>,
+    open_uploads: u64,
+    upload_bytes_per_day: u64,
+    stored_bytes: u64,
+}
+
+/// How many bytes a user may still upload, and which quota says so.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowance {
+    left: u64,
+    quota: u64,
+    key: &'static str,
+}
+
+impl Allowance {
+    /// `Ok` when an upload of `bytes` fits what is left.
+    pub fn check(&self, bytes: u64) -> Result<(), ApiError> {
+        if bytes <= self.left {
+            return Ok(());
+        }
+        let what = match self.key {
+            "limits.quota_stored_bytes" => "you may store; delete videos to make room",
+            _ => "you may upload in 24 hours; wait, or send a smaller file",
+        };
+        Err(ApiError::QuotaExceeded {
+            key: self.key,
+            too_large: true,
+            why: format!(
+                "this upload would take you past the {} bytes {what} ({} bytes are left)",
+                self.quota, self.left
+            ),
+        })
+    }
+}
+
+impl Quotas {
+    /// The quotas of `limits`, with a task that sweeps the rate buckets
+    /// for as long as they are in use.
+    pub fn new(limits: &Limits) -> Self {
+        let quotas = Self(Arc::new(Inner {
+            rates: Rates::new(limits),
+            uploading: Slots::new(limits.quota_uploads_in_progress),
+            sockets: Slots::new(limits.quota_websocket_connections),
+            open_uploads: limits.quota_open_uploads,
+            upload_bytes_per_day: limits.quota_upload_bytes_per_day,
+            stored_bytes: limits.quota_stored_bytes,
+        }));
+        sweep_while_alive(Arc::downgrade(&quotas.0));
+        quotas
+    }
+
+    /// Counts one authenticated request of `user` against their rate.
+    pub fn request(&self, user: &str) -> Result<(), ApiError> {
+        self.0.rates.request(user)
+    }
+
+    /// Refuses `client` while it is blocked for failed authentications.
+    pub fn refuse_blocked(&self, client: IpAddr) -> Result<(), ApiError> {
+        self.0.rates.refuse_blocked(client)
+    }
+
+    /// Counts a failed authentication from `client`.
+    pub fn auth_failed(&self, client: IpAddr) -> Result<(), ApiError> {
+        self.0.rates.failed(client)
+    }
+
+    /// A slot for one upload of `user` receiving bytes, held until dropped.
+    pub fn upload_in_progress(&self, user: &str) -> Result<Slot<String>, ApiError> {
+        let slots = &self.0.uploading;
+        slots
+            .take(user.to_string())
+            .ok_or_else(|| ApiError::QuotaExceeded {
+                key: "limits.quota_uploads_in_progress",
+                too_large: false,
+                why: format!(
+                    "you are already sending {} uploads, the most at once; send this one when one \
+                 of them has finished",
+                    slots.max()
+                ),
+            })
+    }
+
+    /// A slot for one WebSocket stream of `user`, held until dropped.
+    pub fn websocket(&self, user: &str) -> Result<Slot<String>, ApiError> {
+        let slots = &self.0.sockets;
+        slots
+            .take(user.to_string())
+            .ok_or_else(|| ApiError::QuotaExceeded {
+                key: "limits.quota_websocket_connections",
+                too_large: false,
+                why: format!(
+                    "you have {} event streams open, the most at once; close one (one /v1/events \
+                 stream carries every video's events)",
+                    slots.max()
+                ),
+            })
+    }
+
+    /// What `user` may still upload; when `opening` (a resumable or
+    /// direct upload is to be created), also that they have room for one
+    /// more open upload.
+    pub async fn uploads(
+        &self,
+        handle: &Handle,
+        user: &str,
+        opening: bool,
+    ) -> Result<Allowance, ApiError> {
+        let usage = handle.usage(user).await?;
+        let q = &self.0;
+        if opening && usage.open_uploads >= q.open_uploads {
+            return Err(ApiError::QuotaExceeded {
+                key: "limits.quota_open_uploads",
+                too_large: false,
+                why: format!(
+                    "you have {} unfinished uploads, the most allowed; finish or delete one \
+                     (DELETE /v1/uploads/{{id}})",
+                    usage.open_uploads
+                ),
+            });
+        }
+        let per_day = Allowance {
+            left: q
+                .upload_bytes_per_day
+                .saturating_sub(usage.uploaded_last_day),
+            quota: q.upload_bytes_per_day,
+            key: "limits.quota_upload_bytes_per_day",
+        };
+        let stored = Allowance {
+            left: q.stored_bytes.saturating_sub(usage.stored_bytes),
+            quota: q.stored_bytes,
+            key: "limits.quota_stored_bytes",
+        };
+        Ok(if stored.left < per_day.left {
+            stored
+        } else {
+            per_day
+        })
+    }
+}
+
+fn sweep_while_alive(quotas: Weak<Inner>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(quotas) = quotas.upgrade() else {
+                return;
+            };
+            quotas.rates.sweep();
+        }
+    });
+}
