@@ -148,21 +148,18 @@ fn tie_to_parent(expected: u32) -> Result<(), ChildError> {
 /// an address-space cap fails healthy jobs; the data limit counts what is
 /// made writable.
 fn limit_memory(bytes: u64) -> Result<(), ChildError> {
-    use rustix::process::{setrlimit, Resource, Rlimit};
-    if bytes == 0 {
-        return Ok(());
-    }
-    let limit = Rlimit {
-        current: Some(bytes),
-        maximum: Some(bytes),
-    };
-    setrlimit(Resource::Data, limit).map_err(|e| ChildError::Setup(e.into()))
+    set_limit(rustix::process::Resource::Data, bytes)
 }
 
 /// A write past `bytes` raises SIGXFSZ, whose default kills the worker;
 /// the server names the signal as the output limit.
 fn limit_file_size(bytes: u64) -> Result<(), ChildError> {
-    use rustix::process::{setrlimit, Resource, Rlimit};
+    set_limit(rustix::process::Resource::Fsize, bytes)
+}
+
+/// Sets both the soft and the hard `resource` limit to `bytes` (0: none).
+fn set_limit(resource: rustix::process::Resource, bytes: u64) -> Result<(), ChildError> {
+    use rustix::process::{setrlimit, Rlimit};
     if bytes == 0 {
         return Ok(());
     }
@@ -170,7 +167,7 @@ fn limit_file_size(bytes: u64) -> Result<(), ChildError> {
         current: Some(bytes),
         maximum: Some(bytes),
     };
-    setrlimit(Resource::Fsize, limit).map_err(|e| ChildError::Setup(e.into()))
+    setrlimit(resource, limit).map_err(|e| ChildError::Setup(e.into()))
 }
 
 /// Writes one reply line. A server that stopped reading is gone or has

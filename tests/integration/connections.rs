@@ -213,8 +213,11 @@ fn a_body_that_trickles_in_is_cut_off_and_leaves_nothing() {
     let started = Instant::now();
     let r = read_response(c, false);
     assert_eq!((r.status, r.code().as_str()), (408, "body-too-slow"));
+    // Cut off, not timed: at 50 B/s the body would take 2,000 s; the
+    // first 1 s period decides (about a second alone, more on a loaded
+    // machine), so any bound far below that proves the cut.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );
