@@ -9,6 +9,7 @@
 //! oversized heads and forms, the smaller edge defects, and per-user
 //! quotas and request rates.
 
+mod abuse;
 mod cli;
 mod connections;
 mod doctor;

@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "integration-test-secret-0123456789";
@@ -328,4 +330,87 @@ pub fn webm(dir: &Path, seconds: f64) -> Vec<u8> {
     };
     synth::generate(&spec, &path).expect("generate");
     std::fs::read(path).expect("read source")
+}
+
+/// Asks `/healthz` every 100 ms until stopped, from its own thread;
+/// counts answers that were not 200 or took longer than a second, and
+/// keeps the slowest.
+pub struct HealthWatch {
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicU64>,
+    slowest_ms: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HealthWatch {
+    pub fn start(addr: &str) -> Self {
+        let (stop, failures, slowest_ms) = (
+            Arc::<AtomicBool>::default(),
+            Arc::<AtomicU64>::default(),
+            Arc::<AtomicU64>::default(),
+        );
+        let (s, f, w, addr) = (
+            stop.clone(),
+            failures.clone(),
+            slowest_ms.clone(),
+            addr.to_string(),
+        );
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let ok = healthz(&addr);
+                let ms = started.elapsed().as_millis() as u64;
+                w.fetch_max(ms, Ordering::SeqCst);
+                if !ok || ms > 1000 {
+                    f.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Self {
+            stop,
+            failures,
+            slowest_ms,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (
+            self.failures.load(Ordering::SeqCst),
+            self.slowest_ms.load(Ordering::SeqCst),
+        )
+    }
+}
+
+fn healthz(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// The server's peak resident memory (`VmHWM`), in MiB.
+pub fn peak_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
 }

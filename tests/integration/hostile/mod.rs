@@ -9,11 +9,8 @@
 
 mod files;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::time::Instant;
 
 use crate::support::*;
 use files::*;
@@ -411,88 +408,6 @@ fn zip_bytes() -> Vec<u8> {
     zip.write_all(b"not a video").expect("zip write");
     zip.finish().expect("zip finish");
     out.into_inner()
-}
-
-/// Asks `/healthz` every 100 ms until stopped; counts answers that were
-/// not 200 or took longer than a second.
-struct HealthWatch {
-    stop: Arc<AtomicBool>,
-    failures: Arc<AtomicU64>,
-    slowest_ms: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl HealthWatch {
-    fn start(addr: &str) -> Self {
-        let (stop, failures, slowest_ms) = (
-            Arc::<AtomicBool>::default(),
-            Arc::<AtomicU64>::default(),
-            Arc::<AtomicU64>::default(),
-        );
-        let (s, f, w, addr) = (
-            stop.clone(),
-            failures.clone(),
-            slowest_ms.clone(),
-            addr.to_string(),
-        );
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                let started = Instant::now();
-                let ok = healthz(&addr);
-                let ms = started.elapsed().as_millis() as u64;
-                w.fetch_max(ms, Ordering::SeqCst);
-                if !ok || ms > 1000 {
-                    f.fetch_add(1, Ordering::SeqCst);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        Self {
-            stop,
-            failures,
-            slowest_ms,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        (
-            self.failures.load(Ordering::SeqCst),
-            self.slowest_ms.load(Ordering::SeqCst),
-        )
-    }
-}
-
-fn healthz(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(
-        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
-}
-
-/// The server's peak resident memory (`VmHWM`), in MiB.
-fn peak_mib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
 }
 
 /// What became of one row.
