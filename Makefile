@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := pkg-config ca-certificates libgstreamer1.0-dev libgstreamer-p
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools ffmpeg
 
-.PHONY: deps build run test lint test-clients test-hostile chromium garage bench-pipelines bench-serve clean
+.PHONY: deps build run test lint test-clients test-hostile chromium garage bench-pipelines bench-serve bench-load clean
 
 # The stock clients the integration tests drive vidmill with: tus-js-client
 # and playwright-core under Node (npm, as package-lock.json pins them) and
@@ -89,6 +89,11 @@ bench-pipelines: deps
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends curl >/dev/null; }
 	$(CARGO) build --release --bin vidmill
 	$(CARGO) run --release -p vidmill-bench --bin bench-pipelines
+
+# The release server under load on loopback (stops by itself, about 2 min).
+bench-load: deps
+	$(CARGO) build --release --bin vidmill
+	$(CARGO) run --release -p vidmill-bench --bin bench-load
 
 # nginx and wrk are the anchor and the load generator; only this target needs them.
 bench-serve: deps

@@ -32,6 +32,8 @@ pub struct App {
     pub uploads: crate::http::tus::Uploads,
     /// Per-user quotas and request rates.
     pub quotas: crate::quotas::Quotas,
+    /// State events rendered once for all of a video's subscribers.
+    pub rendered_states: crate::http::rendered::RenderedStates,
 }
 
 /// How long a ready video's record is reused for output requests; a

@@ -136,6 +136,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         progress: Arc::default(),
         metrics: crate::metrics::Metrics::new(),
         recent: app::RecentVideos::default(),
+        rendered_states: Default::default(),
         uploads: Default::default(),
     };
     attached.attach(&app);

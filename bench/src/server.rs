@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) type Error = Box<dyn std::error::Error>;
 
-const SECRET: &str = "bench-secret-0123456789abcdef";
+const SECRET: &str = "bench-secret-0123456789abcdef-0123";
 
 pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

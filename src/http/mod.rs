@@ -15,6 +15,7 @@ pub mod output_docs;
 pub mod outputs;
 pub mod range;
 pub mod render;
+pub mod rendered;
 pub mod tus;
 pub mod upload;
 pub mod videos;

@@ -13,7 +13,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::response::Response;
 use serde_json::json;
-use vidmill_actors::{Feed, HubMessage, Video};
+use vidmill_actors::{Feed, HubMessage};
 
 use super::error::ApiError;
 use super::identity::{authenticate, bearer, client, query_token};
@@ -26,6 +26,9 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 /// A client that has not answered two pings is gone.
 const PONG_DEADLINE: Duration = Duration::from_secs(45);
 const MAX_FRAME: usize = 64 << 10;
+/// What a connection sets aside for reading and writing (see `accept`).
+const READ_BUFFER: usize = 4 << 10;
+const WRITE_BUFFER: usize = 0;
 
 /// Identity from the header or, for browsers, `?access_token=`, once the
 /// page the request comes from may open WebSockets here (`origin`).
@@ -160,6 +163,11 @@ fn accept(
     upgrade
         .max_frame_size(MAX_FRAME)
         .max_message_size(MAX_FRAME)
+        // tungstenite sets aside 128 KiB to read and 128 KiB to write for
+        // every connection; clients send next to nothing, and an event is a
+        // few KiB: the buffers grow when they must.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             app.metrics.ws_opened();
             let reason = pump(&app, &owner, feed, socket).await;
@@ -238,28 +246,11 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     .await;
 }
 
-/// The video a state event belongs to, for rendering its signed URLs.
-async fn video_of(
-    app: &App,
-    owner: &str,
-    id: &str,
-    cache: &mut HashMap<String, Video>,
-) -> Option<Video> {
-    if let Some(v) = cache.get(id) {
-        return Some(v.clone());
-    }
-    let v = app.handle.get(owner, id).await.ok()?;
-    cache.insert(id.to_string(), v.clone());
-    Some(v)
-}
-
 async fn pump(app: &App, owner: &str, mut feed: Feed, mut socket: WebSocket) -> &'static str {
-    let mut videos: HashMap<String, Video> = HashMap::new();
     let mut budget = SendBudget::new(Instant::now());
     for v in std::mem::take(&mut feed.snapshot) {
         let positions = app.handle.queue_positions().await.unwrap_or_default();
         let snapshot = json!({"type": "snapshot", "video": render::video(app, &v, positions.get(&v.id).copied())});
-        videos.insert(v.id.clone(), v);
         match send(&mut socket, &mut budget, text(&snapshot)).await {
             Ok(()) => {}
             Err("slow") => {
@@ -277,20 +268,23 @@ async fn pump(app: &App, owner: &str, mut feed: Feed, mut socket: WebSocket) -> 
             event = feed.next() => {
                 let message = match event {
                     Some(HubMessage::State(e)) => {
-                        videos.remove(&e.video_id);
-                        let Some(v) = video_of(app, owner, &e.video_id, &mut videos).await else { continue };
-                        render::state_event(app, &v, &e)
+                        let rendered = app.rendered_states.get_or_render(&e.video_id, e.seq, async {
+                            let v = app.handle.get(owner, &e.video_id).await.ok()?;
+                            Some(render::state_event(app, &v, &e).to_string().into())
+                        });
+                        let Some(bytes) = rendered.await else { continue };
+                        Message::Text(bytes)
                     }
-                    Some(HubMessage::Progress(p)) => json!({
+                    Some(HubMessage::Progress(p)) => text(&json!({
                         "type": "progress", "video_id": p.video_id, "seq": p.seq, "state": p.state,
                         "stage": p.stage, "percent": p.percent, "speed": p.speed, "eta_seconds": p.eta_seconds,
-                    }),
+                    })),
                     None => {
                         close(&mut socket, 1013, "too slow: events were not read").await;
                         return "dropped by the hub";
                     }
                 };
-                match send(&mut socket, &mut budget, text(&message)).await {
+                match send(&mut socket, &mut budget, message).await {
                     Ok(()) => {}
                     Err("slow") => {
                         close(&mut socket, 1013, "too slow: events were not read").await;
