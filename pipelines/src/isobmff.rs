@@ -4,19 +4,20 @@
 //! headers takes microseconds; the demuxer would read the whole file first.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// What the top-level boxes of a file say.
+/// What the top-level boxes of a file say. Public only for the fuzz target
+/// (through [`crate::fuzzing`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Layout {
+pub struct Layout {
     /// Starts like ISO BMFF (`ftyp`, `wide`, `free` or `mdat`).
-    pub(crate) iso: bool,
-    pub(crate) mdat: bool,
-    pub(crate) moov: bool,
+    pub iso: bool,
+    pub mdat: bool,
+    pub moov: bool,
     /// Movie fragments: a fragmented MP4 (OBS's crash-safe recording,
     /// DASH/HLS segments), whose demuxer seeks by guessing.
-    pub(crate) moof: bool,
+    pub moof: bool,
 }
 
 /// True when `path` is an ISO BMFF file that has `mdat` but no `moov` or
@@ -32,15 +33,28 @@ pub(crate) fn is_fragmented(path: &Path) -> bool {
     l.iso && l.moof
 }
 
-/// Walks the top-level box headers (reading 16 bytes of each).
+/// Walks the top-level box headers of the file at `path`; an unreadable
+/// file is no ISO BMFF.
 pub(crate) fn layout(path: &Path) -> Layout {
-    let mut l = Layout::default();
     let Ok(mut file) = File::open(path) else {
-        return l;
+        return Layout::default();
     };
     let Ok(len) = file.metadata().map(|m| m.len()) else {
-        return l;
+        return Layout::default();
     };
+    layout_of(&mut file, len)
+}
+
+/// [`layout`] of bytes in memory: the same walk without a file, so the fuzz
+/// target needs none.
+pub fn layout_of_bytes(bytes: &[u8]) -> Layout {
+    layout_of(&mut Cursor::new(bytes), bytes.len() as u64)
+}
+
+/// Walks the top-level box headers of `file`, `len` bytes long (reading 16
+/// bytes of each).
+fn layout_of<R: Read + Seek>(file: &mut R, len: u64) -> Layout {
+    let mut l = Layout::default();
     let mut at = 0u64;
     while at + 8 <= len {
         let mut header = [0u8; 16];
