@@ -56,7 +56,10 @@ pub fn layout_of_bytes(bytes: &[u8]) -> Layout {
 fn layout_of<R: Read + Seek>(file: &mut R, len: u64) -> Layout {
     let mut l = Layout::default();
     let mut at = 0u64;
-    while at + 8 <= len {
+    // A box may declare any 64-bit size, so `at` may run past `len` (up to
+    // u64::MAX, saturated): what is left is counted down from `len`, never
+    // up from `at`, which could overflow.
+    while len.saturating_sub(at) >= 8 {
         let mut header = [0u8; 16];
         if file.seek(SeekFrom::Start(at)).is_err() || file.read_exact(&mut header[..8]).is_err() {
             return l;
@@ -134,5 +137,29 @@ mod tests {
         assert!(!is_fragmented(whole.path()));
         let other = file(&[b"\x1aE\xdf\xa3 matroska".to_vec()], 0);
         assert!(!lacks_index(other.path()));
+    }
+
+    /// Found by the `isobmff` fuzz target: a box whose 64-bit size is
+    /// u64::MAX took the walk's position to u64::MAX, and the next loop
+    /// test overflowed.
+    #[test]
+    fn fuzz_a_64_bit_box_size_of_u64_max_ends_the_walk() {
+        let mut bytes = boxed(b"free", 0);
+        bytes.extend_from_slice(b"\0\0\0\x01\0\0\0\0");
+        bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(
+            layout_of_bytes(&bytes),
+            Layout {
+                iso: true,
+                ..Layout::default()
+            }
+        );
+        let near_end = [
+            &boxed(b"ftyp", 0)[..],
+            b"\0\0\0\x01mdat",
+            &(u64::MAX - 3).to_be_bytes(),
+        ]
+        .concat();
+        assert!(layout_of_bytes(&near_end).mdat);
     }
 }
