@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := pkg-config ca-certificates libgstreamer1.0-dev libgstreamer-p
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools ffmpeg
 
-.PHONY: deps build run test lint test-clients test-hostile chromium garage bench-pipelines bench-serve bench-load clean
+.PHONY: deps build run test lint test-clients test-hostile chromium garage bench-pipelines bench-serve bench-load fuzz clean
 
 # The stock clients the integration tests drive vidmill with: tus-js-client
 # and playwright-core under Node (npm, as package-lock.json pins them) and
@@ -104,6 +104,32 @@ bench-serve: deps
 	fi
 	$(CARGO) build --release --bin vidmill
 	$(CARGO) run --release -p vidmill-bench --bin bench-serve
+
+# cargo-fuzz on the parsers that read what a client or an operator sends
+# (docs/RELIABILITY.md "Fuzzing"), one target after another, FUZZ_SECONDS
+# each; not part of `make test`. It needs the nightly toolchain. Without
+# AddressSanitizer (`-s none`): vidmill forbids unsafe code, and the
+# sanitizer would halve the executions a run gets. Niced and one worker,
+# so a shared machine stays usable; a finding stops the run with the
+# crashing input under fuzz/artifacts/<target>/. With -jobs, libFuzzer
+# writes its log to fuzz-0.log; each is kept as fuzz/logs/<target>.log.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS := range tus_headers multipart token isobmff config
+
+fuzz: deps
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@mkdir -p fuzz/logs; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  cp -n fuzz/seeds/$$t/* fuzz/corpus/$$t/ 2>/dev/null; \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  nice -n 19 $(CARGO) +nightly fuzz run -s none $$t -- -max_total_time=$(FUZZ_SECONDS) \
+	    -jobs=1 -workers=1 -rss_limit_mb=2048 -print_final_stats=1; rc=$$?; \
+	  mv -f fuzz-0.log fuzz/logs/$$t.log; \
+	  grep -E '^Done|number_of_executed_units|panicked' fuzz/logs/$$t.log; \
+	  echo "$$t: corpus of $$(ls fuzz/corpus/$$t | wc -l) inputs"; \
+	  [ $$rc -eq 0 ] || exit $$rc; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -22,3 +22,16 @@ pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod worker;
+
+/// What the fuzz targets in `fuzz/` call (cargo-fuzz, `make fuzz`), in
+/// one place so that the modules they live in need not be opened wider;
+/// not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::auth::token_header;
+    pub use crate::http::identity::bearer;
+    pub use crate::http::multipart_cap::{form_error, FormPrefixCap};
+    pub use crate::http::range::decide;
+    pub use crate::http::tus::headers::{byte_count, metadata};
+    pub use crate::http::upload::{filename, MAX_FILENAME_BYTES};
+}

@@ -4,22 +4,23 @@
 //! headers takes microseconds; the demuxer would read the whole file first.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// What the top-level boxes of a file say.
+/// What the top-level boxes of a file say. Public only for the fuzz target
+/// (through [`crate::fuzzing`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Layout {
+pub struct Layout {
     /// Starts like ISO BMFF (`ftyp`, `wide`, `free` or `mdat`).
-    pub(crate) iso: bool,
-    pub(crate) mdat: bool,
-    pub(crate) moov: bool,
+    pub iso: bool,
+    pub mdat: bool,
+    pub moov: bool,
     /// Movie fragments: a fragmented MP4 (OBS's crash-safe recording,
     /// DASH/HLS segments), whose demuxer seeks by guessing.
-    pub(crate) moof: bool,
+    pub moof: bool,
     /// A box says it ends past the end of the file: the file was cut off
     /// (or its size lies).
-    pub(crate) cut_off: bool,
+    pub cut_off: bool,
 }
 
 /// True when `path` is an ISO BMFF file that has `mdat` but no `moov` or
@@ -41,17 +42,33 @@ pub(crate) fn is_fragmented(path: &Path) -> bool {
     l.iso && l.moof
 }
 
-/// Walks the top-level box headers (reading 16 bytes of each).
+/// Walks the top-level box headers of the file at `path`; an unreadable
+/// file is no ISO BMFF.
 pub(crate) fn layout(path: &Path) -> Layout {
-    let mut l = Layout::default();
     let Ok(mut file) = File::open(path) else {
-        return l;
+        return Layout::default();
     };
     let Ok(len) = file.metadata().map(|m| m.len()) else {
-        return l;
+        return Layout::default();
     };
+    layout_of(&mut file, len)
+}
+
+/// [`layout`] of bytes in memory: the same walk without a file, so the fuzz
+/// target needs none.
+pub fn layout_of_bytes(bytes: &[u8]) -> Layout {
+    layout_of(&mut Cursor::new(bytes), bytes.len() as u64)
+}
+
+/// Walks the top-level box headers of `file`, `len` bytes long (reading 16
+/// bytes of each).
+fn layout_of<R: Read + Seek>(file: &mut R, len: u64) -> Layout {
+    let mut l = Layout::default();
     let mut at = 0u64;
-    while at + 8 <= len {
+    // A box may declare any 64-bit size, so `at` may run past `len` (up to
+    // u64::MAX, saturated): what is left is counted down from `len`, never
+    // up from `at`, which could overflow.
+    while len.saturating_sub(at) >= 8 {
         let mut header = [0u8; 16];
         if file.seek(SeekFrom::Start(at)).is_err() || file.read_exact(&mut header[..8]).is_err() {
             return l;
@@ -145,5 +162,29 @@ mod tests {
         assert!(!is_fragmented(whole.path()));
         let other = file(&[b"\x1aE\xdf\xa3 matroska".to_vec()], 0);
         assert!(!lacks_index(other.path()));
+    }
+
+    /// Found by the `isobmff` fuzz target: a box whose 64-bit size is
+    /// u64::MAX took the walk's position to u64::MAX, and the next loop
+    /// test overflowed.
+    #[test]
+    fn fuzz_a_64_bit_box_size_of_u64_max_ends_the_walk() {
+        let mut bytes = boxed(b"free", 0);
+        bytes.extend_from_slice(b"\0\0\0\x01\0\0\0\0");
+        bytes.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(
+            layout_of_bytes(&bytes),
+            Layout {
+                iso: true,
+                ..Layout::default()
+            }
+        );
+        let near_end = [
+            &boxed(b"ftyp", 0)[..],
+            b"\0\0\0\x01mdat",
+            &(u64::MAX - 3).to_be_bytes(),
+        ]
+        .concat();
+        assert!(layout_of_bytes(&near_end).mdat);
     }
 }

@@ -44,6 +44,12 @@ pub use limits::MediaLimits;
 pub use poster::{poster, poster_time, PosterReport, PosterSpec};
 pub use probe::{probe, probe_within};
 
+/// What the fuzz targets in `fuzz/` call; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::isobmff::{layout_of_bytes, Layout};
+}
+
 use std::sync::OnceLock;
 
 /// The GStreamer elements the pipelines use; `readyz` and `doctor` check them.

@@ -54,6 +54,22 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
+/// A token's header, read before any key is chosen or signature checked:
+/// everything an unauthenticated caller controls is looked at here first.
+/// Public for the fuzz target (through [`crate::fuzzing`]).
+pub fn token_header(token: &str) -> Result<Header, AuthError> {
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| AuthError(format!("malformed token: {e}")))?;
+    // `crit` lists extensions the recipient must understand or refuse the
+    // token (RFC 7515 section 4.1.11); vidmill understands none.
+    if let Some(crit) = &header.crit {
+        return Err(AuthError(format!(
+            "the token's `crit` header names extensions this server does not support: {crit:?}"
+        )));
+    }
+    Ok(header)
+}
+
 impl Authenticator {
     pub fn new(
         hs256_secret: Option<&[u8]>,
@@ -78,15 +94,7 @@ impl Authenticator {
 
     /// Checks a bearer token and says who it belongs to.
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| AuthError(format!("malformed token: {e}")))?;
-        // `crit` lists extensions the recipient must understand or refuse
-        // the token (RFC 7515 section 4.1.11); vidmill understands none.
-        if let Some(crit) = &header.crit {
-            return Err(AuthError(format!(
-                "the token's `crit` header names extensions this server does not support: {crit:?}"
-            )));
-        }
+        let header = token_header(token)?;
         // HS256 is checked with the shared secret whatever `kid` it names
         // (its key is never in a JWKS); everything else by its `kid`.
         let (key, alg) = match (&header.kid, &self.jwks) {

@@ -20,11 +20,9 @@ pub fn load(
     required: bool,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    let mut table = match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .parse::<toml::Table>()
-            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => toml::Table::new(),
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
         Err(e) => {
             return Err(ConfigError::Read {
                 path: path.display().to_string(),
@@ -32,6 +30,19 @@ pub fn load(
             })
         }
     };
+    load_text(&text, &path.display().to_string(), env)
+}
+
+/// [`load`] of TOML text already read; `source` names it in errors. No I/O:
+/// the config fuzz target calls it.
+pub fn load_text(
+    text: &str,
+    source: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut table = text
+        .parse::<toml::Table>()
+        .map_err(|e| ConfigError::Invalid(format!("{source}: {e}")))?;
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("VIDMILL__") else {
             continue;

@@ -176,7 +176,7 @@ pub const MAX_FILENAME_BYTES: usize = 255;
 /// The upload's name as given, or `upload`; a longer one than
 /// [`MAX_FILENAME_BYTES`] is refused (it would be stored, listed and sent
 /// with every video).
-pub(super) fn filename(given: Option<&str>) -> Result<String, ApiError> {
+pub fn filename(given: Option<&str>) -> Result<String, ApiError> {
     match given.filter(|n| !n.is_empty()) {
         None => Ok("upload".into()),
         Some(name) if name.len() > MAX_FILENAME_BYTES => Err(ApiError::InvalidOption {

@@ -6,7 +6,7 @@
 //! client is told survives a crash. The last byte triggers the probe: media
 //! is queued, anything else is refused with 415 and removed.
 
-mod headers;
+pub(crate) mod headers;
 mod writers;
 
 use std::collections::HashMap;
