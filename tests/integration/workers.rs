@@ -372,7 +372,8 @@ fn thirty_sigkills_of_the_server_lose_no_video() {
 }
 
 /// A DELETE answers within 2 s whatever the video is doing (waiting for a
-/// slot, or converting in a worker), and leaves no worker or temp file.
+/// slot, converting, extracting frames in a worker), and leaves no worker
+/// or temp file.
 #[test]
 fn delete_stops_a_video_within_two_seconds_in_every_stage() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -386,7 +387,7 @@ fn delete_stops_a_video_within_two_seconds_in_every_stage() {
     let waiting = upload(&server, &token, &source);
     let v = server.get(&format!("/v1/videos/{waiting}"), &token).json();
     assert_eq!(v["state"], "queued", "{v}");
-    for id in [&waiting, &running] {
+    let delete = |id: &str| {
         let started = Instant::now();
         let r = server.request(
             "DELETE",
@@ -401,7 +402,30 @@ fn delete_stops_a_video_within_two_seconds_in_every_stage() {
             started.elapsed()
         );
         assert_eq!(server.get(&format!("/v1/videos/{id}"), &token).status, 404);
-    }
+    };
+    delete(&waiting);
+    delete(&running);
+    // H.264 is remuxed in a moment; the frames, 600 of them, take longer.
+    let h264 = make(
+        dir.path(),
+        "remux.mp4",
+        ("640x360", 60),
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+        None,
+    );
+    let body = std::fs::read(&h264).expect("read");
+    let r = server.upload(&token, "filename=remux.mp4&frames_every=0.1", &body);
+    assert_eq!(r.status, 201, "{r:?}");
+    let framing = r.json()["id"].as_str().expect("id").to_string();
+    server.wait_for(&token, &framing, |v| v["stage"] == "extracting_frames");
+    delete(&framing);
     let deadline = Instant::now() + Duration::from_secs(2);
     while !workers_under(dir.path()).is_empty() {
         assert!(Instant::now() < deadline, "{:?}", workers_under(dir.path()));
