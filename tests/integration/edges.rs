@@ -20,17 +20,7 @@ fn bearer(token: &str) -> Vec<(&'static str, String)> {
 
 /// `vidmill serve` on `config` is expected to refuse to start: its stderr.
 fn refused_start(dir: &Path, auth: &str) -> String {
-    std::fs::create_dir_all(dir).expect("dir");
-    let config = dir.join("config.toml");
-    let d = dir.display();
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\n{auth}\n\
-             [database]\npath = \"{d}/data/vidmill.sqlite\"\n[storage]\npath = \"{d}/data/objects\"\n"
-        ),
-    )
-    .expect("config");
+    let config = write_config(dir, auth, "");
     let out = Command::new(env!("CARGO_BIN_EXE_vidmill"))
         .args(["serve", "--config"])
         .arg(&config)

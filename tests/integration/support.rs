@@ -12,6 +12,23 @@ use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "integration-test-secret-0123456789";
 
+/// Writes `dir/config.toml` for a server on a free loopback port with its
+/// data under `dir`: `auth` is the body of `[auth]`, `rest` what follows.
+pub fn write_config(dir: &Path, auth: &str, rest: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("dir");
+    let config = dir.join("config.toml");
+    let d = dir.display();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\n{auth}\n\
+             [database]\npath = \"{d}/data/vidmill.sqlite\"\n[storage]\npath = \"{d}/data/objects\"\n{rest}"
+        ),
+    )
+    .expect("config");
+    config
+}
+
 pub struct Server {
     pub dir: PathBuf,
     pub addr: String,
@@ -26,18 +43,11 @@ impl Server {
 
     /// Like [`Server::start`], with `VIDMILL__…` overrides in the environment.
     pub fn start_with_env(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Self {
-        std::fs::create_dir_all(dir).expect("dir");
-        let config = dir.join("config.toml");
-        let d = dir.display();
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\nhs256_secret = \"{SECRET}\"\n\
-                 [database]\npath = \"{d}/data/vidmill.sqlite\"\n[storage]\npath = \"{d}/data/objects\"\n\
-                 [limits]\nmax_upload_bytes = 20000000\nmin_free_disk_bytes = 0\n{extra}\n"
-            ),
-        )
-        .expect("config");
+        let config = write_config(
+            dir,
+            &format!("hs256_secret = \"{SECRET}\""),
+            &format!("[limits]\nmax_upload_bytes = 20000000\nmin_free_disk_bytes = 0\n{extra}\n"),
+        );
         let mut child = Command::new(env!("CARGO_BIN_EXE_vidmill"))
             .args(["serve", "--config"])
             .arg(&config)
