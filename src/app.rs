@@ -1,13 +1,12 @@
 //! The state the server's handlers share, built from the configuration: the
-//! core's handle, token checking, URL signing, the object store, and the
-//! latest progress of each processing video.
+//! core's handle, token checking, URL signing and the object store.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use vidmill_actors::{Handle, HeadroomProbe, ProgressEvent, Video, VideoId};
+use vidmill_actors::{Handle, HeadroomProbe, Video, VideoId};
 
 use crate::auth::{Authenticator, KeySource};
 use crate::config::Config;
@@ -25,7 +24,6 @@ pub struct App {
     pub headroom: HeadroomProbe,
     /// Base of signed links, without a trailing slash.
     pub public_url: String,
-    pub progress: Arc<Mutex<HashMap<VideoId, ProgressEvent>>>,
     pub metrics: crate::metrics::Metrics,
     pub recent: RecentVideos,
     /// Resumable uploads in progress (tus).
@@ -311,10 +309,6 @@ impl App {
     pub fn link_lifetime(&self, video: &Video) -> Duration {
         let duration = video.source.as_ref().and_then(|s| s.duration);
         link_lifetime(&self.config.signing, duration)
-    }
-
-    pub fn latest_progress(&self, id: &str) -> Option<ProgressEvent> {
-        self.progress.lock().ok().and_then(|p| p.get(id).cloned())
     }
 
     pub fn ttl(&self) -> Duration {

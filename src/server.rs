@@ -133,7 +133,6 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         engine,
         headroom,
         public_url,
-        progress: Arc::default(),
         metrics: crate::metrics::Metrics::new(),
         recent: app::RecentVideos::default(),
         rendered_states: Default::default(),
@@ -220,16 +219,14 @@ fn finish_complete_uploads(app: &App) {
     });
 }
 
-/// Keeps the latest progress of each processing video for the video JSON,
-/// and turns the event stream into metrics: time queued before a slot,
-/// time per stage, speed, stalls.
+/// Turns the event stream into metrics: time queued before a slot, time
+/// per stage, speed, stalls.
 async fn track_progress(app: &App) -> Result<(), String> {
     let mut events = app
         .handle
         .subscribe_all()
         .await
         .map_err(|e| e.to_string())?;
-    let progress = app.progress.clone();
     let metrics = app.metrics.clone();
     tokio::spawn(async move {
         // When each unfinished video entered its current state and stage.
@@ -237,13 +234,9 @@ async fn track_progress(app: &App) -> Result<(), String> {
             HashMap::new();
         while let Some(message) = events.next().await {
             match message {
-                HubMessage::Progress(p) => {
-                    metrics.speed(p.speed);
-                    if let Ok(mut latest) = progress.lock() {
-                        latest.insert(p.video_id.clone(), p);
-                    }
-                }
-                HubMessage::State(e) => {
+                HubMessage::Progress(p) => metrics.speed(p.speed),
+                HubMessage::State(a) => {
+                    let e = &a.event;
                     let now = Instant::now();
                     if let Some((state, stage, at)) = since.get(&e.video_id).copied() {
                         let took = now.duration_since(at).as_secs_f64();
@@ -269,11 +262,6 @@ async fn track_progress(app: &App) -> Result<(), String> {
                         since.remove(&e.video_id);
                     } else if changed {
                         since.insert(e.video_id.clone(), (e.state, e.stage, now));
-                    }
-                    if e.state != core::VideoState::Processing {
-                        if let Ok(mut latest) = progress.lock() {
-                            latest.remove(&e.video_id);
-                        }
                     }
                 }
             }

@@ -100,9 +100,9 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
         }
         tokio::select! {
             message = feed.next() => match message {
-                Some(HubMessage::State(e)) => line(serde_json::json!({
-                    "event": "state", "video_id": e.video_id, "seq": e.seq,
-                    "state": e.state, "stage": e.stage, "error": e.error,
+                Some(HubMessage::State(a)) => line(serde_json::json!({
+                    "event": "state", "video_id": a.event.video_id, "seq": a.event.seq,
+                    "state": a.event.state, "stage": a.event.stage, "error": a.event.error,
                 })),
                 Some(HubMessage::Progress(_)) => {}
                 None => return Err(format!("event feed closed: {:?}", feed.close_reason())),

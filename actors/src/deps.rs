@@ -1,8 +1,9 @@
-//! What every actor of the core shares: the catalog, the service actors,
-//! the ports and the settings.
+//! What every actor of the core shares: the catalog, the service actors
+//! (behind [`Services`], since a restarted actor has a new address), the
+//! live workers, the ports and the settings.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use ractor::ActorRef;
 
@@ -10,30 +11,94 @@ use crate::admission::AdmissionMsg;
 use crate::catalog::{Catalog, Change, NewVideo};
 use crate::config::CoreConfig;
 use crate::error::CoreError;
-use crate::hub::HubMsg;
+use crate::hub::{Announced, HubMsg, ProgressBoard};
 use crate::model::Video;
+use crate::notifier::NotifierMsg;
 use crate::ports::{BlobStore, MediaEngine};
+use crate::supervisor::SupervisorMsg;
+use crate::workers::Workers;
+
+/// The current address of each service actor. The root actor sets one when
+/// it (re)starts the service and clears it when the service dies, so a
+/// message sent meanwhile fails as `Unavailable` instead of going nowhere.
+#[derive(Default)]
+pub(crate) struct Services {
+    hub: RwLock<Option<ActorRef<HubMsg>>>,
+    admission: RwLock<Option<ActorRef<AdmissionMsg>>>,
+    notifier: RwLock<Option<ActorRef<NotifierMsg>>>,
+    supervisor: RwLock<Option<ActorRef<SupervisorMsg>>>,
+}
+
+fn current<M: ractor::Message>(
+    slot: &RwLock<Option<ActorRef<M>>>,
+    what: &str,
+) -> Result<ActorRef<M>, CoreError> {
+    slot.read()
+        .ok()
+        .and_then(|s| s.clone())
+        .ok_or_else(|| CoreError::Unavailable(format!("the {what} is restarting")))
+}
+
+fn replace<M: ractor::Message>(slot: &RwLock<Option<ActorRef<M>>>, to: Option<ActorRef<M>>) {
+    if let Ok(mut s) = slot.write() {
+        *s = to;
+    }
+}
+
+impl Services {
+    pub fn hub(&self) -> Result<ActorRef<HubMsg>, CoreError> {
+        current(&self.hub, "event hub")
+    }
+    pub fn admission(&self) -> Result<ActorRef<AdmissionMsg>, CoreError> {
+        current(&self.admission, "admission")
+    }
+    pub fn notifier(&self) -> Result<ActorRef<NotifierMsg>, CoreError> {
+        current(&self.notifier, "notifier")
+    }
+    pub fn supervisor(&self) -> Result<ActorRef<SupervisorMsg>, CoreError> {
+        current(&self.supervisor, "video supervisor")
+    }
+    pub fn set_hub(&self, to: Option<ActorRef<HubMsg>>) {
+        replace(&self.hub, to);
+    }
+    pub fn set_admission(&self, to: Option<ActorRef<AdmissionMsg>>) {
+        replace(&self.admission, to);
+    }
+    pub fn set_notifier(&self, to: Option<ActorRef<NotifierMsg>>) {
+        replace(&self.notifier, to);
+    }
+    pub fn set_supervisor(&self, to: Option<ActorRef<SupervisorMsg>>) {
+        replace(&self.supervisor, to);
+    }
+}
 
 pub(crate) struct Deps {
     pub catalog: Catalog,
-    pub hub: ActorRef<HubMsg>,
-    pub admission: ActorRef<AdmissionMsg>,
+    pub services: Services,
+    /// The latest progress of each processing video (the hub writes it).
+    pub board: ProgressBoard,
+    /// Pipelines running on worker threads, by video: outlives any actor.
+    pub workers: Arc<Workers>,
     pub engine: Arc<dyn MediaEngine>,
     pub store: Arc<dyn BlobStore>,
     pub config: CoreConfig,
-    /// Wakes the notifier when a video's processing ends.
-    pub notify: Arc<tokio::sync::Notify>,
 }
 
 impl Deps {
     /// Persists a change, then announces its event: never the other way.
     pub(crate) async fn persist(&self, id: &str, change: Change) -> Result<Video, CoreError> {
         let (video, event) = self.catalog.apply(id, change).await?;
-        if event.as_ref().is_some_and(|e| e.state.is_terminal()) {
-            self.notify.notify_one();
-        }
         if let Some(event) = event {
-            let _ = self.hub.cast(HubMsg::State(event));
+            if event.state.is_terminal() {
+                // The outbox row was written with the change; wake its reader.
+                if let Ok(n) = self.services.notifier() {
+                    let _ = n.cast(NotifierMsg::Wake(std::time::Instant::now()));
+                }
+            }
+            self.announce(Announced {
+                event,
+                video: Arc::new(video.clone()),
+            });
         }
         Ok(video)
     }
@@ -41,8 +106,20 @@ impl Deps {
     /// Stores a new video and announces its first state event.
     pub(crate) async fn insert_video(&self, new: NewVideo) -> Result<Video, CoreError> {
         let (video, event) = self.catalog.insert(new).await?;
-        let _ = self.hub.cast(HubMsg::State(event));
+        self.announce(Announced {
+            event,
+            video: Arc::new(video.clone()),
+        });
         Ok(video)
+    }
+
+    /// Hands a stored event to the hub. A hub that is restarting misses it;
+    /// its subscribers were closed with it and read the log when they
+    /// come back (`since`).
+    fn announce(&self, announced: Announced) {
+        if let Ok(hub) = self.services.hub() {
+            let _ = hub.cast(HubMsg::State(Arc::new(announced)));
+        }
     }
 
     /// Removes every stored object of `id` after the record failed to be

@@ -1,14 +1,28 @@
 //! The core's error type, with the classifiers the edges use to answer.
 
+use crate::model::VideoId;
+use crate::state::VideoState;
+
 /// What went wrong inside the core.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     #[error("video {0} not found")]
     NotFound(String),
-    /// The request conflicts with the video's state (e.g. retry of a video
-    /// that has not failed).
-    #[error("{0}")]
-    Conflict(String),
+    /// The request needs the video in state `wanted` (a retry needs a
+    /// failed video; finishing an upload needs one still uploading).
+    #[error("video {id} is {state}, not {wanted}")]
+    WrongState {
+        id: VideoId,
+        state: VideoState,
+        wanted: VideoState,
+    },
+    /// A resumable upload was finished before its last byte arrived.
+    #[error("upload {id} has {received} of {length} bytes")]
+    Incomplete {
+        id: VideoId,
+        received: u64,
+        length: u64,
+    },
     /// Not enough disk (or memory) to take the work.
     #[error("insufficient storage: {0}")]
     InsufficientStorage(String),
@@ -34,7 +48,10 @@ impl CoreError {
 
     /// The caller asked for something that cannot be done as asked.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, Self::NotFound(_) | Self::Conflict(_))
+        matches!(
+            self,
+            Self::NotFound(_) | Self::WrongState { .. } | Self::Incomplete { .. }
+        )
     }
 
     /// Worth trying again shortly.

@@ -1,6 +1,7 @@
 //! The typed handle the edges (HTTP, WebSocket, CLI) use to talk to the
-//! core. Every call into an actor has a timeout; reads that need no actor go
-//! straight to the catalog's read connections.
+//! core. It changes no video itself: every transition is a command to the
+//! video's actor. Every call into an actor has a timeout; reads that need
+//! no actor go straight to the catalog's read connections.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -9,19 +10,20 @@ use std::sync::Arc;
 use ractor::ActorRef;
 
 use crate::admission::{AdmissionMsg, AdmissionStats};
-use crate::catalog::{Change, NewVideo, Page};
+use crate::catalog::Page;
 use crate::deps::Deps;
 use crate::error::CoreError;
-use crate::hub::{HubMessage, HubMsg, Scope, Subscription};
-use crate::model::{new_id, Options, StateEvent, Video, VideoId};
-use crate::ports::object_key;
+use crate::hub::{Announced, HubMessage, HubMsg, Scope, Subscription};
+use crate::model::{new_id, Options, ProgressEvent, Video, VideoId};
+use crate::root::RootMsg;
 use crate::state::VideoState;
 use crate::supervisor::SupervisorMsg;
+use crate::video::{Ingest, VideoCommand};
 
 #[derive(Clone)]
 pub struct Handle {
     pub(crate) deps: Arc<Deps>,
-    pub(crate) supervisor: ActorRef<SupervisorMsg>,
+    pub(crate) root: ActorRef<RootMsg>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -35,7 +37,7 @@ impl std::fmt::Debug for Handle {
 pub struct Feed {
     /// The subscribed videos as they are now (unfinished ones for an owner).
     pub snapshot: Vec<Video>,
-    replay: VecDeque<StateEvent>,
+    replay: VecDeque<Arc<Announced>>,
     live: Subscription,
     /// Highest state seq delivered per video, to drop live duplicates of
     /// what the snapshot or replay already showed.
@@ -46,14 +48,16 @@ impl Feed {
     /// The next event; `None` once the hub closed the feed
     /// ([`Feed::close_reason`] says why).
     pub async fn next(&mut self) -> Option<HubMessage> {
-        if let Some(event) = self.replay.pop_front() {
-            self.seen.insert(event.video_id.clone(), event.seq);
-            return Some(HubMessage::State(event));
+        if let Some(announced) = self.replay.pop_front() {
+            let e = &announced.event;
+            self.seen.insert(e.video_id.clone(), e.seq);
+            return Some(HubMessage::State(announced));
         }
         loop {
             let message = self.live.next().await?;
             match &message {
-                HubMessage::State(e) => {
+                HubMessage::State(a) => {
+                    let e = &a.event;
                     let seen = self.seen.entry(e.video_id.clone()).or_default();
                     if e.seq <= *seen {
                         continue;
@@ -104,8 +108,23 @@ impl Handle {
         }
     }
 
-    /// Creates a video from a complete local source file, which is moved
-    /// into the store, and queues it.
+    /// Sends `command` to video `id`'s actor and waits for its answer.
+    async fn command<T: Send + 'static>(
+        &self,
+        id: &str,
+        command: impl FnOnce(ractor::RpcReplyPort<Result<T, CoreError>>) -> VideoCommand,
+    ) -> Result<T, CoreError> {
+        let supervisor = self.deps.services.supervisor()?;
+        let id = id.to_string();
+        self.call(&supervisor, |reply| SupervisorMsg::Route {
+            id,
+            command: command(reply),
+        })
+        .await?
+    }
+
+    /// Creates a video from a complete local source file (a plain upload),
+    /// which is moved into the store, and queues it.
     pub async fn create(
         &self,
         owner: &str,
@@ -113,34 +132,20 @@ impl Handle {
         options: Options,
         source: &Path,
     ) -> Result<Video, CoreError> {
-        let id = new_id();
-        let source_bytes = self
-            .deps
-            .store
-            .put_file(&object_key(&id, "source"), source)
-            .await
-            .map_err(|e| CoreError::Storage(e.to_string()))?;
-        let inserted = self
-            .deps
-            .insert_video(NewVideo {
-                id: id.clone(),
-                owner: owner.into(),
-                filename: filename.into(),
-                options,
-                state: VideoState::Queued,
-                source_bytes,
-            })
-            .await;
-        let video = match inserted {
-            Ok(video) => video,
-            Err(e) => {
-                self.deps.discard_objects(&id).await;
-                return Err(e);
-            }
+        let ingest = Ingest::File {
+            owner: owner.into(),
+            filename: filename.into(),
+            options,
+            path: source.to_path_buf(),
         };
-        self.supervisor
-            .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
-        Ok(video)
+        self.ingest(&new_id(), ingest).await
+    }
+
+    /// The one way an upload's bytes become a queued video, whatever the
+    /// protocol.
+    pub async fn ingest(&self, id: &str, ingest: Ingest) -> Result<Video, CoreError> {
+        self.command(id, |reply| VideoCommand::Ingest { ingest, reply })
+            .await
     }
 
     /// Remembers the address to mail `owner`'s results to.
@@ -181,51 +186,21 @@ impl Handle {
     /// Stops any running work (its pipeline within 2 s), then removes the
     /// record and every object of the video.
     pub async fn delete(&self, owner: &str, id: &str) -> Result<(), CoreError> {
-        self.get(owner, id).await?;
-        let id_owned = id.to_string();
-        self.call(&self.supervisor, |reply| SupervisorMsg::Stop {
-            id: id_owned,
-            suspend: false,
-            reply,
-        })
-        .await?;
-        self.deps
-            .store
-            .delete_prefix(&format!("videos/{id}/"))
+        let owner = owner.to_string();
+        self.command(id, |reply| VideoCommand::Delete { owner, reply })
             .await
-            .map_err(|e| CoreError::Storage(e.to_string()))?;
-        self.deps.clean_work_dir(id).await;
-        self.deps.remove_partial(id).await;
-        self.deps.catalog.delete(id).await?;
-        Ok(())
     }
 
     /// Queues a failed video again from its stored source; `attempts` + 1.
     pub async fn retry(&self, owner: &str, id: &str) -> Result<Video, CoreError> {
-        let video = self.get(owner, id).await?;
-        if video.state != VideoState::Failed {
-            return Err(CoreError::Conflict(format!(
-                "video {id} is {}, not failed",
-                video.state
-            )));
-        }
-        self.deps.catalog.reset_crashes(id).await?;
-        let video = self
-            .deps
-            .persist(
-                id,
-                Change {
-                    state: Some(VideoState::Queued),
-                    stage: Some(None),
-                    error: Some(None),
-                    add_attempt: true,
-                    ..Change::default()
-                },
-            )
-            .await?;
-        self.supervisor
-            .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
-        Ok(video)
+        let owner = owner.to_string();
+        self.command(id, |reply| VideoCommand::Retry { owner, reply })
+            .await
+    }
+
+    /// The latest progress of a processing video.
+    pub fn progress(&self, id: &str) -> Option<Arc<ProgressEvent>> {
+        self.deps.board.get(id)
     }
 
     /// Events of one video (`Some(id)`) or all of `owner`'s: a snapshot, the
@@ -244,14 +219,30 @@ impl Handle {
             None => Scope::Owner(owner.into()),
         };
         // Subscribe first, read second: nothing falls between the two.
+        let hub = self.deps.services.hub()?;
         let live = self
-            .call(&self.deps.hub, |reply| HubMsg::Subscribe(scope, reply))
+            .call(&hub, |reply| HubMsg::Subscribe(scope, reply))
             .await?;
         let (snapshot, replay) = match video {
             Some(id) => {
                 let v = self.get(owner, id).await?;
                 let replay = match since {
-                    Some(seq) => self.deps.catalog.events_after(id, seq).await?,
+                    Some(seq) => {
+                        // Replayed events show the video as it is now.
+                        let video = Arc::new(v.clone());
+                        self.deps
+                            .catalog
+                            .events_after(id, seq)
+                            .await?
+                            .into_iter()
+                            .map(|event| {
+                                Arc::new(Announced {
+                                    event,
+                                    video: video.clone(),
+                                })
+                            })
+                            .collect()
+                    }
                     None => Vec::new(),
                 };
                 (vec![v], replay)
@@ -312,45 +303,48 @@ impl Handle {
     /// Every video's live events, for the server's own bookkeeping (the
     /// latest progress of each video, metrics).
     pub async fn subscribe_all(&self) -> Result<Subscription, CoreError> {
-        self.call(&self.deps.hub, |reply| HubMsg::Subscribe(Scope::All, reply))
+        let hub = self.deps.services.hub()?;
+        self.call(&hub, |reply| HubMsg::Subscribe(Scope::All, reply))
             .await
     }
 
     /// How many videos start before each queued one.
     pub async fn queue_positions(&self) -> Result<HashMap<VideoId, usize>, CoreError> {
-        self.call(&self.deps.admission, AdmissionMsg::Positions)
-            .await
+        let admission = self.deps.services.admission()?;
+        self.call(&admission, AdmissionMsg::Positions).await
     }
 
     pub async fn stats(&self) -> Result<Stats, CoreError> {
+        let (admission, hub) = (self.deps.services.admission()?, self.deps.services.hub()?);
         Ok(Stats {
-            admission: self.call(&self.deps.admission, AdmissionMsg::Stats).await?,
+            admission: self.call(&admission, AdmissionMsg::Stats).await?,
             by_state: self.deps.catalog.count_by_state().await?,
-            subscribers: self.call(&self.deps.hub, HubMsg::Count).await?,
+            subscribers: self.call(&hub, HubMsg::Count).await?,
         })
     }
 
     /// Ids of videos whose actor is alive.
     pub async fn active(&self) -> Result<Vec<VideoId>, CoreError> {
-        self.call(&self.supervisor, SupervisorMsg::Running).await
+        let supervisor = self.deps.services.supervisor()?;
+        self.call(&supervisor, SupervisorMsg::Running).await
     }
 
     /// Graceful stop: every running pipeline is cancelled and its video put
     /// back in the queue (not counted as a crash), so the next start resumes
     /// it; then the actors stop.
     pub async fn shutdown(&self) -> Result<(), CoreError> {
-        for id in self.active().await? {
-            let _ = self
-                .call(&self.supervisor, |reply| SupervisorMsg::Stop {
-                    id,
-                    suspend: true,
-                    reply,
-                })
+        if let Ok(supervisor) = self.deps.services.supervisor() {
+            let suspended = supervisor
+                .call(
+                    SupervisorMsg::SuspendAll,
+                    Some(self.deps.config.call_timeout),
+                )
                 .await;
+            if !matches!(suspended, Ok(ractor::rpc::CallResult::Success(()))) {
+                tracing::warn!("not every video suspended in time");
+            }
         }
-        self.supervisor.stop(None);
-        self.deps.admission.stop(None);
-        self.deps.hub.stop(None);
+        self.root.stop(None);
         Ok(())
     }
 }

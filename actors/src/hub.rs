@@ -1,18 +1,23 @@
 //! The progress hub: fans out progress and state events to subscribers of
-//! one video or of all of an owner's videos.
+//! one video or of all of an owner's videos, and keeps the latest progress
+//! of every processing video for whoever asks (the video resource).
 //!
 //! State events are never dropped: each subscriber has a bounded queue for
 //! them, and a subscriber whose queue stays full is closed with a reason
 //! rather than allowed to hold memory. Progress is coalesced per video
 //! (latest wins), so a slow reader sees fresh numbers, never a backlog.
+//! Every message is shared (`Arc`), never copied per subscriber, and a
+//! state event carries the video as it was stored, so no subscriber has to
+//! read it back.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, Notify};
 
-use crate::model::{ProgressEvent, StateEvent, VideoId};
+use crate::model::{ProgressEvent, StateEvent, Video, VideoId};
+use crate::state::VideoState;
 
 /// State events a subscriber may have unread before it is closed as too
 /// slow: far more than one video's whole life (about ten events), so only a
@@ -28,17 +33,47 @@ pub enum Scope {
     All,
 }
 
+/// A state event as it was stored, with the video it left behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announced {
+    pub event: StateEvent,
+    pub video: Arc<Video>,
+}
+
 /// One message to a subscriber.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HubMessage {
-    State(StateEvent),
-    Progress(ProgressEvent),
+    State(Arc<Announced>),
+    Progress(Arc<ProgressEvent>),
+}
+
+/// The latest progress of every processing video, written by the hub and
+/// read by anyone (a read takes no message).
+#[derive(Debug, Clone, Default)]
+pub struct ProgressBoard(Arc<RwLock<HashMap<VideoId, Arc<ProgressEvent>>>>);
+
+impl ProgressBoard {
+    pub fn get(&self, id: &str) -> Option<Arc<ProgressEvent>> {
+        self.0.read().ok().and_then(|b| b.get(id).cloned())
+    }
+
+    fn set(&self, event: Arc<ProgressEvent>) {
+        if let Ok(mut b) = self.0.write() {
+            b.insert(event.video_id.clone(), event);
+        }
+    }
+
+    pub(crate) fn clear(&self, id: &str) {
+        if let Ok(mut b) = self.0.write() {
+            b.remove(id);
+        }
+    }
 }
 
 /// Latest progress per video, waiting to be read.
 #[derive(Debug, Default)]
 struct ProgressSlot {
-    latest: Mutex<BTreeMap<VideoId, ProgressEvent>>,
+    latest: Mutex<BTreeMap<VideoId, Arc<ProgressEvent>>>,
     notify: Notify,
     closed: Mutex<Option<String>>,
 }
@@ -46,7 +81,7 @@ struct ProgressSlot {
 /// The receiving end of a subscription.
 #[derive(Debug)]
 pub struct Subscription {
-    state: mpsc::Receiver<StateEvent>,
+    state: mpsc::Receiver<Arc<Announced>>,
     slot: Arc<ProgressSlot>,
 }
 
@@ -69,7 +104,7 @@ impl Subscription {
         }
     }
 
-    fn take_progress(&self) -> Option<ProgressEvent> {
+    fn take_progress(&self) -> Option<Arc<ProgressEvent>> {
         let mut latest = self.slot.latest.lock().ok()?;
         let key = latest.keys().next()?.clone();
         latest.remove(&key)
@@ -83,7 +118,7 @@ impl Subscription {
 
 struct Subscriber {
     scope: Scope,
-    state: mpsc::Sender<StateEvent>,
+    state: mpsc::Sender<Arc<Announced>>,
     slot: Arc<ProgressSlot>,
 }
 
@@ -99,8 +134,8 @@ impl Subscriber {
 
 pub enum HubMsg {
     Subscribe(Scope, RpcReplyPort<Subscription>),
-    State(StateEvent),
-    Progress(ProgressEvent),
+    State(Arc<Announced>),
+    Progress(Arc<ProgressEvent>),
     Count(RpcReplyPort<usize>),
 }
 
@@ -108,18 +143,22 @@ impl std::fmt::Debug for HubMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Subscribe(s, _) => write!(f, "Subscribe({s:?})"),
-            Self::State(e) => write!(f, "State({} #{})", e.video_id, e.seq),
+            Self::State(a) => write!(f, "State({} #{})", a.event.video_id, a.event.seq),
             Self::Progress(p) => write!(f, "Progress({})", p.video_id),
             Self::Count(_) => f.write_str("Count"),
         }
     }
 }
 
+/// The hub; it writes the latest progress of each video on `board`.
 #[derive(Debug, Default)]
-pub struct ProgressHub;
+pub struct ProgressHub {
+    pub board: ProgressBoard,
+}
 
 #[derive(Default)]
 pub struct HubState {
+    board: ProgressBoard,
     next_id: u64,
     subscribers: HashMap<u64, Subscriber>,
 }
@@ -148,7 +187,11 @@ impl HubState {
         Subscription { state: rx, slot }
     }
 
-    fn publish_state(&mut self, event: StateEvent) {
+    fn publish_state(&mut self, announced: Arc<Announced>) {
+        let event = &announced.event;
+        if event.state != VideoState::Processing {
+            self.board.clear(&event.video_id);
+        }
         let mut gone = Vec::new();
         for (id, sub) in &self.subscribers {
             if !sub.wants(&event.video_id, &event.owner) {
@@ -158,7 +201,7 @@ impl HubState {
             if let Ok(mut latest) = sub.slot.latest.lock() {
                 latest.remove(&event.video_id);
             }
-            match sub.state.try_send(event.clone()) {
+            match sub.state.try_send(announced.clone()) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     if let Ok(mut reason) = sub.slot.closed.lock() {
@@ -178,7 +221,8 @@ impl HubState {
         }
     }
 
-    fn publish_progress(&mut self, event: ProgressEvent) {
+    fn publish_progress(&mut self, event: Arc<ProgressEvent>) {
+        self.board.set(event.clone());
         self.subscribers.retain(|_, sub| !sub.state.is_closed());
         for sub in self.subscribers.values() {
             if sub.wants(&event.video_id, &event.owner) {
@@ -197,7 +241,10 @@ impl Actor for ProgressHub {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<HubMsg>, _: ()) -> Result<HubState, ActorProcessingErr> {
-        Ok(HubState::default())
+        Ok(HubState {
+            board: self.board.clone(),
+            ..HubState::default()
+        })
     }
 
     async fn handle(
@@ -227,8 +274,8 @@ mod tests {
     use crate::model::Outputs;
     use crate::state::VideoState;
 
-    fn state(video: &str, owner: &str, seq: u64) -> StateEvent {
-        StateEvent {
+    fn state(video: &str, owner: &str, seq: u64) -> Arc<Announced> {
+        let event = StateEvent {
             video_id: video.into(),
             owner: owner.into(),
             seq,
@@ -236,11 +283,31 @@ mod tests {
             stage: None,
             error: None,
             outputs: Outputs::default(),
-        }
+        };
+        let video = Video {
+            id: video.into(),
+            owner: owner.into(),
+            filename: "f".into(),
+            state: VideoState::Processing,
+            stage: None,
+            attempts: 1,
+            options: crate::model::Options::default(),
+            source: None,
+            outputs: Outputs::default(),
+            error: None,
+            crashes: 0,
+            last_seq: seq,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        Arc::new(Announced {
+            event,
+            video: Arc::new(video),
+        })
     }
 
-    fn progress(video: &str, percent: f64) -> ProgressEvent {
-        ProgressEvent {
+    fn progress(video: &str, percent: f64) -> Arc<ProgressEvent> {
+        Arc::new(ProgressEvent {
             video_id: video.into(),
             owner: "alice".into(),
             seq: 1,
@@ -249,7 +316,7 @@ mod tests {
             percent,
             speed: 1.0,
             eta_seconds: None,
-        }
+        })
     }
 
     #[tokio::test]
@@ -283,8 +350,8 @@ mod tests {
         let mut other = hub.subscribe(Scope::Video("v1".into()));
         for seq in 0..STATE_QUEUE as u64 + 1 {
             hub.publish_state(state("v1", "alice", seq));
-            if let Some(HubMessage::State(e)) = other.next().await {
-                assert_eq!(e.seq, seq);
+            if let Some(HubMessage::State(a)) = other.next().await {
+                assert_eq!(a.event.seq, seq);
             }
         }
         assert_eq!(hub.subscribers.len(), 1, "only the stuck one was dropped");

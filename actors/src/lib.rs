@@ -4,11 +4,13 @@
 //! [`ports`].
 //!
 //! ```text
-//! ProgressHub      fan-out of progress and state events
-//! Admission        pipeline slots within the CPU budget, fair between owners
-//! VideoSupervisor
-//! └── Video(id) …  one per queued or processing video: its state machine
-//! Catalog          SQLite (WAL): one writer, read connections for queries
+//! Root               supervises the services below (see [`root`] for the policy)
+//! ├── ProgressHub    fan-out of progress and state events, latest progress
+//! ├── Admission      pipeline slots within the CPU budget, fair between owners
+//! ├── Notifier       webhook / email outbox with retries
+//! └── VideoSupervisor
+//!     └── Video(id)  the one owner of a video's transitions, while it has work
+//! Catalog            SQLite (WAL): one writer, read connections for queries
 //! ```
 //!
 //! [`Core::start`] recovers what an earlier run left unfinished and returns
@@ -24,10 +26,12 @@ pub mod hub;
 pub mod model;
 mod notifier;
 pub mod ports;
+pub mod root;
 pub mod state;
 mod supervisor;
 mod uploads;
 mod video;
+mod workers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,16 +43,15 @@ pub use catalog::Catalog;
 pub use config::CoreConfig;
 pub use error::CoreError;
 pub use handle::{Feed, Handle, Stats};
-pub use hub::HubMessage;
+pub use hub::{Announced, HubMessage};
 pub use model::*;
 pub use ports::*;
 pub use state::{Stage, VideoState};
 pub use uploads::PartialUpload;
+pub use video::Ingest;
 
-use admission::{Admission, AdmissionArgs};
-use deps::Deps;
-use hub::ProgressHub;
-use supervisor::{SupervisorMsg, VideoSupervisor};
+use deps::{Deps, Services};
+use root::Root;
 
 /// What start-up found and did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -99,49 +102,41 @@ impl Core {
         let (swept, swept_bytes) = (swept + swept_partials, swept_bytes + swept_partial_bytes);
         let interrupted = catalog.clear_interrupted_runs().await?;
 
-        let spawn_err = |e: ractor::SpawnErr| CoreError::Internal(format!("start actor: {e}"));
-        let (hub, _) = Actor::spawn(None, ProgressHub, ())
-            .await
-            .map_err(spawn_err)?;
-        let admission_args = AdmissionArgs {
-            slots: config.cpu_budget.max(1),
-            min_free_memory: config.min_free_memory,
-            min_free_disk: config.min_free_disk,
-            headroom,
-        };
-        let (admission, _) = Actor::spawn(None, Admission, admission_args)
-            .await
-            .map_err(spawn_err)?;
         let deps = Arc::new(Deps {
             catalog,
-            hub,
-            admission,
+            services: Services::default(),
+            board: Default::default(),
+            workers: Default::default(),
             engine,
             store,
             config,
-            notify: Arc::new(tokio::sync::Notify::new()),
         });
-        notifier::spawn(deps.clone(), notifier, deps.notify.clone());
-        let (supervisor, _) = Actor::spawn(None, VideoSupervisor { deps: deps.clone() }, ())
+        let root = Root {
+            deps: deps.clone(),
+            notifier,
+            headroom,
+        };
+        let (root, _) = Actor::spawn(None, root, ())
             .await
-            .map_err(spawn_err)?;
+            .map_err(|e| CoreError::Internal(format!("start the core: {e}")))?;
+        let handle = Handle { deps, root };
 
-        let moved = uploads::requeue_moved(&deps, &uploading).await?;
-        if !moved.is_empty() {
+        let uploading: Vec<Video> = handle
+            .deps
+            .catalog
+            .unfinished()
+            .await?
+            .into_iter()
+            .filter(|v| v.state == VideoState::Uploading)
+            .collect();
+        let moved = uploads::requeue_moved(&handle, &uploading).await?;
+        if moved > 0 {
             tracing::info!(
-                count = moved.len(),
+                count = moved,
                 "queued uploads finished just before the stop"
             );
         }
-        let unfinished = deps.catalog.unfinished().await?;
-        let mut requeued = 0;
-        for video in unfinished
-            .into_iter()
-            .filter(|v| v.state != VideoState::Uploading)
-        {
-            supervisor.cast(SupervisorMsg::Spawn(Box::new(video)))?;
-            requeued += 1;
-        }
+        let requeued = root::resume_unfinished(&handle.deps).await?;
         let recovery = Recovery {
             requeued,
             interrupted,
@@ -150,7 +145,7 @@ impl Core {
             took: started.elapsed(),
         };
         tracing::info!(requeued, interrupted, swept, took = ?recovery.took, "core started");
-        Ok((Handle { deps, supervisor }, recovery))
+        Ok((handle, recovery))
     }
 }
 

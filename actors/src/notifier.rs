@@ -2,18 +2,21 @@
 //! go out oldest first; a video whose notification failed on a channel
 //! waits for its retry before its later ones go on that channel (order per
 //! video and channel), while everything else proceeds. Email goes to the
-//! owner's address from their latest upload, and is dropped without one. Failures back off exponentially (1 s doubling to 10 min); a
+//! owner's address from their latest upload, and is dropped without one.
+//! Failures back off exponentially (1 s doubling to 10 min); a
 //! notification older than the configured age is dropped with a warning.
-//! It runs as one task woken when a video ends and when the first
-//! notification of a lane is due (never polling rows that wait behind one).
-//! Delivered rows are kept 30 days, then purged. A video's notifications
-//! go with it when it is deleted: there is nothing left to link to.
+//! It is an actor woken when a video ends ([`NotifierMsg::Wake`]) and by a
+//! timer set for when the first notification of a lane is due (never
+//! polling rows that wait behind one). It keeps nothing the outbox does
+//! not hold, so a restart loses nothing. Delivered rows are kept 30 days,
+//! then purged. A video's notifications go with it when it is deleted:
+//! there is nothing left to link to.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::deps::Deps;
 use crate::error::CoreError;
@@ -36,30 +39,93 @@ pub(crate) fn backoff_seconds(attempts: u32) -> u64 {
 /// Delivered notifications are kept this long (to look into deliveries).
 const KEEP_DELIVERED_DAYS: u32 = 30;
 
-/// Starts the delivery task.
-pub(crate) fn spawn(deps: Arc<Deps>, notifier: Arc<dyn Notifier>, wake: Arc<Notify>) {
-    tokio::spawn(async move {
-        let mut last_purge: Option<std::time::Instant> = None;
-        loop {
-            if last_purge.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
-                last_purge = Some(std::time::Instant::now());
-                if let Err(e) = deps.catalog.purge_delivered(KEEP_DELIVERED_DAYS).await {
-                    tracing::warn!(error = %e, "could not purge delivered notifications");
-                }
-            }
-            let wait = match round(&deps, notifier.as_ref()).await {
-                Ok(wait) => wait,
-                Err(e) => {
-                    tracing::warn!(error = %e, "notification round failed");
-                    Duration::from_secs(5)
-                }
-            };
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+pub(crate) enum NotifierMsg {
+    /// A notification was written at this instant.
+    Wake(Instant),
+    /// The timer of round `generation` went off.
+    Timer(u64),
+}
+
+impl std::fmt::Debug for NotifierMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Wake(_) => f.write_str("Wake"),
+            Self::Timer(g) => write!(f, "Timer({g})"),
+        }
+    }
+}
+
+pub(crate) struct NotifierActor {
+    pub deps: Arc<Deps>,
+    pub port: Arc<dyn Notifier>,
+}
+
+pub(crate) struct NotifierState {
+    /// Rounds started; a timer of an older round is stale.
+    generation: u64,
+    last_round: Option<Instant>,
+    last_purge: Option<Instant>,
+}
+
+impl NotifierActor {
+    async fn round(&self, myself: &ActorRef<NotifierMsg>, state: &mut NotifierState) {
+        if state
+            .last_purge
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(3600))
+        {
+            state.last_purge = Some(Instant::now());
+            if let Err(e) = self.deps.catalog.purge_delivered(KEEP_DELIVERED_DAYS).await {
+                tracing::warn!(error = %e, "could not purge delivered notifications");
             }
         }
-    });
+        state.generation += 1;
+        state.last_round = Some(Instant::now());
+        let wait = match round(&self.deps, self.port.as_ref()).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::warn!(error = %e, "notification round failed");
+                Duration::from_secs(5)
+            }
+        };
+        let generation = state.generation;
+        myself.send_after(wait, move || NotifierMsg::Timer(generation));
+    }
+}
+
+impl Actor for NotifierActor {
+    type Msg = NotifierMsg;
+    type State = NotifierState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NotifierMsg>,
+        _: (),
+    ) -> Result<NotifierState, ActorProcessingErr> {
+        myself.cast(NotifierMsg::Timer(0))?;
+        Ok(NotifierState {
+            generation: 0,
+            last_round: None,
+            last_purge: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NotifierMsg>,
+        message: NotifierMsg,
+        state: &mut NotifierState,
+    ) -> Result<(), ActorProcessingErr> {
+        let due = match message {
+            // A round that started after the row was written has seen it.
+            NotifierMsg::Wake(at) => state.last_round.is_none_or(|r| r < at),
+            NotifierMsg::Timer(g) => g == state.generation,
+        };
+        if due {
+            self.round(&myself, state).await;
+        }
+        Ok(())
+    }
 }
 
 /// Delivers what is due; returns how long to wait before the next round.

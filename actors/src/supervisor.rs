@@ -1,34 +1,38 @@
-//! The video supervisor: spawns a linked video actor per unfinished video,
-//! restarts a crashed one from its last persisted state, and fails a video
-//! with `crashed-repeatedly` once its actor has crashed `max_crashes` times
-//! (counted in the catalog, so the count survives restarts). A death of the
-//! whole process counts against no video: the pipelines run in worker
-//! processes, whose own crashes the video actor counts.
+//! The video supervisor: routes each command to its video's actor,
+//! starting one when the video has none, and stops an actor once it is
+//! idle. It holds no video logic: a child that crashed is replaced by a
+//! fresh actor that resumes the video from its last persisted state and
+//! counts the crash against it (failing it `crashed-repeatedly` at
+//! `max_crashes`). A death of the whole process counts against no video.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::admission::AdmissionMsg;
-use crate::catalog::Change;
 use crate::deps::Deps;
-use crate::model::{Video, VideoError, VideoId};
-use crate::ports::CancelFlag;
-use crate::state::VideoState;
-use crate::video::{VideoActor, VideoArgs, VideoMsg};
+use crate::model::VideoId;
+use crate::video::{VideoActor, VideoArgs, VideoCommand, VideoMsg};
+
+/// How long a shutdown waits for the videos to suspend (pipelines stop
+/// within 2 s of a cancel).
+const SUSPEND_WAIT: Duration = Duration::from_secs(8);
 
 pub enum SupervisorMsg {
-    /// Start (or adopt) the actor of a queued or processing video.
-    Spawn(Box<Video>),
-    /// Stop a video's actor; replies `false` when it had none.
-    Stop {
+    /// Deliver `command` to video `id`'s actor.
+    Route { id: VideoId, command: VideoCommand },
+    /// A child has nothing to wait for after taking `taken` commands.
+    Idle {
         id: VideoId,
-        suspend: bool,
-        reply: RpcReplyPort<bool>,
+        actor: ActorId,
+        taken: u64,
     },
+    /// Suspends every video (shutdown); answers once all have stopped.
+    SuspendAll(RpcReplyPort<()>),
+    /// Admission was restarted: every child asks again.
+    Reannounce,
     /// Ids of the videos with a live actor.
     Running(RpcReplyPort<Vec<VideoId>>),
 }
@@ -36,8 +40,10 @@ pub enum SupervisorMsg {
 impl std::fmt::Debug for SupervisorMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Spawn(v) => write!(f, "Spawn({})", v.id),
-            Self::Stop { id, suspend, .. } => write!(f, "Stop({id}, suspend: {suspend})"),
+            Self::Route { id, command } => write!(f, "Route({id}, {command:?})"),
+            Self::Idle { id, taken, .. } => write!(f, "Idle({id}, {taken})"),
+            Self::SuspendAll(_) => f.write_str("SuspendAll"),
+            Self::Reannounce => f.write_str("Reannounce"),
             Self::Running(_) => f.write_str("Running"),
         }
     }
@@ -48,28 +54,15 @@ pub(crate) struct VideoSupervisor {
 }
 
 struct Child {
-    id: VideoId,
-    owner: String,
     actor: ActorRef<VideoMsg>,
-    cancel: CancelFlag,
-    worker_alive: Arc<AtomicBool>,
+    /// Commands sent to it (see [`SupervisorMsg::Idle`]).
+    sent: u64,
 }
-
-/// Longest wait for a crashed actor's cancelled worker to exit (pipelines
-/// stop within 2 s of a cancel).
-const ORPHAN_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub(crate) struct Children {
-    by_actor: HashMap<ActorId, Child>,
-    /// Videos stopped on purpose (delete, shutdown): not to be restarted.
-    stopping: std::collections::HashSet<VideoId>,
-}
-
-impl Children {
-    fn find(&self, id: &str) -> Option<&Child> {
-        self.by_actor.values().find(|c| c.id == id)
-    }
+    by_video: HashMap<VideoId, Child>,
+    by_actor: HashMap<ActorId, VideoId>,
 }
 
 impl VideoSupervisor {
@@ -77,88 +70,69 @@ impl VideoSupervisor {
         &self,
         myself: &ActorRef<SupervisorMsg>,
         children: &mut Children,
-        video: Video,
+        id: &str,
+        after_crash: Option<String>,
     ) -> Result<(), ActorProcessingErr> {
-        if children.find(&video.id).is_some() {
-            return Ok(());
-        }
-        let cancel = CancelFlag::default();
-        let worker_alive = Arc::new(AtomicBool::new(false));
-        let (id, owner) = (video.id.clone(), video.owner.clone());
         let actor = VideoActor {
             deps: self.deps.clone(),
         };
         let args = VideoArgs {
-            video,
-            cancel: cancel.clone(),
-            worker_alive: worker_alive.clone(),
+            id: id.to_string(),
+            after_crash,
         };
-        match Actor::spawn_linked(None, actor, args, myself.get_cell()).await {
-            Ok((actor, _)) => {
-                children.by_actor.insert(
-                    actor.get_id(),
-                    Child {
-                        id,
-                        owner,
-                        actor,
-                        cancel,
-                        worker_alive,
-                    },
-                );
-            }
-            Err(e) => tracing::error!(video = %id, error = %e, "could not start the video's actor"),
-        }
+        let (actor, _) = Actor::spawn_linked(None, actor, args, myself.get_cell()).await?;
+        children.by_actor.insert(actor.get_id(), id.to_string());
+        children
+            .by_video
+            .insert(id.to_string(), Child { actor, sent: 0 });
         Ok(())
     }
 
-    /// A child crashed: count it, then restart it or give up on the video.
-    async fn crashed(
+    async fn route(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         children: &mut Children,
-        child: Child,
-        reason: String,
+        id: VideoId,
+        command: VideoCommand,
     ) -> Result<(), ActorProcessingErr> {
-        // Its worker may still run: stop it, and let it go, before the slot
-        // or the work directory is given to anyone else.
-        child.cancel.cancel();
-        let waited = Instant::now();
-        while child.worker_alive.load(Ordering::SeqCst) && waited.elapsed() < ORPHAN_WAIT {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut message = VideoMsg::Command(command);
+        // Twice at most: a child that died a moment ago (its event not yet
+        // handled) hands the message back, and a fresh one takes it.
+        for _ in 0..2 {
+            if !children.by_video.contains_key(&id) {
+                self.spawn_child(myself, children, &id, None).await?;
+            }
+            let Some(child) = children.by_video.get_mut(&id) else {
+                break;
+            };
+            match child.actor.cast(message) {
+                Ok(()) => {
+                    child.sent += 1;
+                    return Ok(());
+                }
+                Err(ractor::MessagingErr::SendErr(back)) => {
+                    message = back;
+                    if let Some(gone) = children.by_video.remove(&id) {
+                        children.by_actor.remove(&gone.actor.get_id());
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        let _ = self.deps.admission.cast(AdmissionMsg::Release {
-            owner: child.owner,
-            video: child.id.clone(),
-        });
-        // The video may be gone (deleted while it crashed): nothing to redo.
-        let Some(_) = self.deps.catalog.get(&child.id).await? else {
-            return Ok(());
-        };
-        let crashes = self.deps.catalog.add_crash(&child.id).await?;
-        tracing::warn!(video = %child.id, crashes, "video actor crashed: {reason}");
-        let Some(video) = self.deps.catalog.get(&child.id).await? else {
-            return Ok(());
-        };
-        if crashes >= self.deps.config.max_crashes {
-            self.deps
-                .persist(
-                    &video.id,
-                    Change {
-                        state: Some(VideoState::Failed),
-                        stage: Some(None),
-                        error: Some(Some(VideoError::new(
-                            "crashed-repeatedly",
-                            format!("processing crashed {crashes} times; retry to try again"),
-                        ))),
-                        in_flight: Some(false),
-                        ..Change::default()
-                    },
-                )
-                .await?;
-            self.deps.clean_work_dir(&video.id).await;
-            return Ok(());
+        tracing::warn!(video = %id, "could not deliver a command to the video");
+        Ok(())
+    }
+
+    fn forget(children: &mut Children, actor: &ActorId) -> Option<VideoId> {
+        let id = children.by_actor.remove(actor)?;
+        if children
+            .by_video
+            .get(&id)
+            .is_some_and(|c| c.actor.get_id() == *actor)
+        {
+            children.by_video.remove(&id);
         }
-        self.spawn_child(myself, children, video).await
+        Some(id)
     }
 }
 
@@ -182,32 +156,47 @@ impl Actor for VideoSupervisor {
         children: &mut Children,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Spawn(video) => self.spawn_child(&myself, children, *video).await?,
-            SupervisorMsg::Stop { id, suspend, reply } => match children.find(&id) {
-                // The child answers once its pipeline has stopped.
-                Some(child) => {
-                    let (tx, rx) = ractor::concurrency::oneshot();
-                    let sent = child.actor.cast(VideoMsg::Stop {
-                        suspend,
-                        reply: tx.into(),
-                    });
-                    if sent.is_err() {
-                        // It ended a moment ago; its end event is on the way.
-                        let _ = reply.send(false);
-                        return Ok(());
+            SupervisorMsg::Route { id, command } => {
+                self.route(&myself, children, id, command).await?
+            }
+            SupervisorMsg::Idle { id, actor, taken } => {
+                let done = children
+                    .by_video
+                    .get(&id)
+                    .is_some_and(|c| c.actor.get_id() == actor && c.sent == taken);
+                if done {
+                    if let Some(child) = children.by_video.remove(&id) {
+                        children.by_actor.remove(&actor);
+                        child.actor.stop(None);
                     }
-                    children.stopping.insert(id);
-                    tokio::spawn(async move {
-                        let _ = rx.await;
-                        let _ = reply.send(true);
-                    });
                 }
-                None => {
-                    let _ = reply.send(false);
+            }
+            SupervisorMsg::SuspendAll(reply) => {
+                let mut waits = Vec::new();
+                for child in children.by_video.values_mut() {
+                    let (tx, rx) = ractor::concurrency::oneshot();
+                    let command = VideoCommand::Suspend { reply: tx.into() };
+                    if child.actor.cast(VideoMsg::Command(command)).is_ok() {
+                        child.sent += 1;
+                        waits.push(rx);
+                    }
                 }
-            },
+                tokio::spawn(async move {
+                    let all = futures_join(waits);
+                    let _ = tokio::time::timeout(SUSPEND_WAIT, all).await;
+                    let _ = reply.send(());
+                });
+            }
+            SupervisorMsg::Reannounce => {
+                for child in children.by_video.values_mut() {
+                    let command = VideoMsg::Command(VideoCommand::Reannounce);
+                    if child.actor.cast(command).is_ok() {
+                        child.sent += 1;
+                    }
+                }
+            }
             SupervisorMsg::Running(reply) => {
-                let _ = reply.send(children.by_actor.values().map(|c| c.id.clone()).collect());
+                let _ = reply.send(children.by_video.keys().cloned().collect());
             }
         }
         Ok(())
@@ -221,37 +210,42 @@ impl Actor for VideoSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                // A retry that arrived while this actor was still ending
-                // found it alive and was skipped: start the video now.
-                let ended = children.by_actor.remove(&cell.get_id());
-                if let Some(child) = ended.filter(|c| !children.stopping.remove(&c.id)) {
-                    match self.deps.catalog.get(&child.id).await {
-                        Ok(Some(video)) if video.state == VideoState::Queued => {
-                            self.spawn_child(&myself, children, video).await?;
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(video = %child.id, error = %e, "could not re-read an ended video")
-                        }
-                    }
-                }
+                Self::forget(children, &cell.get_id());
             }
             SupervisionEvent::ActorFailed(cell, error) => {
-                let failed = children.by_actor.remove(&cell.get_id());
-                if let Some(child) = failed.filter(|c| !children.stopping.remove(&c.id)) {
-                    let id = child.id.clone();
-                    // A failure here must not take the supervisor (and every
-                    // later upload) down with the one video.
-                    if let Err(e) = self
-                        .crashed(&myself, children, child, error.to_string())
-                        .await
-                    {
-                        tracing::error!(video = %id, error = %e, "could not handle a crashed video; the next start retries it");
+                let Some(id) = Self::forget(children, &cell.get_id()) else {
+                    return Ok(());
+                };
+                // Its worker may still run, and its slot is still held: the
+                // replacement waits for the one, and the other is freed now.
+                self.deps.workers.cancel(&id);
+                if let Ok(admission) = self.deps.services.admission() {
+                    let _ = admission.cast(AdmissionMsg::Release { video: id.clone() });
+                }
+                // A failure here must not take the supervisor (and every
+                // later upload) down with the one video.
+                let restarted = self
+                    .spawn_child(&myself, children, &id, Some(error.to_string()))
+                    .await;
+                match restarted {
+                    Ok(()) => {
+                        self.route(&myself, children, id, VideoCommand::Resume)
+                            .await?
+                    }
+                    Err(e) => {
+                        tracing::error!(video = %id, error = %e, "could not restart a crashed video; the next start retries it")
                     }
                 }
             }
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Waits for every receiver (each answers or is dropped).
+async fn futures_join(waits: Vec<ractor::concurrency::OneshotReceiver<()>>) {
+    for rx in waits {
+        let _ = rx.await;
     }
 }

@@ -8,14 +8,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Change, NewVideo};
+use crate::catalog::NewVideo;
 use crate::deps::Deps;
 use crate::error::CoreError;
 use crate::handle::Handle;
 use crate::model::{new_id, Options, Video, VideoId};
 use crate::ports::object_key;
 use crate::state::VideoState;
-use crate::supervisor::SupervisorMsg;
+use crate::video::Ingest;
 
 /// An unfinished upload: where its bytes go and how many have arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,18 +78,6 @@ fn create_partial(data: &Path, length: u64) -> Result<(), CoreError> {
 }
 
 impl Deps {
-    /// Moves an uploaded video into the queue (its state event included).
-    async fn mark_queued(&self, id: &str) -> Result<Video, CoreError> {
-        self.persist(
-            id,
-            Change {
-                state: Some(VideoState::Queued),
-                ..Change::default()
-            },
-        )
-        .await
-    }
-
     /// The partial file of upload `id`.
     pub(crate) fn partial_path(&self, id: &str) -> PathBuf {
         self.config.partial_dir.join(id)
@@ -103,6 +91,17 @@ impl Deps {
             let _ = std::fs::remove_file(&data);
         })
         .await;
+    }
+
+    /// [`Self::read_partial`] off the executor.
+    pub(crate) async fn read_partial_blocking(
+        self: &std::sync::Arc<Self>,
+        id: &str,
+    ) -> Result<PartialUpload, CoreError> {
+        let (deps, id) = (self.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || deps.read_partial(&id))
+            .await
+            .map_err(|e| CoreError::Internal(e.to_string()))?
     }
 
     fn read_partial(&self, id: &str) -> Result<PartialUpload, CoreError> {
@@ -194,18 +193,8 @@ impl Handle {
         id: &str,
         size: u64,
     ) -> Result<Video, CoreError> {
-        let video = self.get(owner, id).await?;
-        if video.state != VideoState::Uploading {
-            return Err(CoreError::Conflict(format!(
-                "video {id} is {}, not uploading",
-                video.state
-            )));
-        }
-        self.deps.catalog.charge_upload(id, owner, size).await?;
-        let video = self.deps.mark_queued(id).await?;
-        self.supervisor
-            .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
-        Ok(video)
+        let owner = owner.into();
+        self.ingest(id, Ingest::Direct { owner, size }).await
     }
 
     /// Upload `id` of `owner` while it is still receiving bytes; missing,
@@ -215,41 +204,14 @@ impl Handle {
         if video.state != VideoState::Uploading {
             return Err(CoreError::NotFound(id.into()));
         }
-        let deps = self.deps.clone();
-        let id = id.to_string();
-        tokio::task::spawn_blocking(move || deps.read_partial(&id))
-            .await
-            .map_err(|e| CoreError::Internal(e.to_string()))?
+        self.deps.read_partial_blocking(id).await
     }
 
     /// Makes a complete upload the video's source and queues the video.
     /// The caller has checked that the bytes are media.
     pub async fn finish_upload(&self, owner: &str, id: &str) -> Result<Video, CoreError> {
-        let partial = self.partial_upload(owner, id).await?;
-        if partial.offset != partial.length {
-            return Err(CoreError::Conflict(format!(
-                "upload {id} has {} of {} bytes",
-                partial.offset, partial.length
-            )));
-        }
-        self.deps
-            .store
-            .put_file(&object_key(id, "source"), &partial.path)
-            .await
-            .map_err(|e| CoreError::Storage(e.to_string()))?;
-        let queued = self.deps.mark_queued(id).await;
-        self.deps.remove_partial(id).await;
-        let video = match queued {
-            Ok(video) => video,
-            Err(e) => {
-                // Deleted meanwhile.
-                self.deps.discard_objects(id).await;
-                return Err(e);
-            }
-        };
-        self.supervisor
-            .cast(SupervisorMsg::Spawn(Box::new(video.clone())))?;
-        Ok(video)
+        let owner = owner.into();
+        self.ingest(id, Ingest::Resumable { owner }).await
     }
 
     /// Unfinished uploads holding every byte (their last request broke off
@@ -331,28 +293,33 @@ pub const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
 /// Uploads whose bytes were moved into the store but whose record was not
 /// queued yet when the last run stopped: queues them (the source in the
-/// store is whole: the move is atomic). Returns them, to be started.
+/// store is whole: the move is atomic). Returns how many.
 pub(crate) async fn requeue_moved(
-    deps: &Deps,
-    uploading: &[VideoId],
-) -> Result<Vec<Video>, CoreError> {
-    let mut queued = Vec::new();
-    for id in uploading {
-        let data = deps.partial_path(id);
+    handle: &Handle,
+    uploading: &[Video],
+) -> Result<usize, CoreError> {
+    let mut queued = 0;
+    for video in uploading {
+        let data = handle.deps.partial_path(&video.id);
         let sidecar = sidecar_path(&data);
         if data.exists() || !sidecar.exists() {
             continue;
         }
-        let Ok(stored) = deps.store.len(&object_key(id, "source")).await else {
+        let Ok(stored) = handle
+            .deps
+            .store
+            .len(&object_key(&video.id, "source"))
+            .await
+        else {
             continue;
         };
         let declared: Option<Sidecar> = std::fs::read(&sidecar)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         if declared.is_some_and(|s| s.length == stored) {
-            let video = deps.mark_queued(id).await?;
-            deps.remove_partial(id).await;
-            queued.push(video);
+            let owner = video.owner.clone();
+            handle.ingest(&video.id, Ingest::Moved { owner }).await?;
+            queued += 1;
         }
     }
     Ok(queued)

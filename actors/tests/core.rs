@@ -18,7 +18,7 @@ async fn next_state(feed: &mut Feed) -> StateEvent {
             .expect("an event in time")
             .expect("feed open");
         if let HubMessage::State(e) = message {
-            return e;
+            return e.event.clone();
         }
     }
 }
@@ -253,7 +253,7 @@ async fn retry_reruns_a_failed_video_from_its_stored_source() {
         .retry("alice", &ready_one.id)
         .await
         .expect_err("not failed");
-    assert!(matches!(conflict, CoreError::Conflict(_)));
+    assert!(matches!(conflict, CoreError::WrongState { .. }));
     assert!(core
         .handle
         .retry("bob", &v.id)
@@ -508,7 +508,7 @@ async fn progress_reaches_subscribers_at_most_four_times_a_second() {
                 assert_eq!(p.video_id, v.id);
                 progress += 1;
             }
-            HubMessage::State(e) if e.state == VideoState::Ready => break,
+            HubMessage::State(e) if e.event.state == VideoState::Ready => break,
             HubMessage::State(_) => {}
         }
     }

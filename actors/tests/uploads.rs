@@ -56,7 +56,7 @@ async fn an_upload_receives_its_bytes_then_is_queued_and_processed() {
         .finish_upload("alice", &v.id)
         .await
         .expect_err("short");
-    assert!(matches!(early, CoreError::Conflict(_)), "{early:?}");
+    assert!(matches!(early, CoreError::Incomplete { .. }), "{early:?}");
     assert_eq!(
         core.handle
             .partial_upload("alice", &v.id)

@@ -196,7 +196,7 @@ pub async fn complete(
         .queue_uploaded(&who.sub, &id, size)
         .await
         .map_err(|e| match e {
-            CoreError::Conflict(_) => ApiError::UploadNotFound,
+            CoreError::WrongState { .. } => ApiError::UploadNotFound,
             other => other.into(),
         })?;
     Ok(Json(render::video(&app, &video, None)).into_response())

@@ -247,7 +247,12 @@ impl From<vidmill_actors::CoreError> for ApiError {
         use vidmill_actors::CoreError as C;
         match e {
             C::NotFound(_) => Self::VideoNotFound,
-            C::Conflict(m) => Self::NotFailed(m),
+            e @ C::WrongState {
+                wanted: vidmill_actors::VideoState::Failed,
+                ..
+            } => Self::NotFailed(e.to_string()),
+            C::WrongState { .. } => Self::UploadNotFound,
+            e @ C::Incomplete { .. } => Self::OffsetMismatch(e.to_string()),
             C::InsufficientStorage(_) => Self::InsufficientStorage,
             C::Unavailable(m) => Self::Unavailable(m),
             other => Self::Internal(other.to_string()),

@@ -34,7 +34,8 @@ pub fn outputs(app: &App, video: &Video, outputs: &Outputs) -> Value {
 /// The video resource; `queue_position` for queued videos when known.
 pub fn video(app: &App, v: &Video, queue_position: Option<usize>) -> Value {
     let progress = app
-        .latest_progress(&v.id)
+        .handle
+        .progress(&v.id)
         .filter(|_| v.state == VideoState::Processing);
     let percent = match v.state {
         VideoState::Ready => 100.0,

@@ -170,7 +170,7 @@ fn accept(
         .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             app.metrics.ws_opened();
-            let reason = pump(&app, &owner, feed, socket).await;
+            let reason = pump(&app, feed, socket).await;
             tracing::debug!(owner, reason, "websocket closed");
             app.metrics.ws_closed();
             drop(stream);
@@ -246,7 +246,7 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     .await;
 }
 
-async fn pump(app: &App, owner: &str, mut feed: Feed, mut socket: WebSocket) -> &'static str {
+async fn pump(app: &App, mut feed: Feed, mut socket: WebSocket) -> &'static str {
     let mut budget = SendBudget::new(Instant::now());
     for v in std::mem::take(&mut feed.snapshot) {
         let positions = app.handle.queue_positions().await.unwrap_or_default();
@@ -267,13 +267,11 @@ async fn pump(app: &App, owner: &str, mut feed: Feed, mut socket: WebSocket) -> 
         tokio::select! {
             event = feed.next() => {
                 let message = match event {
-                    Some(HubMessage::State(e)) => {
-                        let rendered = app.rendered_states.get_or_render(&e.video_id, e.seq, async {
-                            let v = app.handle.get(owner, &e.video_id).await.ok()?;
-                            Some(render::state_event(app, &v, &e).to_string().into())
-                        });
-                        let Some(bytes) = rendered.await else { continue };
-                        Message::Text(bytes)
+                    Some(HubMessage::State(a)) => {
+                        let e = &a.event;
+                        Message::Text(app.rendered_states.get_or_render(&e.video_id, e.seq, || {
+                            render::state_event(app, &a.video, e).to_string().into()
+                        }))
                     }
                     Some(HubMessage::Progress(p)) => text(&json!({
                         "type": "progress", "video_id": p.video_id, "seq": p.seq, "state": p.state,

@@ -30,6 +30,10 @@ pub enum AdmissionMsg {
     },
     /// The video's pipeline ended (or it stopped waiting): free its slot.
     Release {
+        video: VideoId,
+    },
+    /// A video already running when admission was restarted holds a slot.
+    Adopt {
         owner: String,
         video: VideoId,
     },
@@ -42,7 +46,8 @@ impl std::fmt::Debug for AdmissionMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Request { video, .. } => write!(f, "Request({video})"),
-            Self::Release { video, .. } => write!(f, "Release({video})"),
+            Self::Release { video } => write!(f, "Release({video})"),
+            Self::Adopt { video, .. } => write!(f, "Adopt({video})"),
             Self::Positions(_) => f.write_str("Positions"),
             Self::Stats(_) => f.write_str("Stats"),
             Self::Recheck => f.write_str("Recheck"),
@@ -199,12 +204,19 @@ impl Actor for Admission {
                     state.grants.insert(video, grant);
                 }
             }
-            AdmissionMsg::Release { owner, video } => {
+            AdmissionMsg::Release { video } => {
                 state.grants.remove(&video);
-                if state.running.remove(&video).is_some() {
-                    state.queue.finished(&owner);
-                } else {
-                    state.queue.remove(&video);
+                match state.running.remove(&video) {
+                    Some(owner) => state.queue.finished(&owner),
+                    None => {
+                        state.queue.remove(&video);
+                    }
+                }
+            }
+            AdmissionMsg::Adopt { owner, video } => {
+                if !state.running.contains_key(&video) {
+                    state.queue.adopt(&owner);
+                    state.running.insert(video, owner);
                 }
             }
             AdmissionMsg::Positions(reply) => {

@@ -69,6 +69,11 @@ impl FairQueue {
         Some((owner, video))
     }
 
+    /// A pipeline of `owner` granted before a restart runs on.
+    pub(crate) fn adopt(&mut self, owner: &str) {
+        *self.running.entry(owner.to_string()).or_default() += 1;
+    }
+
     /// A running pipeline of `owner` ended.
     pub(crate) fn finished(&mut self, owner: &str) {
         if let Some(n) = self.running.get_mut(owner) {
