@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vidmill_actors::{Handle, HeadroomProbe, Video, VideoId};
 
 use crate::auth::{Authenticator, KeySource};
-use crate::config::Config;
+use crate::config::{Config, StorageKind};
 use crate::signing::Signer;
 
 #[derive(Clone)]
@@ -331,8 +331,8 @@ fn link_lifetime(signing: &crate::config::Signing, duration: Option<f64>) -> Dur
 
 /// The object store `storage` configures.
 pub async fn store(config: &Config) -> Result<Arc<dyn vidmill_actors::BlobStore>, String> {
-    match config.storage.kind.as_str() {
-        "s3" => {
+    match config.storage.kind {
+        StorageKind::S3 => {
             let s3 = &config.storage.s3;
             let secret = secret(
                 "storage.s3.secret_access_key",
@@ -343,7 +343,7 @@ pub async fn store(config: &Config) -> Result<Arc<dyn vidmill_actors::BlobStore>
             .map(|b| String::from_utf8_lossy(&b).into_owned());
             Ok(Arc::new(crate::store::S3Store::new(s3, secret).await?))
         }
-        _ => Ok(Arc::new(crate::store::FileStore::new(&config.storage.path))),
+        StorageKind::File => Ok(Arc::new(crate::store::FileStore::new(&config.storage.path))),
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use vidmill_actors::{
-    CancelFlag, EngineError, EngineEvent, EngineJob, EngineProgress, FramesOutput, MediaEngine,
-    Mp4Output, OutputKind, PosterOutput, Produced, SourceInfo, Stage,
+    CancelFlag, EngineError, EngineEvent, EngineJob, EngineProgress, FramesAccuracy, FramesFormat,
+    FramesOutput, MediaEngine, Mp4Output, OutputKind, PosterOutput, Produced, SourceInfo, Stage,
 };
 use vidmill_pipelines as media;
 
@@ -178,8 +178,14 @@ impl GstEngine {
             });
         let frames = match job.options.wants(OutputKind::Frames) {
             true => Some(media::FramesSpec {
-                accuracy: job.options.frames_accuracy.parse().map_err(engine_error)?,
-                format: job.options.frames_format.parse().map_err(engine_error)?,
+                accuracy: match job.options.frames_accuracy {
+                    FramesAccuracy::Exact => media::Accuracy::Exact,
+                    FramesAccuracy::Keyframe => media::Accuracy::Keyframe,
+                },
+                format: match job.options.frames_format {
+                    FramesFormat::Jpeg => media::ImageFormat::Jpeg,
+                    FramesFormat::Png => media::ImageFormat::Png,
+                },
                 max_height: s.max_height,
                 jpeg_quality: s.jpeg_quality,
                 ..media::FramesSpec::new(job.work_dir.join("frames.zip"), job.options.frames_every)

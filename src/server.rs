@@ -16,7 +16,7 @@ use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage, MediaE
 
 use crate::app::{self, App};
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, StorageKind};
 use crate::connections::Connections;
 use crate::engine::EngineSettings;
 use crate::media_job::{ProcessEngine, WorkerLimits};
@@ -79,7 +79,7 @@ pub async fn run(
 async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    if config.storage.kind == "file" {
+    if config.storage.kind == StorageKind::File {
         std::fs::create_dir_all(&config.storage.path)
             .map_err(|e| format!("storage.path {}: {e}", config.storage.path.display()))?;
     }

@@ -33,13 +33,55 @@ pub enum OutputKind {
     Poster,
 }
 
+/// The image format of extracted frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FramesFormat {
+    #[default]
+    Jpeg,
+    Png,
+}
+
+/// Which frame stands for a requested time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FramesAccuracy {
+    /// The frame on screen at that time.
+    #[default]
+    Exact,
+    /// The nearest keyframe at or before it (faster).
+    Keyframe,
+}
+
+impl std::str::FromStr for FramesFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "jpeg" | "jpg" => Ok(Self::Jpeg),
+            "png" => Ok(Self::Png),
+            _ => Err("expected jpeg or png".into()),
+        }
+    }
+}
+
+impl std::str::FromStr for FramesAccuracy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(Self::Exact),
+            "keyframe" => Ok(Self::Keyframe),
+            _ => Err("expected exact or keyframe".into()),
+        }
+    }
+}
+
 /// Processing options chosen at upload (API.md query parameters).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Options {
     pub outputs: Vec<OutputKind>,
     pub frames_every: f64,
-    pub frames_format: String,
-    pub frames_accuracy: String,
+    pub frames_format: FramesFormat,
+    pub frames_accuracy: FramesAccuracy,
 }
 
 impl Default for Options {
@@ -47,8 +89,8 @@ impl Default for Options {
         Self {
             outputs: vec![OutputKind::Mp4, OutputKind::Frames],
             frames_every: 10.0,
-            frames_format: "jpeg".into(),
-            frames_accuracy: "exact".into(),
+            frames_format: FramesFormat::Jpeg,
+            frames_accuracy: FramesAccuracy::Exact,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::Config;
+use super::{Config, StorageKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -160,9 +160,9 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             return bad("auth.jwks_url", &why);
         }
     }
-    match c.storage.kind.as_str() {
-        "file" => {}
-        "s3" => {
+    match c.storage.kind {
+        StorageKind::File => {}
+        StorageKind::S3 => {
             let s3 = &c.storage.s3;
             if s3.bucket.is_empty() {
                 return bad("storage.s3.bucket", "name the bucket objects go to");
@@ -191,7 +191,6 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
                 );
             }
         }
-        _ => return bad("storage.type", "expected file or s3"),
     }
     if !c.notify.webhook_url.is_empty() {
         match reqwest::Url::parse(&c.notify.webhook_url) {
@@ -422,6 +421,9 @@ mod tests {
             .expect_err("bad")
             .to_string()
             .contains("server.listen"));
+        std::fs::write(&file, "[storage]\ntype = \"ftp\"\n").expect("write");
+        let why = load(&file, true, none()).expect_err("ftp").to_string();
+        assert!(why.contains("type") && why.contains("s3"), "{why}");
         assert!(
             load(&dir.path().join("missing.toml"), true, none()).is_err(),
             "a named file must exist"

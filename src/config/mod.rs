@@ -115,12 +115,23 @@ impl Default for Auth {
     }
 }
 
+/// Where objects live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Files under `storage.path`.
+    #[default]
+    File,
+    /// Objects in `storage.s3.bucket`.
+    S3,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
     /// `file` (objects under `path`) or `s3` (objects in `s3.bucket`).
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: StorageKind,
     /// Root of the file store.
     pub path: PathBuf,
     pub s3: S3,
@@ -129,7 +140,7 @@ pub struct Storage {
 impl Default for Storage {
     fn default() -> Self {
         Self {
-            kind: "file".into(),
+            kind: StorageKind::File,
             path: "./data/objects".into(),
             s3: S3::default(),
         }

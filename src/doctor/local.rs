@@ -7,7 +7,7 @@ use vidmill_actors::Catalog;
 
 use super::{Check, Outcome};
 use crate::auth::{KeyCache, KeySource};
-use crate::config::Config;
+use crate::config::{Config, StorageKind};
 
 pub async fn checks(config: &Config) -> Vec<Check> {
     vec![
@@ -40,7 +40,7 @@ fn database(config: &Config) -> Outcome {
 }
 
 async fn storage(config: &Config) -> Outcome {
-    if config.storage.kind == "s3" {
+    if config.storage.kind == StorageKind::S3 {
         let bucket = &config.storage.s3.bucket;
         return match crate::app::store(config).await {
             Ok(store) => match store.check().await {

@@ -22,6 +22,7 @@ use super::render;
 use super::upload::{filename, parse_options, probe, remember_contact};
 use crate::app::{unix_now, App};
 use crate::auth::Identity;
+use crate::config::StorageKind;
 
 /// Where the client puts the bytes, beside the source they become.
 const STAGING: &str = "direct-upload";
@@ -40,7 +41,7 @@ pub async fn start(
     who: &Identity,
     query: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    if app.config.storage.kind != "s3" {
+    if app.config.storage.kind != StorageKind::S3 {
         return Err(ApiError::DirectUploadUnavailable(
             "direct upload needs the S3 store (storage.type = \"s3\")",
         ));
@@ -128,7 +129,7 @@ pub async fn complete(
 ) -> Result<Response, ApiError> {
     let video = app.handle.get(&who.sub, &id).await?;
     let _sending = app.quotas.upload_in_progress(&who.sub)?;
-    if app.config.storage.kind != "s3" {
+    if app.config.storage.kind != StorageKind::S3 {
         return Err(ApiError::DirectUploadUnavailable(
             "direct upload needs the S3 store (storage.type = \"s3\"); \
              uploads here finish with their last byte",

@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::identity::{authenticate, bearer, client};
 use super::range::{decide, RangeAnswer};
 use crate::app::{unix_now, App};
+use crate::config::StorageKind;
 use crate::signing::SignatureError;
 
 /// One servable output: its object name, content type, and whether a
@@ -151,7 +152,10 @@ pub async fn serve(
     }
     // A GET may go to the bucket itself; a HEAD is answered here (a URL
     // presigned for GET refuses HEAD).
-    if method == Method::GET && app.config.storage.kind == "s3" && app.config.storage.s3.redirect {
+    if method == Method::GET
+        && app.config.storage.kind == StorageKind::S3
+        && app.config.storage.s3.redirect
+    {
         // As long as the signed link: players keep asking for ranges.
         let valid = app
             .link_lifetime(&video)

@@ -79,20 +79,14 @@ pub fn parse_options(
             .ok_or_else(|| invalid("frames_every", "expected seconds between 0.01 and 86400"))?;
     }
     if let Some(format) = query.get("frames_format") {
-        format
-            .parse::<media::ImageFormat>()
-            .map_err(|_| invalid("frames_format", "expected jpeg or png"))?;
-        options.frames_format = if format == "png" {
-            "png".into()
-        } else {
-            "jpeg".into()
-        };
+        options.frames_format = format
+            .parse()
+            .map_err(|why: String| invalid("frames_format", &why))?;
     }
     if let Some(accuracy) = query.get("frames_accuracy") {
-        accuracy
-            .parse::<media::Accuracy>()
-            .map_err(|_| invalid("frames_accuracy", "expected exact or keyframe"))?;
-        options.frames_accuracy = accuracy.clone();
+        options.frames_accuracy = accuracy
+            .parse()
+            .map_err(|why: String| invalid("frames_accuracy", &why))?;
     }
     Ok(options)
 }
@@ -401,6 +395,7 @@ pub async fn create(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vidmill_actors::{FramesAccuracy, FramesFormat};
 
     #[test]
     fn a_filename_is_kept_up_to_255_bytes() {
@@ -438,12 +433,8 @@ mod tests {
         .expect("valid");
         assert_eq!(o.outputs, vec![OutputKind::Frames]);
         assert_eq!(
-            (
-                o.frames_every,
-                o.frames_format.as_str(),
-                o.frames_accuracy.as_str()
-            ),
-            (2.5, "png", "keyframe")
+            (o.frames_every, o.frames_format, o.frames_accuracy),
+            (2.5, FramesFormat::Png, FramesAccuracy::Keyframe)
         );
         for (k, v) in [
             ("frames_every", "0"),
