@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage, MediaEngine};
+use vidmill_actors::{self as core, Core, CoreConfig, HubMessage, MediaEngine, SqliteCatalog};
 
 use crate::app::{self, App};
 use crate::auth::Authenticator;
@@ -85,8 +85,9 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     }
     let auth = app::authenticator(&config)?;
     let signer = app::signer(&config)?;
-    let catalog =
-        Catalog::open(&config.database.path).map_err(|e| format!("database.path: {e}"))?;
+    let catalog = Arc::new(
+        SqliteCatalog::open(&config.database.path).map_err(|e| format!("database.path: {e}"))?,
+    );
     let mut core_config = CoreConfig::new(data_dir.join("work"));
     if config.media.cpu_budget > 0 {
         core_config.cpu_budget = config.media.cpu_budget;

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage, Options};
+use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage, Options, SqliteCatalog};
 
 use crate::engine::EngineSettings;
 use crate::media_job::{ProcessEngine, WorkerLimits};
@@ -45,7 +45,9 @@ fn stage_upload(data: &Path, file: &Path) -> Result<PathBuf, String> {
 }
 
 pub async fn run(args: WorkerArgs) -> Result<(), String> {
-    let catalog = Catalog::open(&args.data.join("vidmill.sqlite")).map_err(core_error)?;
+    let catalog: std::sync::Arc<dyn Catalog> = std::sync::Arc::new(
+        SqliteCatalog::open(&args.data.join("vidmill.sqlite")).map_err(core_error)?,
+    );
     let mut config = CoreConfig::new(args.data.join("work"));
     if let Some(n) = args.cpu_budget {
         config.cpu_budget = n;

@@ -73,7 +73,7 @@ impl Services {
 }
 
 pub(crate) struct Deps {
-    pub catalog: Catalog,
+    pub catalog: Arc<dyn Catalog>,
     pub services: Services,
     /// The latest progress of each processing video (the hub writes it).
     pub board: ProgressBoard,

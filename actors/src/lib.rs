@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use ractor::Actor;
 
 pub use admission::{system_headroom, Headroom, HeadroomProbe};
-pub use catalog::Catalog;
+pub use catalog::{Catalog, SqliteCatalog};
 pub use config::CoreConfig;
 pub use error::CoreError;
 pub use handle::{Feed, Handle, Stats};
@@ -78,14 +78,14 @@ impl Core {
     /// memory and disk (see [`system_headroom`]).
     pub async fn start(
         config: CoreConfig,
-        catalog: Catalog,
+        catalog: Arc<dyn Catalog>,
         engine: Arc<dyn MediaEngine>,
         store: Arc<dyn BlobStore>,
         notifier: Arc<dyn Notifier>,
         headroom: HeadroomProbe,
     ) -> Result<(Handle, Recovery), CoreError> {
         let started = Instant::now();
-        let (swept, swept_bytes) = sweep(&catalog, &config).await?;
+        let (swept, swept_bytes) = sweep(catalog.as_ref(), &config).await?;
         let uploading: Vec<VideoId> = catalog
             .unfinished()
             .await?
@@ -151,7 +151,7 @@ impl Core {
 
 /// Removes every recorded artefact and anything left in the work directory
 /// (each run's files live there and none survives a restart).
-async fn sweep(catalog: &Catalog, config: &CoreConfig) -> Result<(usize, u64), CoreError> {
+async fn sweep(catalog: &dyn Catalog, config: &CoreConfig) -> Result<(usize, u64), CoreError> {
     let recorded = catalog.artefacts().await?;
     let work_dir = config.work_dir.clone();
     let locations: Vec<String> = recorded.iter().map(|a| a.location.clone()).collect();

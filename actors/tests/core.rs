@@ -350,7 +350,7 @@ async fn a_crashed_worker_costs_one_attempt_and_a_limit_fails_at_once() {
     assert_eq!(runs.get(&once.id), Some(&2));
     assert_eq!(runs.get(&always.id), Some(&2), "one retry, then failed");
     assert_eq!(runs.get(&greedy.id), Some(&1), "a limit is not retried");
-    let seqs: Vec<u64> = Catalog::open(&core.dir.path().join("db.sqlite"))
+    let seqs: Vec<u64> = SqliteCatalog::open(&core.dir.path().join("db.sqlite"))
         .expect("open")
         .events_after(&once.id, 0)
         .await
@@ -370,7 +370,7 @@ async fn a_restart_requeues_unfinished_videos_and_sweeps_leftovers() {
     // a work directory), one queued, one still uploading, and a recorded
     // temp file. (The SIGKILL test with the real engine is in the root crate.)
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = Catalog::open(&dir.path().join("db.sqlite")).expect("catalog");
+    let catalog = SqliteCatalog::open(&dir.path().join("db.sqlite")).expect("catalog");
     let store = DirStore(dir.path().join("objects"));
     let mut ids = Vec::new();
     for state in [
@@ -439,7 +439,7 @@ async fn a_restart_requeues_unfinished_videos_and_sweeps_leftovers() {
         core.handle.get("alice", &ids[2]).await.expect("get").state,
         VideoState::Uploading
     );
-    let events = Catalog::open(&core.dir.path().join("db.sqlite"))
+    let events = SqliteCatalog::open(&core.dir.path().join("db.sqlite"))
         .expect("open")
         .events_after(&ids[0], 0)
         .await
@@ -467,7 +467,7 @@ async fn shutdown_puts_running_videos_back_in_the_queue_without_a_crash() {
         })
         .await;
         core.handle.shutdown().await.expect("shutdown");
-        let after = Catalog::open(&core.dir.path().join("db.sqlite"))
+        let after = SqliteCatalog::open(&core.dir.path().join("db.sqlite"))
             .expect("open")
             .get(&v.id)
             .await

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use vidmill_actors::Catalog;
+use vidmill_actors::SqliteCatalog;
 
 use super::{Check, Outcome};
 use crate::auth::{KeyCache, KeySource};
@@ -33,7 +33,7 @@ fn gstreamer() -> Outcome {
 
 fn database(config: &Config) -> Outcome {
     let path = &config.database.path;
-    match Catalog::inspect(path) {
+    match SqliteCatalog::inspect(path) {
         Ok(_) => Outcome::Ok(format!("{} opens, schema up to date", path.display())),
         Err(e) => Outcome::Fail(format!("database.path: {e}")),
     }

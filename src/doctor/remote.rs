@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use reqwest::{header, Client, StatusCode};
-use vidmill_actors::Catalog;
+use vidmill_actors::SqliteCatalog;
 
 use super::{Check, Outcome};
 use crate::app::{self, unix_now};
@@ -82,7 +82,7 @@ async fn health(client: &Client, base: &str) -> Outcome {
 
 /// `Range: bytes=0-1` on the newest playable video's signed link.
 async fn ranges(config: &Config, client: &Client, base: &str) -> Outcome {
-    let video = match Catalog::inspect(&config.database.path) {
+    let video = match SqliteCatalog::inspect(&config.database.path) {
         Ok(catalog) => catalog.newest_playable().await,
         Err(e) => return Outcome::Skip(format!("no database to find a video in: {e}")),
     };

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vidmill_actors::{object_key, Catalog, Video, VideoState};
+use vidmill_actors::{object_key, SqliteCatalog, Video, VideoState};
 use vidmill_pipelines::synth::{self, AudioCodec, Container, SynthSpec, VideoCodec};
 
 fn worker(data: &Path, add: Option<&Path>) -> Child {
@@ -99,7 +99,7 @@ fn run_to_idle(data: &Path) -> serde_json::Value {
 fn read(data: &Path, id: &str) -> (Video, Vec<u64>) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let catalog = Catalog::open(&data.join("vidmill.sqlite")).expect("catalog");
+        let catalog = SqliteCatalog::open(&data.join("vidmill.sqlite")).expect("catalog");
         let video = catalog.get(id).await.expect("get").expect("video exists");
         let seqs = catalog
             .events_after(id, 0)

@@ -1,192 +1,202 @@
-//! The catalog: videos, their event log, temp artefacts, the
-//! notification outbox and the uploads ledger (quotas) in SQLite (WAL). One writer connection serialises
-//! every change; a few read connections serve queries concurrently. All
-//! SQLite work runs on blocking threads, never on the async executor.
+//! The catalog port: what the core keeps about videos and shares between
+//! nodes: the videos and their event log, temporary artefacts, the
+//! notification outbox, owners' contacts and the uploads ledger (quotas).
+//! [`SqliteCatalog`] is the embedded default; a cluster shares one
+//! PostgreSQL database. Every implementation keeps the same promises,
+//! which the core's tests check against each:
+//!
+//! - a change and its state event are written in one transaction, and the
+//!   event's `seq` is one more than the video's last (no gap, no
+//!   duplicate); a change that alters neither state, stage, error nor
+//!   outputs writes no event;
+//! - a change that ends a video's processing (its state changes to ready
+//!   or failed) writes its outbox rows in the same transaction;
+//! - times come from the database's clock.
 
-mod outbox;
-mod schema;
-mod usage;
-mod videos;
+mod sqlite;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use async_trait::async_trait;
 
 use crate::error::CoreError;
+use crate::model::{Options, Outputs, SourceInfo, StateEvent, Video, VideoError, VideoId};
+use crate::state::{Stage, VideoState};
 
-pub use outbox::Pending;
-pub use usage::{Usage, UPLOAD_DAY_MS};
-pub use videos::{Artefact, Change, NewVideo, Page};
+pub use sqlite::SqliteCatalog;
 
-/// Read connections: queries run in parallel up to this many.
-const READERS: usize = 4;
+/// Every channel gets its own outbox row, so one that is down delays only
+/// itself.
+pub const CHANNELS: [&str; 2] = ["webhook", "email"];
 
-/// Handle to the catalog; cheap to clone.
-#[derive(Clone)]
-pub struct Catalog {
-    writer: Arc<Mutex<Connection>>,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    path: Arc<Path>,
+/// A video to create.
+#[derive(Debug, Clone)]
+pub struct NewVideo {
+    pub id: VideoId,
+    pub owner: String,
+    pub filename: String,
+    pub options: Options,
+    pub state: VideoState,
+    /// Bytes of the source charged to the owner's quotas (a resumable
+    /// upload: its declared length; a direct upload: 0 until completed).
+    pub source_bytes: u64,
 }
 
-impl std::fmt::Debug for Catalog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Catalog").field("path", &self.path).finish()
-    }
+/// A change to a video; `None` fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub state: Option<VideoState>,
+    /// `Some(None)` clears the stage.
+    pub stage: Option<Option<Stage>>,
+    /// `Some(None)` clears the error.
+    pub error: Option<Option<VideoError>>,
+    pub source: Option<SourceInfo>,
+    pub outputs: Option<Outputs>,
+    pub add_attempt: bool,
+    /// Marks whether processing is under way (a crash while it is counts).
+    pub in_flight: Option<bool>,
 }
 
-fn configure(conn: &Connection) -> Result<(), CoreError> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(())
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub videos: Vec<Video>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
-impl Catalog {
-    /// Opens (creating if needed) the database at `path` and migrates it.
-    pub fn open(path: &Path) -> Result<Self, CoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| CoreError::Storage(format!("create {}: {e}", dir.display())))?;
-        }
-        let mut writer = Connection::open(path)?;
-        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(CoreError::Schema(format!(
-                "SQLite refused WAL mode ({mode})"
-            )));
-        }
-        configure(&writer)?;
-        schema::migrate(&mut writer)?;
-        let readers = (0..READERS)
-            .map(|_| {
-                let c = Connection::open_with_flags(
-                    path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                configure(&c)?;
-                Ok(c)
-            })
-            .collect::<Result<Vec<_>, CoreError>>()?;
-        Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
-            readers: Arc::new(Mutex::new(readers)),
-            path: path.into(),
-        })
-    }
-
-    /// Opens an existing database read-only, creating and migrating
-    /// nothing (`vidmill doctor`); refuses a missing file or a schema other
-    /// than this code's.
-    pub fn inspect(path: &Path) -> Result<Self, CoreError> {
-        if !path.is_file() {
-            return Err(CoreError::Storage(format!(
-                "{} does not exist (vidmill creates it on its first start)",
-                path.display()
-            )));
-        }
-        let open = || -> Result<Connection, CoreError> {
-            let c = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            configure(&c)?;
-            Ok(c)
-        };
-        let conn = open()?;
-        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version != schema::latest() {
-            return Err(CoreError::Schema(format!(
-                "schema version {version}, this vidmill writes {}: start the server once to migrate",
-                schema::latest()
-            )));
-        }
-        Ok(Self {
-            writer: Arc::new(Mutex::new(conn)),
-            readers: Arc::new(Mutex::new(vec![open()?])),
-            path: path.into(),
-        })
-    }
-
-    /// Runs `f` with the writer connection on a blocking thread.
-    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, CoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, CoreError> + Send + 'static,
-    {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer
-                .lock()
-                .map_err(|_| CoreError::Poisoned("catalog writer"))?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| CoreError::Internal(format!("catalog task: {e}")))?
-    }
-
-    /// Runs `f` with a read connection on a blocking thread.
-    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, CoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, CoreError> + Send + 'static,
-    {
-        let readers = self.readers.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let taken = readers
-                .lock()
-                .map_err(|_| CoreError::Poisoned("catalog readers"))?
-                .pop();
-            // All readers busy: open a short-lived one rather than wait.
-            let conn = match taken {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-                    configure(&c)?;
-                    c
-                }
-            };
-            let result = f(&conn);
-            if let Ok(mut pool) = readers.lock() {
-                if pool.len() < READERS {
-                    pool.push(conn);
-                }
-            }
-            result
-        })
-        .await
-        .map_err(|e| CoreError::Internal(format!("catalog task: {e}")))?
-    }
-
-    /// The schema version this code writes.
-    pub fn schema_version() -> u32 {
-        schema::latest()
-    }
+/// A temporary file, partial upload or multipart upload that exists and
+/// must be removed if the work it belongs to does not finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artefact {
+    /// A path, or a store-specific locator (e.g. an S3 upload id).
+    pub location: String,
+    pub kind: String,
+    pub video_id: Option<VideoId>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// One notification waiting for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub id: i64,
+    pub video_id: VideoId,
+    pub seq: u64,
+    /// `video.ready` or `video.failed`.
+    pub kind: String,
+    /// Which channel delivers it ([`CHANNELS`]).
+    pub channel: String,
+    /// The state event it announces.
+    pub event: StateEvent,
+    /// Deliveries tried so far.
+    pub attempts: u32,
+    /// Seconds until its next attempt (0 when due).
+    pub wait_seconds: f64,
+    /// Seconds since it was written.
+    pub age_seconds: f64,
+}
 
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.sqlite");
-        drop(Catalog::open(&path).expect("open"));
-        let conn = Connection::open(&path).expect("raw");
-        conn.pragma_update(None, "user_version", 999).expect("bump");
-        drop(conn);
-        let err = Catalog::open(&path).expect_err("refused");
-        assert!(err.to_string().contains("newer"), "{err}");
+/// The window of "bytes uploaded per day": a rolling 24 hours.
+pub const UPLOAD_DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// One owner's use of the quotas the catalog can count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of the sources and outputs of the owner's videos.
+    pub stored_bytes: u64,
+    /// Bytes charged to uploads in the 24 hours before the query.
+    pub uploaded_last_day: u64,
+    /// Videos still `uploading` (resumable and direct uploads not finished).
+    pub open_uploads: u64,
+}
+
+/// The catalog port (see the module documentation for its promises).
+#[async_trait]
+pub trait Catalog: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates a video and its first event.
+    async fn insert(&self, new: NewVideo) -> Result<(Video, StateEvent), CoreError>;
+
+    /// Applies `change` and appends the resulting state event, if any.
+    async fn apply(
+        &self,
+        id: &str,
+        change: Change,
+    ) -> Result<(Video, Option<StateEvent>), CoreError>;
+
+    async fn get(&self, id: &str) -> Result<Option<Video>, CoreError>;
+
+    /// A video if `owner` owns it: another owner's video reads as missing.
+    async fn get_owned(&self, owner: &str, id: &str) -> Result<Option<Video>, CoreError> {
+        Ok(self.get(id).await?.filter(|v| v.owner == owner))
     }
 
-    #[test]
-    fn reopening_keeps_the_schema() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.sqlite");
-        drop(Catalog::open(&path).expect("open"));
-        drop(Catalog::open(&path).expect("reopen"));
-    }
+    /// `owner`'s videos, newest first; `cursor` is the last id of the
+    /// previous page.
+    async fn list(
+        &self,
+        owner: &str,
+        state: Option<VideoState>,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<Page, CoreError>;
+
+    /// State events of video `id` after `seq`, in order.
+    async fn events_after(&self, id: &str, seq: u64) -> Result<Vec<StateEvent>, CoreError>;
+
+    /// The most recently finished video with an MP4 (the web page's demo).
+    async fn newest_playable(&self) -> Result<Option<Video>, CoreError>;
+
+    /// Videos uploading, queued or processing.
+    async fn unfinished(&self) -> Result<Vec<Video>, CoreError>;
+
+    /// Clears the in-flight mark of runs a stopped process left; returns
+    /// how many there were.
+    async fn clear_interrupted_runs(&self) -> Result<usize, CoreError>;
+
+    /// Counts a crash against video `id`; returns its crashes so far.
+    async fn add_crash(&self, id: &str) -> Result<u32, CoreError>;
+
+    async fn reset_crashes(&self, id: &str) -> Result<(), CoreError>;
+
+    /// Removes the video, its events and its notifications; `false` when
+    /// it did not exist.
+    async fn delete(&self, id: &str) -> Result<bool, CoreError>;
+
+    async fn count_by_state(&self) -> Result<Vec<(VideoState, u64)>, CoreError>;
+
+    /// Records a temporary file of this node, removed at its next start
+    /// unless forgotten first.
+    async fn record_artefact(&self, artefact: Artefact) -> Result<(), CoreError>;
+
+    async fn forget_artefact(&self, location: &str) -> Result<(), CoreError>;
+
+    /// This node's recorded artefacts.
+    async fn artefacts(&self) -> Result<Vec<Artefact>, CoreError>;
+
+    /// Undelivered notifications, oldest first (at most `limit`).
+    async fn pending_notifications(&self, limit: u32) -> Result<Vec<Pending>, CoreError>;
+
+    async fn notification_delivered(&self, id: i64) -> Result<(), CoreError>;
+
+    /// Counts a failed attempt; the next is due in `delay_seconds`.
+    async fn notification_failed(&self, id: i64, delay_seconds: u64) -> Result<(), CoreError>;
+
+    /// Removes delivered notifications older than `days`; returns how many.
+    async fn purge_delivered(&self, days: u32) -> Result<usize, CoreError>;
+
+    /// Gives a notification up (too old, channel off, video gone).
+    async fn drop_notification(&self, id: i64) -> Result<(), CoreError>;
+
+    /// Remembers where to mail `owner`.
+    async fn set_contact(&self, owner: &str, email: &str) -> Result<(), CoreError>;
+
+    async fn contact(&self, owner: &str) -> Result<Option<String>, CoreError>;
+
+    /// Charges a direct upload's bytes once they are known.
+    async fn charge_upload(&self, id: &str, owner: &str, bytes: u64) -> Result<(), CoreError>;
+
+    /// What `owner` uses now.
+    async fn usage(&self, owner: &str) -> Result<Usage, CoreError>;
+
+    /// Whether the catalog answers now (`/readyz`), within `limit`.
+    async fn check(&self, limit: Duration) -> Result<(), CoreError>;
 }

@@ -5,34 +5,12 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::Catalog;
+use super::SqliteCatalog;
+use crate::catalog::{Pending, CHANNELS};
 use crate::error::CoreError;
 use crate::model::{StateEvent, VideoId};
 
-/// One notification waiting for delivery.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pending {
-    pub id: i64,
-    pub video_id: VideoId,
-    pub seq: u64,
-    /// `video.ready` or `video.failed`.
-    pub kind: String,
-    /// Which channel delivers it ([`CHANNELS`]).
-    pub channel: String,
-    /// The state event it announces.
-    pub event: StateEvent,
-    /// Deliveries tried so far.
-    pub attempts: u32,
-    /// Seconds until its next attempt (0 when due).
-    pub wait_seconds: f64,
-    /// Seconds since it was written.
-    pub age_seconds: f64,
-}
-
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
-
-/// Every channel gets its own row, so one that is down delays only itself.
-pub const CHANNELS: [&str; 2] = ["webhook", "email"];
 
 /// Adds the notification for `event` when it ends a video's processing.
 pub(super) fn enqueue(conn: &rusqlite::Connection, event: &StateEvent) -> Result<(), CoreError> {
@@ -55,7 +33,7 @@ pub(super) fn enqueue(conn: &rusqlite::Connection, event: &StateEvent) -> Result
     Ok(())
 }
 
-impl Catalog {
+impl SqliteCatalog {
     /// Undelivered notifications, oldest first (at most `limit`).
     pub async fn pending_notifications(&self, limit: u32) -> Result<Vec<Pending>, CoreError> {
         self.read(move |conn| {
@@ -160,7 +138,7 @@ impl Catalog {
     }
 }
 
-impl Catalog {
+impl SqliteCatalog {
     /// Remembers where to mail `owner` (the `email` claim of their latest
     /// upload's token).
     pub async fn set_contact(&self, owner: &str, email: &str) -> Result<(), CoreError> {

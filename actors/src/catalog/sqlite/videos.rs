@@ -4,9 +4,10 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::Catalog;
+use super::SqliteCatalog;
+use crate::catalog::{Artefact, Change, NewVideo, Page};
 use crate::error::CoreError;
-use crate::model::{Options, Outputs, SourceInfo, StateEvent, Video, VideoError, VideoId};
+use crate::model::{StateEvent, Video};
 use crate::state::{Stage, VideoState};
 
 /// SQLite's own clock, RFC 3339 UTC with milliseconds.
@@ -14,52 +15,6 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 const COLUMNS: &str = "id, owner, filename, options, state, stage, attempts, crashes, error, \
                        source, outputs, last_seq, created_at, updated_at";
-
-/// A video to create.
-#[derive(Debug, Clone)]
-pub struct NewVideo {
-    pub id: VideoId,
-    pub owner: String,
-    pub filename: String,
-    pub options: Options,
-    pub state: VideoState,
-    /// Bytes of the source charged to the owner's quotas (a resumable
-    /// upload: its declared length; a direct upload: 0 until completed).
-    pub source_bytes: u64,
-}
-
-/// A change to a video; `None` fields stay as they are.
-#[derive(Debug, Clone, Default)]
-pub struct Change {
-    pub state: Option<VideoState>,
-    /// `Some(None)` clears the stage.
-    pub stage: Option<Option<Stage>>,
-    /// `Some(None)` clears the error.
-    pub error: Option<Option<VideoError>>,
-    pub source: Option<SourceInfo>,
-    pub outputs: Option<Outputs>,
-    pub add_attempt: bool,
-    /// Marks whether processing is under way (a crash while it is counts).
-    pub in_flight: Option<bool>,
-}
-
-/// One page of a listing.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub videos: Vec<Video>,
-    /// Pass back as `cursor` for the next page; `None` on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// A temporary file, partial upload or multipart upload that exists and
-/// must be removed if the work it belongs to does not finish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Artefact {
-    /// A path, or a store-specific locator (e.g. an S3 upload id).
-    pub location: String,
-    pub kind: String,
-    pub video_id: Option<VideoId>,
-}
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, CoreError> {
     serde_json::to_string(v).map_err(|e| CoreError::Internal(format!("encode: {e}")))
@@ -136,7 +91,7 @@ fn append_event(conn: &Connection, video: &Video) -> Result<StateEvent, CoreErro
     Ok(event)
 }
 
-impl Catalog {
+impl SqliteCatalog {
     /// Creates a video and its first event.
     pub async fn insert(&self, new: NewVideo) -> Result<(Video, StateEvent), CoreError> {
         self.write(move |conn| {
@@ -223,12 +178,6 @@ impl Catalog {
     pub async fn get(&self, id: &str) -> Result<Option<Video>, CoreError> {
         let id = id.to_string();
         self.read(move |conn| get_video(conn, &id)).await
-    }
-
-    /// A video if `owner` owns it: another owner's video reads as missing.
-    pub async fn get_owned(&self, owner: &str, id: &str) -> Result<Option<Video>, CoreError> {
-        let owner = owner.to_string();
-        Ok(self.get(id).await?.filter(|v| v.owner == owner))
     }
 
     /// `owner`'s videos, newest first (ids are time-ordered ULIDs, so the
@@ -437,11 +386,12 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{new_id, Mp4Output};
+    use crate::catalog::Catalog;
+    use crate::model::{new_id, Mp4Output, Options, Outputs};
 
-    async fn catalog() -> (tempfile::TempDir, Catalog) {
+    async fn catalog() -> (tempfile::TempDir, SqliteCatalog) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let c = Catalog::open(&dir.path().join("c.sqlite")).expect("open");
+        let c = SqliteCatalog::open(&dir.path().join("c.sqlite")).expect("open");
         (dir, c)
     }
 

@@ -6,22 +6,9 @@
 
 use rusqlite::{params, Connection};
 
-use super::Catalog;
+use super::SqliteCatalog;
+use crate::catalog::{Usage, UPLOAD_DAY_MS};
 use crate::error::CoreError;
-
-/// The window of "bytes uploaded per day": a rolling 24 hours.
-pub const UPLOAD_DAY_MS: u64 = 24 * 3600 * 1000;
-
-/// One owner's use of the quotas the catalog can count.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Bytes of the sources and outputs of the owner's videos.
-    pub stored_bytes: u64,
-    /// Bytes charged to uploads in the 24 hours before the query.
-    pub uploaded_last_day: u64,
-    /// Videos still `uploading` (resumable and direct uploads not finished).
-    pub open_uploads: u64,
-}
 
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -52,7 +39,7 @@ pub(crate) fn charge(
     Ok(())
 }
 
-impl Catalog {
+impl SqliteCatalog {
     /// Charges a direct upload's bytes once they are known.
     pub async fn charge_upload(&self, id: &str, owner: &str, bytes: u64) -> Result<(), CoreError> {
         let (id, owner) = (id.to_string(), owner.to_string());
