@@ -16,6 +16,10 @@ pub enum CoreError {
         state: VideoState,
         wanted: VideoState,
     },
+    /// The lease a run's change was fenced by is no longer held: another
+    /// node has (or will have) the video.
+    #[error("the lease on video {0} was lost")]
+    LeaseLost(VideoId),
     /// A resumable upload was finished before its last byte arrived.
     #[error("upload {id} has {received} of {length} bytes")]
     Incomplete {

@@ -17,12 +17,14 @@
 //! the [`Handle`] the edges use.
 
 pub mod admission;
+pub mod bus;
 pub mod catalog;
 pub mod config;
 mod deps;
 pub mod error;
 pub mod handle;
 pub mod hub;
+pub mod leases;
 pub mod model;
 mod notifier;
 pub mod ports;
@@ -39,11 +41,13 @@ use std::time::{Duration, Instant};
 use ractor::Actor;
 
 pub use admission::{system_headroom, Headroom, HeadroomProbe};
+pub use bus::{BusEvent, EventBus, LocalBus};
 pub use catalog::{Catalog, SqliteCatalog};
 pub use config::CoreConfig;
 pub use error::CoreError;
 pub use handle::{Feed, Handle, Stats};
 pub use hub::{Announced, HubMessage};
+pub use leases::{JobLeases, Lease, LeasedProgress, QueueSnapshot};
 pub use model::*;
 pub use ports::*;
 pub use state::{Stage, VideoState};

@@ -11,6 +11,12 @@
 //!   outputs writes no event;
 //! - a change that ends a video's processing (its state changes to ready
 //!   or failed) writes its outbox rows in the same transaction;
+//! - a change to `queued` creates the video's job (or puts it back in the
+//!   queue, dropping any lease) in the same transaction; a change to
+//!   ready or failed, and a delete, remove it (see [`crate::leases`]);
+//! - a change with a `fence` applies only while that lease is held and
+//!   unexpired, and fails `LeaseLost` otherwise: a node that lost its
+//!   lease publishes nothing;
 //! - times come from the database's clock.
 
 mod sqlite;
@@ -55,6 +61,8 @@ pub struct Change {
     pub add_attempt: bool,
     /// Marks whether processing is under way (a crash while it is counts).
     pub in_flight: Option<bool>,
+    /// The token of the lease this change is made under (a run's changes).
+    pub fence: Option<i64>,
 }
 
 /// One page of a listing.

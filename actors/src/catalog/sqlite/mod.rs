@@ -2,6 +2,7 @@
 //! every change; a few read connections serve queries concurrently. All
 //! SQLite work runs on blocking threads, never on the async executor.
 
+mod jobs;
 mod outbox;
 mod schema;
 mod usage;

@@ -73,6 +73,29 @@ const MIGRATIONS: &[&str] = &[
         charged_at_ms INTEGER NOT NULL
      );
      CREATE INDEX uploads_ledger_by_owner ON uploads_ledger (owner, charged_at_ms);",
+    // 5: job leases (which node processes which video), the fair order's
+    // memory of whom it served last, and the lease token counter. Videos
+    // queued or processing become jobs.
+    "CREATE TABLE jobs (
+        video_id      TEXT PRIMARY KEY,
+        owner         TEXT NOT NULL,
+        node          TEXT,
+        token         INTEGER,
+        expires_at_ms INTEGER,
+        progress      TEXT
+     );
+     CREATE INDEX jobs_by_owner ON jobs (owner);
+     CREATE TABLE owner_turns (
+        owner         TEXT PRIMARY KEY,
+        served        INTEGER NOT NULL
+     );
+     CREATE TABLE counters (
+        name          TEXT PRIMARY KEY,
+        value         INTEGER NOT NULL
+     );
+     INSERT INTO counters (name, value) VALUES ('lease', 0);
+     INSERT INTO jobs (video_id, owner)
+        SELECT id, owner FROM videos WHERE state IN ('queued', 'processing');",
 ];
 
 /// The schema version this code writes.

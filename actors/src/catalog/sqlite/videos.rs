@@ -106,6 +106,9 @@ impl SqliteCatalog {
             if new.source_bytes > 0 {
                 super::usage::charge(&tx, &new.id, &new.owner, new.source_bytes)?;
             }
+            if new.state == VideoState::Queued {
+                super::jobs::enqueue(&tx, &new.id, &new.owner)?;
+            }
             let video = get_video(&tx, &new.id)?.ok_or_else(|| CoreError::NotFound(new.id.clone()))?;
             let event = append_event(&tx, &video)?;
             tx.commit()?;
@@ -125,6 +128,11 @@ impl SqliteCatalog {
         self.write(move |conn| {
             let tx = conn.transaction()?;
             let before = get_video(&tx, &id)?.ok_or_else(|| CoreError::NotFound(id.clone()))?;
+            if let Some(token) = change.fence {
+                if !super::jobs::held(&tx, &id, token)? {
+                    return Err(CoreError::LeaseLost(id.clone()));
+                }
+            }
             let mut after = before.clone();
             if let Some(s) = change.state {
                 after.state = s;
@@ -167,6 +175,11 @@ impl SqliteCatalog {
             let event = if visible { Some(append_event(&tx, &after)?) } else { None };
             if let Some(e) = event.as_ref().filter(|_| after.state != before.state) {
                 super::outbox::enqueue(&tx, e)?;
+            }
+            if change.state == Some(VideoState::Queued) {
+                super::jobs::enqueue(&tx, &id, &after.owner)?;
+            } else if after.state.is_terminal() {
+                super::jobs::remove(&tx, &id)?;
             }
             let video = get_video(&tx, &id)?.ok_or_else(|| CoreError::NotFound(id.clone()))?;
             tx.commit()?;
@@ -317,6 +330,7 @@ impl SqliteCatalog {
             let tx = conn.transaction()?;
             tx.execute("DELETE FROM events WHERE video_id = ?1", [&id])?;
             tx.execute("DELETE FROM outbox WHERE video_id = ?1", [&id])?;
+            super::jobs::remove(&tx, &id)?;
             let gone = tx.execute("DELETE FROM videos WHERE id = ?1", [&id])? > 0;
             tx.commit()?;
             Ok(gone)
