@@ -85,7 +85,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     }
     let auth = app::authenticator(&config)?;
     let signer = app::signer(&config)?;
-    let catalog = Arc::new(
+    let shared = core::Shared::sqlite(
         SqliteCatalog::open(&config.database.path).map_err(|e| format!("database.path: {e}"))?,
     );
     let mut core_config = CoreConfig::new(data_dir.join("work"));
@@ -111,7 +111,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     let headroom = core::system_headroom(data_dir.clone());
     let (handle, recovery) = Core::start(
         core_config,
-        catalog,
+        shared,
         engine.clone(),
         store.clone(),
         Arc::new(channels),

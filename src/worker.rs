@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vidmill_actors::{self as core, Catalog, Core, CoreConfig, HubMessage, Options, SqliteCatalog};
+use vidmill_actors::{self as core, Core, CoreConfig, HubMessage, Options, SqliteCatalog};
 
 use crate::engine::EngineSettings;
 use crate::media_job::{ProcessEngine, WorkerLimits};
@@ -45,9 +45,10 @@ fn stage_upload(data: &Path, file: &Path) -> Result<PathBuf, String> {
 }
 
 pub async fn run(args: WorkerArgs) -> Result<(), String> {
-    let catalog: std::sync::Arc<dyn Catalog> = std::sync::Arc::new(
+    let shared = core::Shared::sqlite(
         SqliteCatalog::open(&args.data.join("vidmill.sqlite")).map_err(core_error)?,
     );
+    let catalog = shared.catalog.clone();
     let mut config = CoreConfig::new(args.data.join("work"));
     if let Some(n) = args.cpu_budget {
         config.cpu_budget = n;
@@ -59,10 +60,9 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
     let store = Arc::new(FileStore::new(args.data.join("objects")));
     let headroom = core::system_headroom(args.data.clone());
     let notifier = Arc::new(core::NoNotifier);
-    let (handle, recovery) =
-        Core::start(config, catalog.clone(), engine, store, notifier, headroom)
-            .await
-            .map_err(core_error)?;
+    let (handle, recovery) = Core::start(config, shared, engine, store, notifier, headroom)
+        .await
+        .map_err(core_error)?;
     line(serde_json::json!({
         "event": "recovered",
         "requeued": recovery.requeued,

@@ -35,6 +35,12 @@ pub trait EventBus: Send + Sync + std::fmt::Debug + 'static {
     /// Events from now on. A subscriber that falls behind, or whose
     /// connection was re-made, receives `Resync`.
     fn subscribe(&self) -> BusSubscription;
+
+    /// Whether only this process is on the bus (then nothing need be
+    /// published: every event is already known here).
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
 /// The receiving end of a bus subscription.
@@ -80,5 +86,9 @@ impl EventBus for LocalBus {
 
     fn subscribe(&self) -> BusSubscription {
         BusSubscription::new(self.0.subscribe())
+    }
+
+    fn is_local(&self) -> bool {
+        true
     }
 }

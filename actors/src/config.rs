@@ -29,6 +29,11 @@ pub struct CoreConfig {
     pub worker_crash_retries: u32,
     /// Timeout of every call into an actor.
     pub call_timeout: Duration,
+    /// This node's name in the shared catalog (leases, artefacts).
+    pub node: String,
+    /// How long a lease lives without a heartbeat; runs renew it every
+    /// third of this.
+    pub lease_ttl: Duration,
 }
 
 impl CoreConfig {
@@ -46,6 +51,8 @@ impl CoreConfig {
             max_crashes: 3,
             worker_crash_retries: 1,
             call_timeout: Duration::from_secs(10),
+            node: "local".into(),
+            lease_ttl: Duration::from_secs(15),
         }
     }
 }

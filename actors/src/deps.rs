@@ -8,10 +8,12 @@ use std::sync::{Arc, RwLock};
 use ractor::ActorRef;
 
 use crate::admission::AdmissionMsg;
+use crate::bus::{BusEvent, EventBus};
 use crate::catalog::{Catalog, Change, NewVideo};
 use crate::config::CoreConfig;
 use crate::error::CoreError;
 use crate::hub::{Announced, HubMsg, ProgressBoard};
+use crate::leases::JobLeases;
 use crate::model::Video;
 use crate::notifier::NotifierMsg;
 use crate::ports::{BlobStore, MediaEngine};
@@ -74,6 +76,8 @@ impl Services {
 
 pub(crate) struct Deps {
     pub catalog: Arc<dyn Catalog>,
+    pub leases: Arc<dyn JobLeases>,
+    pub bus: Arc<dyn EventBus>,
     pub services: Services,
     /// The latest progress of each processing video (the hub writes it).
     pub board: ProgressBoard,
@@ -117,9 +121,35 @@ impl Deps {
     /// its subscribers were closed with it and read the log when they
     /// come back (`since`).
     fn announce(&self, announced: Announced) {
+        let (video, seq, state) = (
+            announced.event.video_id.clone(),
+            announced.event.seq,
+            announced.event.state,
+        );
         if let Ok(hub) = self.services.hub() {
             let _ = hub.cast(HubMsg::State(Arc::new(announced)));
         }
+        if state == crate::state::VideoState::Queued {
+            if let Ok(admission) = self.services.admission() {
+                let _ = admission.cast(crate::admission::AdmissionMsg::Kick);
+            }
+        }
+        self.tell_other_nodes(BusEvent::State { video, seq });
+    }
+
+    /// Publishes on a bus shared with other nodes (an in-process bus has
+    /// no one else to tell). In the background: a slow database must not
+    /// hold up the change that was already stored.
+    pub(crate) fn tell_other_nodes(&self, event: BusEvent) {
+        if self.bus.is_local() {
+            return;
+        }
+        let bus = self.bus.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bus.publish(event).await {
+                tracing::debug!(error = %e, "could not publish a wake-up");
+            }
+        });
     }
 
     /// Removes every stored object of `id` after the record failed to be

@@ -72,6 +72,27 @@ pub struct Recovery {
     pub took: Duration,
 }
 
+/// What the nodes of a cluster share: the catalog, the job leases and the
+/// event bus. One node keeps all three in one SQLite file and in process.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub catalog: Arc<dyn Catalog>,
+    pub leases: Arc<dyn JobLeases>,
+    pub bus: Arc<dyn EventBus>,
+}
+
+impl Shared {
+    /// The embedded default: one SQLite file, an in-process bus.
+    pub fn sqlite(catalog: SqliteCatalog) -> Self {
+        let catalog = Arc::new(catalog);
+        Self {
+            catalog: catalog.clone(),
+            leases: catalog,
+            bus: Arc::new(LocalBus::default()),
+        }
+    }
+}
+
 /// The running core.
 #[derive(Debug)]
 pub struct Core;
@@ -82,13 +103,18 @@ impl Core {
     /// memory and disk (see [`system_headroom`]).
     pub async fn start(
         config: CoreConfig,
-        catalog: Arc<dyn Catalog>,
+        shared: Shared,
         engine: Arc<dyn MediaEngine>,
         store: Arc<dyn BlobStore>,
         notifier: Arc<dyn Notifier>,
         headroom: HeadroomProbe,
     ) -> Result<(Handle, Recovery), CoreError> {
         let started = Instant::now();
+        let Shared {
+            catalog,
+            leases,
+            bus,
+        } = shared;
         let (swept, swept_bytes) = sweep(catalog.as_ref(), &config).await?;
         let uploading: Vec<VideoId> = catalog
             .unfinished()
@@ -105,9 +131,14 @@ impl Core {
                 .map_err(|e| CoreError::Internal(format!("sweep: {e}")))?;
         let (swept, swept_bytes) = (swept + swept_partials, swept_bytes + swept_partial_bytes);
         let interrupted = catalog.clear_interrupted_runs().await?;
+        // This node's runs died with its last process: their jobs go back
+        // to the queue now rather than when their leases expire.
+        leases.release_node(&config.node).await?;
 
         let deps = Arc::new(Deps {
             catalog,
+            leases,
+            bus,
             services: Services::default(),
             board: Default::default(),
             workers: Default::default(),

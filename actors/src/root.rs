@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::admission::{Admission, AdmissionArgs, HeadroomProbe};
+use crate::admission::{Admission, AdmissionMsg, HeadroomProbe};
 use crate::deps::Deps;
 use crate::hub::ProgressHub;
 use crate::notifier::NotifierActor;
@@ -84,13 +84,11 @@ impl Root {
                 r.get_cell()
             }
             Service::Admission => {
-                let args = AdmissionArgs {
-                    slots: deps.config.cpu_budget.max(1),
-                    min_free_memory: deps.config.min_free_memory,
-                    min_free_disk: deps.config.min_free_disk,
+                let admission = Admission {
+                    deps: deps.clone(),
                     headroom: self.headroom.clone(),
                 };
-                let (r, _) = Actor::spawn_linked(None, Admission, args, cell).await?;
+                let (r, _) = Actor::spawn_linked(None, admission, (), cell).await?;
                 deps.services.set_admission(Some(r.clone()));
                 r.get_cell()
             }
@@ -123,6 +121,14 @@ impl Root {
                 }
             }
             Service::Supervisor => {
+                // Its runs died with it: their slots and leases are free.
+                if let Ok(a) = self.deps.services.admission() {
+                    let _ = a.cast(AdmissionMsg::Reset);
+                }
+                let node = &self.deps.config.node;
+                if let Err(e) = self.deps.leases.release_node(node).await {
+                    tracing::error!(error = %e, "could not release this node's leases");
+                }
                 if let Err(e) = resume_unfinished(&self.deps).await {
                     tracing::error!(error = %e, "could not resume the videos after restarting the supervisor");
                 }
@@ -146,20 +152,34 @@ impl Root {
     }
 }
 
-/// Routes `Resume` to every queued or processing video in the catalog;
-/// returns how many.
+/// Puts back in the queue every processing video whose job nobody holds
+/// (its node stopped), and wakes admission for the queued ones; returns
+/// how many videos wait to run.
 pub(crate) async fn resume_unfinished(deps: &Deps) -> Result<usize, crate::CoreError> {
     let supervisor = deps.services.supervisor()?;
+    let waiting: std::collections::HashSet<_> = deps
+        .leases
+        .queue()
+        .await?
+        .waiting
+        .into_iter()
+        .map(|(_, video)| video)
+        .collect();
     let mut resumed = 0;
     for video in deps.catalog.unfinished().await? {
-        if video.state == VideoState::Uploading {
+        if video.state == VideoState::Uploading || !waiting.contains(&video.id) {
             continue;
         }
-        supervisor.cast(SupervisorMsg::Route {
-            id: video.id,
-            command: VideoCommand::Resume,
-        })?;
+        if video.state == VideoState::Processing {
+            supervisor.cast(SupervisorMsg::Route {
+                id: video.id,
+                command: VideoCommand::Resume,
+            })?;
+        }
         resumed += 1;
+    }
+    if let Ok(a) = deps.services.admission() {
+        let _ = a.cast(AdmissionMsg::Kick);
     }
     Ok(resumed)
 }

@@ -1,64 +1,68 @@
-//! Admission: grants pipeline slots within the CPU budget while memory and
-//! disk have headroom, in the fair order of [`queue::FairQueue`], and tells
-//! each waiting video its queue position.
+//! Admission: this node's share of the work. While it has a free slot
+//! within its CPU budget and memory and disk have headroom, it claims the
+//! next job from the shared [`JobLeases`] (fair between owners, across
+//! every node) and hands the lease to the video's actor. It looks again
+//! when told something may be claimable (a video was queued here or on
+//! another node, a slot was freed) and every [`LOOK_EVERY`], which is how
+//! a job whose node died is taken over once its lease expires.
 
 mod queue;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::deps::Deps;
 use crate::model::VideoId;
+use crate::supervisor::SupervisorMsg;
+use crate::video::VideoCommand;
 use queue::FairQueue;
 
 /// How long resource readings are trusted (sysinfo reads are not free).
 const READING_TTL: Duration = Duration::from_secs(2);
-/// When a slot is free but resources are short, look again after this.
-const RECHECK: Duration = Duration::from_secs(1);
-
-/// Where to deliver a granted slot.
-pub type Grant = Box<dyn FnOnce() + Send>;
+/// Claims are tried at least this often while a slot is free.
+pub const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 pub enum AdmissionMsg {
-    /// Queue `video` of `owner`; `grant` runs when its slot is granted.
-    Request {
-        owner: String,
-        video: VideoId,
-        grant: Grant,
-    },
-    /// The video's pipeline ended (or it stopped waiting): free its slot.
+    /// Something may be claimable now.
+    Kick,
+    /// The video's run on this node ended: free its slot.
     Release {
         video: VideoId,
     },
-    /// A video already running when admission was restarted holds a slot.
+    /// A video running here when admission was restarted holds a slot.
     Adopt {
-        owner: String,
         video: VideoId,
     },
+    /// Forget every run (the supervisor was restarted: its runs are gone).
+    Reset,
     Positions(RpcReplyPort<HashMap<VideoId, usize>>),
     Stats(RpcReplyPort<AdmissionStats>),
-    Recheck,
 }
 
 impl std::fmt::Debug for AdmissionMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Request { video, .. } => write!(f, "Request({video})"),
+            Self::Kick => f.write_str("Kick"),
             Self::Release { video } => write!(f, "Release({video})"),
-            Self::Adopt { video, .. } => write!(f, "Adopt({video})"),
+            Self::Adopt { video } => write!(f, "Adopt({video})"),
+            Self::Reset => f.write_str("Reset"),
             Self::Positions(_) => f.write_str("Positions"),
             Self::Stats(_) => f.write_str("Stats"),
-            Self::Recheck => f.write_str("Recheck"),
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdmissionStats {
+    /// Runs on this node.
     pub running: usize,
+    /// Jobs waiting, cluster-wide.
     pub queued: usize,
+    /// This node's slots.
     pub slots: usize,
 }
 
@@ -70,13 +74,13 @@ pub struct Headroom {
 }
 
 /// Reads free memory and disk; a function so tests can fix the numbers.
-pub type HeadroomProbe = std::sync::Arc<dyn Fn() -> Headroom + Send + Sync>;
+pub type HeadroomProbe = Arc<dyn Fn() -> Headroom + Send + Sync>;
 
 /// Reads free memory (sysinfo) and the space an unprivileged process may
 /// still use on the filesystem holding `dir` (statvfs: sysinfo's disk list
 /// misses overlay and container mounts).
 pub fn system_headroom(dir: PathBuf) -> HeadroomProbe {
-    std::sync::Arc::new(move || {
+    Arc::new(move || {
         let mut sys = sysinfo::System::new();
         sys.refresh_memory();
         let _ = std::fs::create_dir_all(&dir);
@@ -89,15 +93,20 @@ pub fn system_headroom(dir: PathBuf) -> HeadroomProbe {
     })
 }
 
-#[derive(Debug)]
-pub struct Admission;
+pub(crate) struct Admission {
+    pub deps: Arc<Deps>,
+    pub headroom: HeadroomProbe,
+}
 
-impl std::fmt::Debug for AdmissionArgs {
+impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdmissionArgs")
-            .field("slots", &self.slots)
-            .finish_non_exhaustive()
+        f.debug_struct("Admission").finish_non_exhaustive()
     }
+}
+
+pub struct AdmissionState {
+    running: HashSet<VideoId>,
+    reading: Option<(Instant, Headroom)>,
 }
 
 impl std::fmt::Debug for AdmissionState {
@@ -108,60 +117,61 @@ impl std::fmt::Debug for AdmissionState {
     }
 }
 
-pub struct AdmissionArgs {
-    pub slots: usize,
-    pub min_free_memory: u64,
-    pub min_free_disk: u64,
-    pub headroom: HeadroomProbe,
-}
+impl Admission {
+    fn slots(&self) -> usize {
+        self.deps.config.cpu_budget.max(1)
+    }
 
-pub struct AdmissionState {
-    args: AdmissionArgs,
-    queue: FairQueue,
-    grants: HashMap<VideoId, Grant>,
-    running: HashMap<VideoId, String>,
-    reading: Option<(Instant, Headroom)>,
-    recheck_pending: bool,
-}
-
-impl AdmissionState {
-    async fn headroom_ok(&mut self) -> bool {
-        let fresh = self.reading.filter(|(at, _)| at.elapsed() < READING_TTL);
+    async fn headroom_ok(&self, state: &mut AdmissionState) -> bool {
+        let fresh = state.reading.filter(|(at, _)| at.elapsed() < READING_TTL);
         let reading = match fresh {
             Some((_, r)) => r,
             None => {
-                let probe = self.args.headroom.clone();
+                let probe = self.headroom.clone();
                 // sysinfo reads /proc: off the executor.
                 let Ok(r) = tokio::task::spawn_blocking(move || probe()).await else {
                     return false;
                 };
-                self.reading = Some((Instant::now(), r));
+                state.reading = Some((Instant::now(), r));
                 r
             }
         };
-        reading.free_memory >= self.args.min_free_memory
-            && reading.free_disk >= self.args.min_free_disk
+        let config = &self.deps.config;
+        reading.free_memory >= config.min_free_memory && reading.free_disk >= config.min_free_disk
     }
 
-    async fn dispatch(&mut self, myself: &ActorRef<AdmissionMsg>) {
-        while self.running.len() < self.args.slots.max(1) && self.queue.len() > 0 {
-            if !self.headroom_ok().await {
-                if !self.recheck_pending {
-                    self.recheck_pending = true;
-                    tracing::info!(
-                        queued = self.queue.len(),
-                        "waiting for memory or disk headroom"
-                    );
-                    myself.send_after(RECHECK, || AdmissionMsg::Recheck);
-                }
+    /// Claims jobs while a slot is free and resources allow.
+    async fn fill(&self, state: &mut AdmissionState) {
+        while state.running.len() < self.slots() {
+            if !self.headroom_ok(state).await {
+                tracing::debug!("waiting for memory or disk headroom");
                 return;
             }
-            let Some((owner, video)) = self.queue.grant() else {
+            let claimed = self
+                .deps
+                .leases
+                .claim(&self.deps.config.node, self.deps.config.lease_ttl)
+                .await;
+            let lease = match claimed {
+                Ok(Some(lease)) => lease,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim a job");
+                    return;
+                }
+            };
+            let Ok(supervisor) = self.deps.services.supervisor() else {
+                // Restarting: the lease goes back until it can be run.
+                let _ = self.deps.leases.release(&lease).await;
                 return;
             };
-            self.running.insert(video.clone(), owner);
-            if let Some(grant) = self.grants.remove(&video) {
-                grant();
+            let id = lease.video.clone();
+            let sent = supervisor.cast(SupervisorMsg::Route {
+                id: id.clone(),
+                command: VideoCommand::Run { lease },
+            });
+            if sent.is_ok() {
+                state.running.insert(id);
             }
         }
     }
@@ -170,71 +180,66 @@ impl AdmissionState {
 impl Actor for Admission {
     type Msg = AdmissionMsg;
     type State = AdmissionState;
-    type Arguments = AdmissionArgs;
+    type Arguments = ();
 
     async fn pre_start(
         &self,
-        _: ActorRef<AdmissionMsg>,
-        args: AdmissionArgs,
+        myself: ActorRef<AdmissionMsg>,
+        _: (),
     ) -> Result<AdmissionState, ActorProcessingErr> {
+        myself.send_interval(LOOK_EVERY, || AdmissionMsg::Kick);
+        myself.cast(AdmissionMsg::Kick)?;
         Ok(AdmissionState {
-            args,
-            queue: FairQueue::default(),
-            grants: HashMap::new(),
-            running: HashMap::new(),
+            running: HashSet::new(),
             reading: None,
-            recheck_pending: false,
         })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<AdmissionMsg>,
+        _: ActorRef<AdmissionMsg>,
         message: AdmissionMsg,
         state: &mut AdmissionState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AdmissionMsg::Request {
-                owner,
-                video,
-                grant,
-            } => {
-                if !state.running.contains_key(&video) {
-                    state.queue.push(&owner, video.clone());
-                    state.grants.insert(video, grant);
-                }
-            }
+            AdmissionMsg::Kick => {}
             AdmissionMsg::Release { video } => {
-                state.grants.remove(&video);
-                match state.running.remove(&video) {
-                    Some(owner) => state.queue.finished(&owner),
-                    None => {
-                        state.queue.remove(&video);
-                    }
+                if state.running.remove(&video) {
+                    // A slot freed: read the resources afresh.
+                    state.reading = None;
                 }
             }
-            AdmissionMsg::Adopt { owner, video } => {
-                if !state.running.contains_key(&video) {
-                    state.queue.adopt(&owner);
-                    state.running.insert(video, owner);
-                }
+            AdmissionMsg::Adopt { video } => {
+                state.running.insert(video);
             }
+            AdmissionMsg::Reset => state.running.clear(),
             AdmissionMsg::Positions(reply) => {
-                let _ = reply.send(state.queue.positions());
+                let positions = match self.deps.leases.queue().await {
+                    Ok(snapshot) => FairQueue::from_snapshot(&snapshot).positions(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the queue");
+                        HashMap::new()
+                    }
+                };
+                let _ = reply.send(positions);
+                return Ok(());
             }
             AdmissionMsg::Stats(reply) => {
+                let queued = self
+                    .deps
+                    .leases
+                    .queue()
+                    .await
+                    .map_or(0, |s| s.waiting.len());
                 let _ = reply.send(AdmissionStats {
                     running: state.running.len(),
-                    queued: state.queue.len(),
-                    slots: state.args.slots.max(1),
+                    queued,
+                    slots: self.slots(),
                 });
-            }
-            AdmissionMsg::Recheck => {
-                state.recheck_pending = false;
-                state.reading = None;
+                return Ok(());
             }
         }
-        state.dispatch(&myself).await;
+        self.fill(state).await;
         Ok(())
     }
 }

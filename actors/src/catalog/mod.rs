@@ -11,9 +11,10 @@
 //!   outputs writes no event;
 //! - a change that ends a video's processing (its state changes to ready
 //!   or failed) writes its outbox rows in the same transaction;
-//! - a change to `queued` creates the video's job (or puts it back in the
-//!   queue, dropping any lease) in the same transaction; a change to
-//!   ready or failed, and a delete, remove it (see [`crate::leases`]);
+//! - a video created queued (or processing) has a job from the same
+//!   transaction; a change to `queued` creates the job (or puts it back in
+//!   the queue, dropping any lease); a change to ready or failed, and a
+//!   delete, remove it (see [`crate::leases`]);
 //! - a change with a `fence` applies only while that lease is held and
 //!   unexpired, and fails `LeaseLost` otherwise: a node that lost its
 //!   lease publishes nothing;

@@ -4,10 +4,9 @@
 //! commands racing for the same video are decided in the order the actor
 //! takes them.
 
-use std::time::Duration;
-
 use ractor::{ActorProcessingErr, ActorRef};
 
+use super::run::ORPHAN_WAIT;
 use super::{Ingest, Phase, Stopping, VideoActor, VideoCommand, VideoMsg, VideoRun};
 use crate::admission::AdmissionMsg;
 use crate::catalog::{Change, NewVideo};
@@ -15,10 +14,6 @@ use crate::error::CoreError;
 use crate::model::{Video, VideoError};
 use crate::ports::object_key;
 use crate::state::VideoState;
-
-/// Longest wait for the worker of a crashed actor to go (pipelines stop
-/// within 2 s of a cancel).
-const ORPHAN_WAIT: Duration = Duration::from_secs(10);
 
 impl VideoActor {
     pub(super) async fn command(
@@ -29,11 +24,11 @@ impl VideoActor {
     ) -> Result<(), ActorProcessingErr> {
         match command {
             VideoCommand::Ingest { ingest, reply } => {
-                let result = self.ingest(myself, run, ingest).await;
+                let result = self.ingest(run, ingest).await;
                 let _ = reply.send(result);
             }
             VideoCommand::Retry { owner, reply } => {
-                let result = self.retry(myself, run, &owner).await;
+                let result = self.retry(run, &owner).await;
                 let _ = reply.send(result);
             }
             VideoCommand::Delete { owner, reply } => {
@@ -54,29 +49,19 @@ impl VideoActor {
                     run.cancel.cancel();
                     run.stopping = Some(Stopping::Suspend(reply));
                 }
-                Phase::Waiting => {
-                    self.release(run);
-                    let _ = reply.send(());
-                }
                 Phase::Idle => {
                     let _ = reply.send(());
                 }
             },
-            VideoCommand::Resume => self.resume(myself, run).await?,
-            VideoCommand::Reannounce => match run.phase {
-                Phase::Waiting => self.request_slot(myself, run)?,
-                Phase::Running => {
+            VideoCommand::Run { lease } => self.start_run(myself, run, lease).await?,
+            VideoCommand::Resume => self.resume(run).await?,
+            VideoCommand::Reannounce => {
+                if run.phase == Phase::Running {
                     self.deps.services.admission()?.cast(AdmissionMsg::Adopt {
-                        owner: run
-                            .video
-                            .as_ref()
-                            .map(|v| v.owner.clone())
-                            .unwrap_or_default(),
                         video: run.id.clone(),
                     })?;
                 }
-                Phase::Idle => {}
-            },
+            }
         }
         Ok(())
     }
@@ -97,12 +82,7 @@ impl VideoActor {
             .ok_or_else(|| CoreError::NotFound(run.id.clone()))
     }
 
-    async fn ingest(
-        &self,
-        myself: &ActorRef<VideoMsg>,
-        run: &mut VideoRun,
-        ingest: Ingest,
-    ) -> Result<Video, CoreError> {
+    async fn ingest(&self, run: &mut VideoRun, ingest: Ingest) -> Result<Video, CoreError> {
         let id = run.id.clone();
         let video = match ingest {
             Ingest::File {
@@ -170,8 +150,8 @@ impl VideoActor {
                 self.queue(run).await?
             }
         };
+        // Queued: its job waits for admission (on this node or another).
         run.video = Some(video.clone());
-        self.request_slot(myself, run)?;
         Ok(video)
     }
 
@@ -206,12 +186,7 @@ impl VideoActor {
         queued
     }
 
-    async fn retry(
-        &self,
-        myself: &ActorRef<VideoMsg>,
-        run: &mut VideoRun,
-        owner: &str,
-    ) -> Result<Video, CoreError> {
+    async fn retry(&self, run: &mut VideoRun, owner: &str) -> Result<Video, CoreError> {
         let video = self.owned(run, owner).await?;
         if video.state != VideoState::Failed || run.phase != Phase::Idle {
             return Err(CoreError::WrongState {
@@ -233,15 +208,13 @@ impl VideoActor {
                 },
             )
             .await?;
-        self.request_slot(myself, run)?;
         Ok(video)
     }
 
-    /// Removes the video: its slot, objects, files and record.
+    /// Removes the video: its slot, objects, files and record (its job
+    /// goes with the record).
     pub(super) async fn remove(&self, run: &mut VideoRun) -> Result<(), CoreError> {
-        if run.phase != Phase::Idle {
-            self.release(run);
-        }
+        self.release(run);
         let id = run.id.clone();
         self.deps
             .store
@@ -256,26 +229,25 @@ impl VideoActor {
         Ok(())
     }
 
-    /// Takes up a queued or processing video from the catalog.
-    async fn resume(
-        &self,
-        myself: &ActorRef<VideoMsg>,
-        run: &mut VideoRun,
-    ) -> Result<(), ActorProcessingErr> {
+    /// Takes up a video from the catalog: one whose previous actor crashed
+    /// (its run counts the crash, and goes back to the queue or fails
+    /// `crashed-repeatedly`), or one left processing by a process that
+    /// stopped (back to the queue, no crash counted).
+    async fn resume(&self, run: &mut VideoRun) -> Result<(), ActorProcessingErr> {
         if run.phase != Phase::Idle {
             return Ok(());
         }
-        let Some(video) = self.load(run).await? else {
+        run.video = self.deps.catalog.get(&run.id).await?;
+        let Some(video) = run.video.clone() else {
             return Ok(());
         };
         if !matches!(video.state, VideoState::Queued | VideoState::Processing) {
             return Ok(());
         }
-        // What ran before (a crashed actor's worker, a supervisor's that
-        // was restarted) must be gone before the work directory is reused.
+        // What ran before must be gone before the work directory is reused.
         self.deps.workers.cancel(&run.id);
         if !self.deps.workers.gone(&run.id, ORPHAN_WAIT).await {
-            tracing::warn!(video = %run.id, "an earlier worker did not stop; starting anyway");
+            tracing::warn!(video = %run.id, "an earlier worker did not stop; going on");
         }
         let mut crashes = video.crashes;
         if let Some(reason) = run.after_crash.take() {
@@ -290,7 +262,7 @@ impl VideoActor {
             return self.finish(run, Some(error)).await;
         }
         if video.state == VideoState::Processing {
-            // Its partial work is gone; queue it again.
+            // Its partial work is gone; queue it again (its job too).
             self.deps.clean_work_dir(&run.id).await;
             self.persist(
                 run,
@@ -303,7 +275,6 @@ impl VideoActor {
             )
             .await?;
         }
-        self.request_slot(myself, run)?;
         Ok(())
     }
 }

@@ -4,11 +4,14 @@
 //! the edges only send commands, which the supervisor routes to the
 //! video's actor (starting one when the video has none).
 //!
-//! The actor holds the video only while something is to be done: once it
-//! has nothing to wait for (no slot requested, no worker running) it tells
-//! the supervisor, which stops it. Pipelines run on a worker thread, never
-//! on the executor, and talk back with messages, so the actor stays free
-//! to take a delete or a suspend.
+//! A queued video waits as a job in the shared job leases, not as an
+//! actor: admission claims it and hands the lease to the video's actor
+//! ([`VideoCommand::Run`]), which runs it while it holds the lease
+//! (renewed by heartbeats) and fences every change by it. The actor holds
+//! the video only while something is to be done: once it has nothing to
+//! wait for (no worker running) it tells the supervisor, which stops it.
+//! Pipelines run on a worker thread, never on the executor, and talk back
+//! with messages, so the actor stays free to take a delete or a suspend.
 
 mod commands;
 mod run;
@@ -20,8 +23,9 @@ use std::sync::Arc;
 
 use crate::deps::Deps;
 use crate::error::CoreError;
+use crate::leases::Lease;
 use crate::model::{Options, SourceInfo, Video, VideoError, VideoId};
-use crate::ports::{CancelFlag, EngineError, EngineEvent};
+use crate::ports::{CancelFlag, EngineError, EngineEvent, EngineProgress};
 use crate::supervisor::SupervisorMsg;
 
 /// How the bytes of an upload arrived; all three protocols end here.
@@ -66,11 +70,13 @@ pub enum VideoCommand {
     /// Shutdown: stop any work and leave the video queued for the next
     /// start (not counted as a crash).
     Suspend { reply: RpcReplyPort<()> },
-    /// Take up a queued or processing video found in the catalog (start-up,
-    /// a restarted supervisor, or this video's previous actor crashed).
+    /// Run the video under `lease` (admission claimed its job).
+    Run { lease: Lease },
+    /// Take up a video found in the catalog (start-up, or this video's
+    /// previous actor crashed): a processing video nobody holds goes back
+    /// to the queue.
     Resume,
-    /// Admission was restarted: ask again for the slot, or claim the one
-    /// held.
+    /// Admission was restarted: claim the slot held.
     Reannounce,
 }
 
@@ -81,6 +87,7 @@ impl std::fmt::Debug for VideoCommand {
             Self::Retry { .. } => f.write_str("Retry"),
             Self::Delete { .. } => f.write_str("Delete"),
             Self::Suspend { .. } => f.write_str("Suspend"),
+            Self::Run { lease } => write!(f, "Run(token {})", lease.token),
             Self::Resume => f.write_str("Resume"),
             Self::Reannounce => f.write_str("Reannounce"),
         }
@@ -90,7 +97,8 @@ impl std::fmt::Debug for VideoCommand {
 pub enum VideoMsg {
     /// From the supervisor.
     Command(VideoCommand),
-    SlotGranted,
+    /// Time to renew the lease of the run.
+    Heartbeat,
     Probed(SourceInfo),
     Engine(EngineEvent),
     WorkerDone(Result<(), EngineError>),
@@ -101,7 +109,7 @@ impl std::fmt::Debug for VideoMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Command(c) => write!(f, "Command({c:?})"),
-            Self::SlotGranted => f.write_str("SlotGranted"),
+            Self::Heartbeat => f.write_str("Heartbeat"),
             Self::Probed(_) => f.write_str("Probed"),
             Self::Engine(e) => write!(f, "Engine({e:?})"),
             Self::WorkerDone(r) => write!(f, "WorkerDone({r:?})"),
@@ -126,9 +134,7 @@ pub(crate) struct VideoArgs {
 pub(crate) enum Phase {
     /// Nothing to wait for: the actor may be stopped.
     Idle,
-    /// Queued, its slot requested.
-    Waiting,
-    /// A worker runs its pipelines.
+    /// A worker runs its pipelines, under a lease.
     Running,
 }
 
@@ -148,6 +154,14 @@ pub(crate) struct VideoRun {
     taken: u64,
     after_crash: Option<String>,
     cancel: CancelFlag,
+    /// The lease of the run, while one runs.
+    lease: Option<Lease>,
+    /// The lease was lost: the run ends without publishing anything.
+    lost: bool,
+    /// A worker thread runs for this actor.
+    working: bool,
+    /// The latest progress, sent with the next heartbeat.
+    progress: Option<EngineProgress>,
     last_progress: Option<Instant>,
     stopping: Option<Stopping>,
     /// Set when publishing an output failed: the run ends with it.
@@ -171,6 +185,10 @@ impl Actor for VideoActor {
             taken: 0,
             after_crash: args.after_crash,
             cancel: CancelFlag::default(),
+            lease: None,
+            lost: false,
+            working: false,
+            progress: None,
             last_progress: None,
             stopping: None,
             failure: None,
@@ -183,12 +201,23 @@ impl Actor for VideoActor {
         message: VideoMsg,
         run: &mut VideoRun,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
+        let handled = match message {
             VideoMsg::Command(command) => {
                 run.taken += 1;
-                self.command(&myself, run, command).await?;
+                self.command(&myself, run, command).await
             }
-            other => self.progress_of_run(&myself, run, other).await?,
+            other => self.progress_of_run(&myself, run, other).await,
+        };
+        if let Err(e) = handled {
+            // A lost lease is no failure of this video: another node has
+            // it (or will). Anything else is.
+            if !matches!(e.downcast_ref::<CoreError>(), Some(CoreError::LeaseLost(_))) {
+                return Err(e);
+            }
+            self.lose(run);
+            if !run.working {
+                self.end_lost(run).await;
+            }
         }
         if run.phase == Phase::Idle && run.stopping.is_none() {
             if let Ok(supervisor) = self.deps.services.supervisor() {

@@ -1,8 +1,9 @@
-//! A video's processing run: the slot, the worker thread that probes and
-//! processes, each output verified there and published here as soon as it
-//! is, and the end of the run (ready, failed, queued again after a worker
-//! crash, or stopped). The run's work directory is removed on every way
-//! out.
+//! A video's processing run under its lease: the worker thread that
+//! probes and processes, each output verified there and published here as
+//! soon as it is, the heartbeats that keep the lease, and the end of the
+//! run (ready, failed, queued again after a worker crash, stopped, or lost
+//! with the lease). Every change the run makes is fenced by the lease. The
+//! run's work directory is removed on every way out.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -12,9 +13,11 @@ use ractor::{ActorProcessingErr, ActorRef};
 
 use super::{Phase, Stopping, VideoActor, VideoMsg, VideoRun};
 use crate::admission::AdmissionMsg;
+use crate::bus::BusEvent;
 use crate::catalog::{Artefact, Change};
 use crate::error::CoreError;
 use crate::hub::HubMsg;
+use crate::leases::Lease;
 use crate::model::{ProgressEvent, Video, VideoError};
 use crate::ports::{object_key, EngineError, EngineEvent, EngineJob, Produced};
 use crate::state::{Stage, VideoState};
@@ -23,53 +26,82 @@ use crate::state::{Stage, VideoState};
 /// between the pipelines and the subscribers.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
+/// Longest wait for the worker of a crashed actor to go (pipelines stop
+/// within 2 s of a cancel).
+pub(super) const ORPHAN_WAIT: Duration = Duration::from_secs(10);
+
 impl VideoActor {
+    /// Stores a change (fenced by the run's lease while one runs).
     pub(super) async fn persist(
         &self,
         run: &mut VideoRun,
         change: Change,
     ) -> Result<Video, CoreError> {
+        let change = Change {
+            fence: run.lease.as_ref().map(|l| l.token),
+            ..change
+        };
         let video = self.deps.persist(&run.id, change).await?;
         run.video = Some(video.clone());
         Ok(video)
     }
 
-    fn owner(run: &VideoRun) -> String {
-        run.video
-            .as_ref()
-            .map(|v| v.owner.clone())
-            .unwrap_or_default()
-    }
-
-    /// Asks admission for a slot; the grant comes back as a message.
-    pub(super) fn request_slot(
-        &self,
-        myself: &ActorRef<VideoMsg>,
-        run: &mut VideoRun,
-    ) -> Result<(), CoreError> {
-        let me = myself.clone();
-        self.deps
-            .services
-            .admission()?
-            .cast(AdmissionMsg::Request {
-                owner: Self::owner(run),
-                video: run.id.clone(),
-                grant: Box::new(move || {
-                    let _ = me.cast(VideoMsg::SlotGranted);
-                }),
-            })?;
-        run.phase = Phase::Waiting;
-        Ok(())
-    }
-
-    /// Gives the slot (held or asked for) back.
+    /// Gives this node's slot back and forgets the lease: the run is over.
     pub(super) fn release(&self, run: &mut VideoRun) {
-        if let Ok(admission) = self.deps.services.admission() {
-            let _ = admission.cast(AdmissionMsg::Release {
-                video: run.id.clone(),
-            });
+        if run.phase == Phase::Running {
+            if let Ok(admission) = self.deps.services.admission() {
+                let _ = admission.cast(AdmissionMsg::Release {
+                    video: run.id.clone(),
+                });
+            }
         }
+        run.lease = None;
         run.phase = Phase::Idle;
+    }
+
+    /// The lease is gone (it expired, or another node holds the video):
+    /// stop the worker and publish nothing more.
+    pub(super) fn lose(&self, run: &mut VideoRun) {
+        if !run.lost {
+            tracing::warn!(video = %run.id, "lost the lease; stopping the run");
+        }
+        run.lost = true;
+        run.cancel.cancel();
+    }
+
+    /// The run ends after its lease was lost: its files go, the video is
+    /// left to whoever holds it now.
+    pub(super) async fn end_lost(&self, run: &mut VideoRun) {
+        self.deps.clean_work_dir(&run.id).await;
+        run.lost = false;
+        self.release(run);
+    }
+
+    fn schedule_heartbeat(&self, myself: &ActorRef<VideoMsg>) {
+        myself.send_after(self.deps.config.lease_ttl / 3, || VideoMsg::Heartbeat);
+    }
+
+    /// Renews the run's lease with its progress; a lost lease ends the run.
+    async fn heartbeat(&self, myself: &ActorRef<VideoMsg>, run: &mut VideoRun) {
+        let Some(lease) = run
+            .lease
+            .clone()
+            .filter(|_| run.phase == Phase::Running && !run.lost)
+        else {
+            return;
+        };
+        let ttl = self.deps.config.lease_ttl;
+        match self
+            .deps
+            .leases
+            .renew(&lease, ttl, run.progress.map(Into::into))
+            .await
+        {
+            Ok(()) => {}
+            Err(CoreError::LeaseLost(_)) => return self.lose(run),
+            Err(e) => tracing::warn!(video = %run.id, error = %e, "could not renew the lease"),
+        }
+        self.schedule_heartbeat(myself);
     }
 
     /// Ends the video's processing as ready (no error) or failed.
@@ -109,13 +141,47 @@ impl VideoActor {
         Ok(())
     }
 
-    async fn start_run(
+    /// Starts a run under `lease`, from the video as stored now.
+    pub(super) async fn start_run(
         &self,
         myself: &ActorRef<VideoMsg>,
         run: &mut VideoRun,
+        lease: Lease,
     ) -> Result<(), ActorProcessingErr> {
+        if run.phase == Phase::Running {
+            // Already running here: not a second time.
+            let _ = self.deps.leases.release(&lease).await;
+            return Ok(());
+        }
         run.phase = Phase::Running;
         run.failure = None;
+        run.lost = false;
+        run.progress = None;
+        if lease.taken_over {
+            tracing::info!(video = %run.id, "taking over a video whose node stopped renewing its lease");
+        }
+        run.lease = Some(lease);
+        // A crashed actor's worker may still be going: it must be gone
+        // before the work directory is reused.
+        self.deps.workers.cancel(&run.id);
+        if !self.deps.workers.gone(&run.id, ORPHAN_WAIT).await {
+            tracing::warn!(video = %run.id, "an earlier worker did not stop; starting anyway");
+        }
+        run.video = self.deps.catalog.get(&run.id).await?;
+        if !run
+            .video
+            .as_ref()
+            .is_some_and(|v| matches!(v.state, VideoState::Queued | VideoState::Processing))
+        {
+            // Deleted or finished meanwhile.
+            if let Some(lease) = run.lease.take() {
+                let _ = self.deps.leases.release(&lease).await;
+            }
+            run.phase = Phase::Running;
+            self.release(run);
+            return Ok(());
+        }
+        self.schedule_heartbeat(myself);
         self.persist(
             run,
             Change {
@@ -188,6 +254,7 @@ impl VideoActor {
             .map(|v| v.options.clone())
             .unwrap_or_default();
         let stall_timeout = self.deps.config.stall_timeout;
+        run.working = true;
         std::thread::Builder::new()
             .name(format!("video-{}", run.id))
             .spawn(move || {
@@ -246,7 +313,6 @@ impl VideoActor {
     /// the decoder every time would otherwise loop forever.
     async fn worker_crashed(
         &self,
-        myself: &ActorRef<VideoMsg>,
         run: &mut VideoRun,
         error: EngineError,
     ) -> Result<(), ActorProcessingErr> {
@@ -260,9 +326,7 @@ impl VideoActor {
             state: Some(VideoState::Queued),
             ..Change::default()
         };
-        self.end_run(run, change).await?;
-        self.request_slot(myself, run)?;
-        Ok(())
+        self.end_run(run, change).await
     }
 
     async fn publish(
@@ -317,20 +381,26 @@ impl VideoActor {
         Ok(())
     }
 
-    /// Leaves the video queued for the next start, its files removed.
+    /// Leaves the video queued for the next start (its job back in the
+    /// queue), its files removed.
     pub(super) async fn suspended(&self, run: &mut VideoRun) -> Result<(), ActorProcessingErr> {
         self.deps.clean_work_dir(&run.id).await;
-        if run.video.as_ref().is_some_and(|v| !v.state.is_terminal()) {
-            self.persist(
-                run,
-                Change {
-                    state: Some(VideoState::Queued),
-                    stage: Some(None),
-                    in_flight: Some(false),
-                    ..Change::default()
-                },
-            )
-            .await?;
+        if run.video.as_ref().is_some_and(|v| !v.state.is_terminal()) && !run.lost {
+            let queued = self
+                .persist(
+                    run,
+                    Change {
+                        state: Some(VideoState::Queued),
+                        stage: Some(None),
+                        in_flight: Some(false),
+                        ..Change::default()
+                    },
+                )
+                .await;
+            match queued {
+                Ok(_) | Err(CoreError::LeaseLost(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         self.release(run);
         Ok(())
@@ -345,8 +415,7 @@ impl VideoActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             VideoMsg::Command(_) => {}
-            VideoMsg::SlotGranted if run.phase != Phase::Waiting => self.release(run),
-            VideoMsg::SlotGranted => self.start_run(myself, run).await?,
+            VideoMsg::Heartbeat => self.heartbeat(myself, run).await,
             VideoMsg::Probed(info) => {
                 self.persist(
                     run,
@@ -369,22 +438,26 @@ impl VideoActor {
                 .await?;
             }
             VideoMsg::Engine(EngineEvent::Progress(p)) => {
+                run.progress = Some(p);
                 let due = run
                     .last_progress
                     .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
                 if let (true, Some(video)) = (due, run.video.as_ref()) {
                     run.last_progress = Some(Instant::now());
+                    let event = ProgressEvent {
+                        video_id: video.id.clone(),
+                        owner: video.owner.clone(),
+                        seq: video.last_seq,
+                        state: video.state,
+                        stage: video.stage,
+                        percent: p.percent,
+                        speed: p.speed,
+                        eta_seconds: p.eta_seconds,
+                    };
+                    self.deps
+                        .tell_other_nodes(BusEvent::Progress(event.clone()));
                     if let Ok(hub) = self.deps.services.hub() {
-                        let _ = hub.cast(HubMsg::Progress(std::sync::Arc::new(ProgressEvent {
-                            video_id: video.id.clone(),
-                            owner: video.owner.clone(),
-                            seq: video.last_seq,
-                            state: video.state,
-                            stage: video.stage,
-                            percent: p.percent,
-                            speed: p.speed,
-                            eta_seconds: p.eta_seconds,
-                        })));
+                        let _ = hub.cast(HubMsg::Progress(std::sync::Arc::new(event)));
                     }
                 }
             }
@@ -396,8 +469,13 @@ impl VideoActor {
                 }
             }
             VideoMsg::WorkerDone(result) => {
+                run.working = false;
                 if let Some(stopping) = run.stopping.take() {
                     return self.stopped(run, stopping).await;
+                }
+                if run.lost {
+                    self.end_lost(run).await;
+                    return Ok(());
                 }
                 if let Some(error) = run.failure.take() {
                     return self.finish(run, Some(error)).await;
@@ -414,7 +492,7 @@ impl VideoActor {
                         .await?;
                         self.finish(run, None).await?;
                     }
-                    Err(e) if e.is_crash() => self.worker_crashed(myself, run, e).await?,
+                    Err(e) if e.is_crash() => self.worker_crashed(run, e).await?,
                     Err(e) => {
                         let error = VideoError::new(e.code(), e.to_string());
                         self.finish(run, Some(error)).await?;
@@ -422,6 +500,11 @@ impl VideoActor {
                 }
             }
             VideoMsg::WorkerPanicked(text) => {
+                run.working = false;
+                if run.lost {
+                    self.end_lost(run).await;
+                    return Ok(());
+                }
                 if let Some(stopping) = run.stopping.take() {
                     // Being deleted or parked anyway: finish the stop.
                     tracing::warn!(video = %run.id, "processing panicked while stopping: {text}");

@@ -399,7 +399,8 @@ pub async fn start_in(dir: tempfile::TempDir, cpu_budget: usize) -> TestCore {
 }
 
 pub async fn start_with(dir: tempfile::TempDir, config: CoreConfig) -> TestCore {
-    let catalog = Arc::new(SqliteCatalog::open(&dir.path().join("db.sqlite")).expect("catalog"));
+    let catalog =
+        Shared::sqlite(SqliteCatalog::open(&dir.path().join("db.sqlite")).expect("catalog"));
     let engine = Arc::new(ScriptedEngine::default());
     let store = Arc::new(DirStore(dir.path().join("objects")));
     let notes = Arc::new(Inbox::default());

@@ -106,7 +106,7 @@ impl SqliteCatalog {
             if new.source_bytes > 0 {
                 super::usage::charge(&tx, &new.id, &new.owner, new.source_bytes)?;
             }
-            if new.state == VideoState::Queued {
+            if matches!(new.state, VideoState::Queued | VideoState::Processing) {
                 super::jobs::enqueue(&tx, &new.id, &new.owner)?;
             }
             let video = get_video(&tx, &new.id)?.ok_or_else(|| CoreError::NotFound(new.id.clone()))?;
