@@ -21,8 +21,8 @@ use crate::model::{ProgressEvent, VideoId};
 pub enum BusEvent {
     /// Video `video` has state events up to `seq` in the log.
     State { video: VideoId, seq: u64 },
-    /// A run's latest progress.
-    Progress(ProgressEvent),
+    /// A run's latest progress, from `node`.
+    Progress { node: String, event: ProgressEvent },
     /// Wake-ups may have been missed: read the log again.
     Resync,
 }

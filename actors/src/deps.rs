@@ -102,6 +102,7 @@ impl Deps {
             self.announce(Announced {
                 event,
                 video: Arc::new(video.clone()),
+                remote: false,
             });
         }
         Ok(video)
@@ -113,6 +114,7 @@ impl Deps {
         self.announce(Announced {
             event,
             video: Arc::new(video.clone()),
+            remote: false,
         });
         Ok(video)
     }

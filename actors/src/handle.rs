@@ -239,6 +239,7 @@ impl Handle {
                                 Arc::new(Announced {
                                     event,
                                     video: video.clone(),
+                                    remote: false,
                                 })
                             })
                             .collect()

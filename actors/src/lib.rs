@@ -134,6 +134,7 @@ impl Core {
         // This node's runs died with its last process: their jobs go back
         // to the queue now rather than when their leases expire.
         leases.release_node(&config.node).await?;
+        let waiting = root::unheld(leases.as_ref()).await?;
 
         let deps = Arc::new(Deps {
             catalog,
@@ -171,9 +172,9 @@ impl Core {
                 "queued uploads finished just before the stop"
             );
         }
-        let requeued = root::resume_unfinished(&handle.deps).await?;
+        let requeued = root::resume_unfinished(&handle.deps, &waiting).await?;
         let recovery = Recovery {
-            requeued,
+            requeued: requeued + moved,
             interrupted,
             swept,
             swept_bytes,

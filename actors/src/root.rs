@@ -20,7 +20,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 
 use crate::admission::{Admission, AdmissionMsg, HeadroomProbe};
 use crate::deps::Deps;
-use crate::hub::ProgressHub;
+use crate::hub::{ProgressHub, Remote};
 use crate::notifier::NotifierActor;
 use crate::ports::Notifier;
 use crate::state::VideoState;
@@ -76,8 +76,14 @@ impl Root {
         let cell = myself.get_cell();
         let started: ActorCell = match service {
             Service::Hub => {
+                let remote = (!deps.bus.is_local()).then(|| Remote {
+                    catalog: deps.catalog.clone(),
+                    bus: deps.bus.clone(),
+                    node: deps.config.node.clone(),
+                });
                 let hub = ProgressHub {
                     board: deps.board.clone(),
+                    remote,
                 };
                 let (r, _) = Actor::spawn_linked(None, hub, (), cell).await?;
                 deps.services.set_hub(Some(r.clone()));
@@ -129,7 +135,11 @@ impl Root {
                 if let Err(e) = self.deps.leases.release_node(node).await {
                     tracing::error!(error = %e, "could not release this node's leases");
                 }
-                if let Err(e) = resume_unfinished(&self.deps).await {
+                let resumed = match unheld(self.deps.leases.as_ref()).await {
+                    Ok(waiting) => resume_unfinished(&self.deps, &waiting).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = resumed {
                     tracing::error!(error = %e, "could not resume the videos after restarting the supervisor");
                 }
             }
@@ -152,19 +162,28 @@ impl Root {
     }
 }
 
-/// Puts back in the queue every processing video whose job nobody holds
-/// (its node stopped), and wakes admission for the queued ones; returns
-/// how many videos wait to run.
-pub(crate) async fn resume_unfinished(deps: &Deps) -> Result<usize, crate::CoreError> {
-    let supervisor = deps.services.supervisor()?;
-    let waiting: std::collections::HashSet<_> = deps
-        .leases
+/// The videos whose jobs nobody holds.
+pub(crate) async fn unheld(
+    leases: &dyn crate::leases::JobLeases,
+) -> Result<std::collections::HashSet<crate::model::VideoId>, crate::CoreError> {
+    Ok(leases
         .queue()
         .await?
         .waiting
         .into_iter()
         .map(|(_, video)| video)
-        .collect();
+        .collect())
+}
+
+/// Puts back in the queue every processing video whose job nobody holds
+/// (its node stopped), and wakes admission for the queued ones; returns
+/// how many videos wait to run. `waiting` is what [`unheld`] read, before
+/// admission could claim any.
+pub(crate) async fn resume_unfinished(
+    deps: &Deps,
+    waiting: &std::collections::HashSet<crate::model::VideoId>,
+) -> Result<usize, crate::CoreError> {
+    let supervisor = deps.services.supervisor()?;
     let mut resumed = 0;
     for video in deps.catalog.unfinished().await? {
         if video.state == VideoState::Uploading || !waiting.contains(&video.id) {

@@ -454,8 +454,10 @@ impl VideoActor {
                         speed: p.speed,
                         eta_seconds: p.eta_seconds,
                     };
-                    self.deps
-                        .tell_other_nodes(BusEvent::Progress(event.clone()));
+                    self.deps.tell_other_nodes(BusEvent::Progress {
+                        node: self.deps.config.node.clone(),
+                        event: event.clone(),
+                    });
                     if let Ok(hub) = self.deps.services.hub() {
                         let _ = hub.cast(HubMsg::Progress(std::sync::Arc::new(event)));
                     }

@@ -16,8 +16,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{mpsc, Notify};
 
+use crate::bus::BusEvent;
 use crate::model::{ProgressEvent, StateEvent, Video, VideoId};
 use crate::state::VideoState;
+
+mod remote;
+pub use remote::Remote;
 
 /// State events a subscriber may have unread before it is closed as too
 /// slow: far more than one video's whole life (about ten events), so only a
@@ -38,6 +42,9 @@ pub enum Scope {
 pub struct Announced {
     pub event: StateEvent,
     pub video: Arc<Video>,
+    /// Read from the log after another node's wake-up (not this node's
+    /// own doing: its bookkeeping skips it).
+    pub remote: bool,
 }
 
 /// One message to a subscriber.
@@ -123,11 +130,11 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn wants(&self, video_id: &str, owner: &str) -> bool {
+    fn wants(&self, announced_remote: bool, video_id: &str, owner: &str) -> bool {
         match &self.scope {
             Scope::Video(id) => id == video_id,
             Scope::Owner(o) => o == owner,
-            Scope::All => true,
+            Scope::All => !announced_remote,
         }
     }
 }
@@ -136,6 +143,8 @@ pub enum HubMsg {
     Subscribe(Scope, RpcReplyPort<Subscription>),
     State(Arc<Announced>),
     Progress(Arc<ProgressEvent>),
+    /// From other nodes, by way of the bus.
+    Bus(BusEvent),
     Count(RpcReplyPort<usize>),
 }
 
@@ -145,20 +154,27 @@ impl std::fmt::Debug for HubMsg {
             Self::Subscribe(s, _) => write!(f, "Subscribe({s:?})"),
             Self::State(a) => write!(f, "State({} #{})", a.event.video_id, a.event.seq),
             Self::Progress(p) => write!(f, "Progress({})", p.video_id),
+            Self::Bus(e) => write!(f, "Bus({e:?})"),
             Self::Count(_) => f.write_str("Count"),
         }
     }
 }
 
-/// The hub; it writes the latest progress of each video on `board`.
+/// The hub; it writes the latest progress of each video on `board`, and
+/// follows other nodes when the bus is shared (`remote`).
 #[derive(Debug, Default)]
 pub struct ProgressHub {
     pub board: ProgressBoard,
+    pub remote: Option<Remote>,
 }
 
 #[derive(Default)]
 pub struct HubState {
     board: ProgressBoard,
+    /// The last state seq fanned out per unfinished video: what a wake-up
+    /// from the bus is compared with.
+    last_seq: HashMap<VideoId, u64>,
+    listener: Option<tokio::task::JoinHandle<()>>,
     next_id: u64,
     subscribers: HashMap<u64, Subscriber>,
 }
@@ -189,12 +205,25 @@ impl HubState {
 
     fn publish_state(&mut self, announced: Arc<Announced>) {
         let event = &announced.event;
+        if self
+            .last_seq
+            .get(&event.video_id)
+            .is_some_and(|last| event.seq <= *last)
+        {
+            // Read twice (a wake-up raced the local announcement): sent once.
+            return;
+        }
+        if event.state.is_terminal() {
+            self.last_seq.remove(&event.video_id);
+        } else {
+            self.last_seq.insert(event.video_id.clone(), event.seq);
+        }
         if event.state != VideoState::Processing {
             self.board.clear(&event.video_id);
         }
         let mut gone = Vec::new();
         for (id, sub) in &self.subscribers {
-            if !sub.wants(&event.video_id, &event.owner) {
+            if !sub.wants(announced.remote, &event.video_id, &event.owner) {
                 continue;
             }
             // Progress from before this change is stale now.
@@ -225,11 +254,47 @@ impl HubState {
         self.board.set(event.clone());
         self.subscribers.retain(|_, sub| !sub.state.is_closed());
         for sub in self.subscribers.values() {
-            if sub.wants(&event.video_id, &event.owner) {
+            if sub.wants(false, &event.video_id, &event.owner) {
                 if let Ok(mut latest) = sub.slot.latest.lock() {
                     latest.insert(event.video_id.clone(), event.clone());
                 }
                 sub.slot.notify.notify_one();
+            }
+        }
+    }
+}
+
+impl ProgressHub {
+    /// A wake-up, progress or resync from another node.
+    fn heard_on_bus(&self, myself: &ActorRef<HubMsg>, state: &mut HubState, event: BusEvent) {
+        let Some(remote) = &self.remote else { return };
+        if remote.is_own(&event) {
+            return;
+        }
+        match event {
+            BusEvent::State { video, seq } => {
+                let last = state.last_seq.get(&video).copied().unwrap_or(0);
+                if seq > last {
+                    remote.catch_up(myself.clone(), video, last);
+                }
+            }
+            BusEvent::Progress { event, .. } => state.publish_progress(Arc::new(event)),
+            BusEvent::Resync => {
+                let mut videos: Vec<(VideoId, u64)> = state
+                    .last_seq
+                    .iter()
+                    .map(|(v, s)| (v.clone(), *s))
+                    .collect();
+                for sub in state.subscribers.values() {
+                    if let Scope::Video(id) = &sub.scope {
+                        if !state.last_seq.contains_key(id) {
+                            videos.push((id.clone(), 0));
+                        }
+                    }
+                }
+                for (video, after) in videos {
+                    remote.catch_up(myself.clone(), video, after);
+                }
             }
         }
     }
@@ -240,16 +305,32 @@ impl Actor for ProgressHub {
     type State = HubState;
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<HubMsg>, _: ()) -> Result<HubState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HubMsg>,
+        _: (),
+    ) -> Result<HubState, ActorProcessingErr> {
         Ok(HubState {
             board: self.board.clone(),
+            listener: self.remote.as_ref().map(|r| r.listen(myself)),
             ..HubState::default()
         })
     }
 
-    async fn handle(
+    async fn post_stop(
         &self,
         _: ActorRef<HubMsg>,
+        state: &mut HubState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(listener) = state.listener.take() {
+            listener.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<HubMsg>,
         message: HubMsg,
         state: &mut HubState,
     ) -> Result<(), ActorProcessingErr> {
@@ -258,6 +339,7 @@ impl Actor for ProgressHub {
                 let _ = reply.send(state.subscribe(scope));
             }
             HubMsg::State(event) => state.publish_state(event),
+            HubMsg::Bus(event) => self.heard_on_bus(&myself, state, event),
             HubMsg::Progress(event) => state.publish_progress(event),
             HubMsg::Count(reply) => {
                 state.subscribers.retain(|_, s| !s.state.is_closed());
@@ -303,6 +385,7 @@ mod tests {
         Arc::new(Announced {
             event,
             video: Arc::new(video),
+            remote: false,
         })
     }
 
