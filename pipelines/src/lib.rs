@@ -23,6 +23,7 @@ mod graph;
 mod isobmff;
 mod job;
 mod limits;
+mod matrix;
 mod output;
 mod poster;
 mod probe;
