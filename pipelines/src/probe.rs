@@ -152,9 +152,15 @@ pub fn probe_within(path: &Path, limits: &MediaLimits) -> Result<MediaFacts> {
     // Matroska written live (MediaRecorder, a crashed OBS) and fragmented
     // MP4 may say no duration or a wrong one, and have no index: their
     // packets are read to the end to learn how long they really are.
+    // So may any file whose demuxer can tell none: tsdemux says 0 s for a
+    // short transport stream (65 KB, 3 s), whose PCRs it could not span.
     let fragmented = isobmff::is_fragmented(path);
-    let whole = fragmented || matches!(container.as_str(), "matroska" | "webm");
-    let declared = info.duration().map(|d| d.nseconds() as f64 / 1e9);
+    let declared = info
+        .duration()
+        .map(|d| d.nseconds() as f64 / 1e9)
+        .filter(|d| *d > 0.0);
+    let whole =
+        fragmented || matches!(container.as_str(), "matroska" | "webm") || declared.is_none();
     let as_declared = MediaFacts {
         duration: declared,
         video: video.clone(),
