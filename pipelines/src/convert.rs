@@ -240,7 +240,7 @@ fn add_remux_routes(
     )?;
     tap.attach(&video_head.static_pad("src").ok_or_else(no_pad)?);
     let audio: Option<graph::Route> = match &facts.audio {
-        Some(a) if audio_copies(a) => {
+        Some(_) if audio_copies(facts) => {
             let parse = make("aacparse")?;
             pipeline.add(&parse)?;
             let src = parse.static_pad("src").ok_or_else(no_pad)?;
@@ -259,6 +259,7 @@ fn add_remux_routes(
     graph::add_source(
         pipeline,
         input,
+        graph::Picture::of(&facts.video),
         Box::new(move |_, pad| {
             if let Some(plan) = &dts {
                 crate::dts::stamp(pad, plan.clone());
@@ -273,8 +274,18 @@ fn add_remux_routes(
 /// browser plays as stereo or mono. Anything else is decoded, downmixed to
 /// at most two channels and encoded to AAC-LC, while the video may still
 /// be copied.
-fn audio_copies(a: &crate::facts::AudioFacts) -> bool {
-    a.codec == "aac" && a.channels <= 2
+///
+/// Not from an MPEG transport stream: broadcast and IPTV streams change
+/// sample rate or layout at programme and advert boundaries, an MP4 track
+/// holds one AAC configuration (mp4mux refuses the new one: the remux
+/// failed `not-negotiated`), and only reading the whole stream would tell
+/// in advance. Encoding the audio costs little beside copying the video.
+fn audio_copies(facts: &MediaFacts) -> bool {
+    facts.container != "mpegts"
+        && facts
+            .audio
+            .as_ref()
+            .is_some_and(|a| a.codec == "aac" && a.channels <= 2)
 }
 
 /// `queue ! audioconvert ! audioresample ! capsfilter ! AAC encoder` into
@@ -362,6 +373,7 @@ fn add_transcode_routes(
     graph::add_source(
         pipeline,
         input,
+        graph::Picture::of(&facts.video),
         Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &prep_head)),
         audio_head.map(|head| -> graph::Route {
             Box::new(move |pipeline, pad| graph::decode_into(pipeline, pad, &head))
@@ -546,15 +558,21 @@ mod tests {
             a.codec = "mp3".into();
         }
         assert_eq!(plan(&mp3, &spec), Method::Remux);
-        assert!(!audio_copies(mp3.audio.as_ref().expect("audio")));
+        assert!(!audio_copies(&mp3));
         let mut surround = h264("main", 720);
         if let Some(a) = surround.audio.as_mut() {
             a.channels = 6;
         }
-        assert!(!audio_copies(surround.audio.as_ref().expect("audio")));
-        assert!(audio_copies(
-            h264("main", 720).audio.as_ref().expect("audio")
-        ));
+        assert!(!audio_copies(&surround));
+        assert!(audio_copies(&h264("main", 720)));
+    }
+
+    #[test]
+    fn aac_from_a_transport_stream_is_encoded_beside_copied_video() {
+        let mut ts = h264("main", 720);
+        ts.container = "mpegts".into();
+        assert_eq!(plan(&ts, &ConvertSpec::new("out.mp4")), Method::Remux);
+        assert!(!audio_copies(&ts));
     }
 
     #[test]

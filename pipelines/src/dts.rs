@@ -43,9 +43,11 @@ pub(crate) fn plan(input: &Path, ctl: &Control) -> Result<Option<Arc<Vec<u64>>>>
     let pipeline = gst::Pipeline::new();
     let tap = PositionTap::default();
     let (scan, probe_tap) = (seen.clone(), tap.clone());
+    // Only H.264 is remuxed: the picture is never a still-image stream.
     graph::add_source(
         &pipeline,
         input,
+        graph::Picture::Moving,
         Box::new(move |pipeline, pad| {
             let sink = graph::make("fakesink")?;
             sink.set_property("sync", false);

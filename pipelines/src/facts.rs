@@ -61,7 +61,8 @@ impl Orientation {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct VideoFacts {
     /// Short codec name: h264, hevc, vp8, vp9, av1, mpeg4, mpeg2video,
-    /// mpeg1video, mjpeg, theora, or the caps name when unknown.
+    /// mpeg1video, mjpeg, png, jpeg2000, theora, or the caps name when
+    /// unknown.
     pub codec: String,
     /// Codec profile as the parser reports it (e.g. "high", "high-10").
     pub profile: Option<String>,
@@ -85,7 +86,16 @@ pub struct VideoFacts {
     pub colour: Colour,
 }
 
+/// Codecs that code each picture as a still image: their streams carry
+/// image/* caps (see `probe`).
+const STILL_CODECS: &[&str] = &["mjpeg", "png", "jpeg2000", "gif", "bmp", "tiff", "webp"];
+
 impl VideoFacts {
+    /// Whether the video is coded as a sequence of still images.
+    pub fn is_still_codec(&self) -> bool {
+        STILL_CODECS.contains(&self.codec.as_str())
+    }
+
     /// Display width and height: rotation applied.
     pub fn display_size(&self) -> (u32, u32) {
         if self.orientation.swaps_axes() {

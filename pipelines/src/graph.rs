@@ -46,10 +46,46 @@ pub(crate) enum StreamKind {
 
 pub(crate) fn stream_kind(caps: &gst::CapsRef) -> StreamKind {
     match caps.structure(0).map(|s| s.name().as_str()) {
-        // MJPEG streams carry image/jpeg caps.
-        Some(n) if n.starts_with("video/") || n == "image/jpeg" => StreamKind::Video,
+        // Video of still-image codecs (MJPEG, PNG in MOV, JPEG 2000 in
+        // MXF) carries image/* caps: a stream of them is video too, and one
+        // left unrouted stalls the pipeline until its watchdog.
+        Some(n) if n.starts_with("video/") || n.starts_with("image/") => StreamKind::Video,
         Some(n) if n.starts_with("audio/") => StreamKind::Audio,
         _ => StreamKind::Other,
+    }
+}
+
+/// Whether a video stream's caps are those of a still-image codec.
+pub(crate) fn is_still(caps: &gst::CapsRef) -> bool {
+    caps.structure(0)
+        .is_some_and(|s| s.name().starts_with("image/"))
+}
+
+/// Which video stream of a file is its picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Picture {
+    /// The first stream of a moving-picture codec: a still-image stream
+    /// beside it is cover art or a thumbnail track (ffmpeg writes a cover
+    /// into Matroska as a one-frame MJPEG or PNG track, often first), which
+    /// ffmpeg's own stream choice passes over too.
+    Moving,
+    /// The first video stream: the file's video is of a still-image codec
+    /// (MJPEG, PNG), so there is nothing else.
+    Any,
+}
+
+impl Picture {
+    /// The choice that finds the stream probed as `codec` again.
+    pub(crate) fn of(video: &VideoFacts) -> Self {
+        if video.is_still_codec() {
+            Self::Any
+        } else {
+            Self::Moving
+        }
+    }
+
+    fn takes(self, caps: &gst::CapsRef) -> bool {
+        self == Self::Any || !is_still(caps)
     }
 }
 
@@ -58,11 +94,12 @@ pub(crate) fn stream_kind(caps: &gst::CapsRef) -> StreamKind {
 /// discarded.
 pub(crate) type Route = Box<dyn Fn(&gst::Pipeline, &gst::Pad) -> Result<()> + Send + Sync>;
 
-/// `filesrc ! parsebin`, with the first video stream sent to `video` and the
-/// first audio stream to `audio` (when given).
+/// `filesrc ! parsebin`, with the video stream `picture` picks sent to
+/// `video` and the first audio stream to `audio` (when given).
 pub(crate) fn add_source(
     pipeline: &gst::Pipeline,
     input: &Path,
+    picture: Picture,
     video: Route,
     audio: Option<Route>,
 ) -> Result<()> {
@@ -106,7 +143,9 @@ pub(crate) fn add_source(
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         tracing::debug!(pad = %pad.name(), caps = %caps, "parsed stream");
         let routed = match stream_kind(&caps) {
-            StreamKind::Video if !seen_video.swap(true, Ordering::SeqCst) => {
+            StreamKind::Video
+                if picture.takes(&caps) && !seen_video.swap(true, Ordering::SeqCst) =>
+            {
                 decouple(&pipeline, pad).and_then(|pad| video(&pipeline, &pad))
             }
             StreamKind::Audio if !seen_audio.swap(true, Ordering::SeqCst) && audio.is_some() => {

@@ -23,9 +23,11 @@ mod graph;
 mod isobmff;
 mod job;
 mod limits;
+mod matrix;
 mod output;
 mod poster;
 mod probe;
+mod resync;
 mod runner;
 pub mod synth;
 
@@ -77,12 +79,14 @@ pub const REQUIRED_ELEMENTS: &[&str] = &[
 ];
 
 /// Initialises GStreamer once per process: takes out every element media
-/// must not reach (see `allowed`) and ranks decoders for speed.
+/// must not reach (see `allowed`), adds a type finder (see `resync`) and
+/// ranks decoders for speed.
 pub fn init() -> Result<()> {
     static INIT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| {
         gst::init().map_err(|e| e.to_string())?;
         allowed::remove_the_rest();
+        resync::register().map_err(|e| e.to_string())?;
         prefer_fast_decoders();
         Ok(())
     })

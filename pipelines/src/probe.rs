@@ -20,6 +20,7 @@ use crate::facts::{AudioFacts, MediaFacts, Orientation, VideoFacts};
 use crate::graph;
 use crate::isobmff;
 use crate::limits::MediaLimits;
+use crate::matrix;
 use crate::runner::{self, PositionTap, Running};
 
 /// How long the Discoverer may take on one file.
@@ -106,7 +107,7 @@ pub fn probe_within(path: &Path, limits: &MediaLimits) -> Result<MediaFacts> {
         }
     }
 
-    let Some(v) = info.video_streams().into_iter().next() else {
+    let Some(v) = main_video(info.video_streams()) else {
         let what = if info.audio_streams().is_empty() {
             "the file has no video stream"
         } else {
@@ -141,19 +142,32 @@ pub fn probe_within(path: &Path, limits: &MediaLimits) -> Result<MediaFacts> {
         .and_then(|s| s.caps())
         .map(|c| container_name(&c))
         .unwrap_or_else(|| "unknown".into());
+    // qtdemux leaves one of the eight quarter-turn-and-mirror matrices
+    // untold (see `matrix`): the track's own matrix is read instead.
+    if matches!(container.as_str(), "mp4" | "quicktime") {
+        if let Some(o) = matrix::orientation(path) {
+            video.orientation = o;
+        }
+    }
     // Matroska written live (MediaRecorder, a crashed OBS) and fragmented
     // MP4 may say no duration or a wrong one, and have no index: their
     // packets are read to the end to learn how long they really are.
+    // So may any file whose demuxer can tell none: tsdemux says 0 s for a
+    // short transport stream (65 KB, 3 s), whose PCRs it could not span.
     let fragmented = isobmff::is_fragmented(path);
-    let whole = fragmented || matches!(container.as_str(), "matroska" | "webm");
-    let declared = info.duration().map(|d| d.nseconds() as f64 / 1e9);
+    let declared = info
+        .duration()
+        .map(|d| d.nseconds() as f64 / 1e9)
+        .filter(|d| *d > 0.0);
+    let whole =
+        fragmented || matches!(container.as_str(), "matroska" | "webm") || declared.is_none();
     let as_declared = MediaFacts {
         duration: declared,
         video: video.clone(),
         ..MediaFacts::default()
     };
     limits.check_source(&as_declared)?;
-    let scan = match scan(path, whole, limits) {
+    let scan = match scan(path, graph::Picture::of(&video), whole, limits) {
         Ok(scan) => scan,
         Err(e @ MediaError::LimitExceeded(_)) => return Err(e),
         // What the scan adds is optional: keyframe spacing, a start offset.
@@ -262,12 +276,28 @@ fn video_codec(s: &gst::StructureRef) -> String {
         "video/mpeg" => "mpeg1video".into(),
         "video/x-divx" | "video/x-xvid" => "mpeg4".into(),
         "image/jpeg" => "mjpeg".into(),
+        "image/png" => "png".into(),
+        "image/x-jpc" | "image/x-j2c" | "image/jp2" => "jpeg2000".into(),
         "video/x-theora" => "theora".into(),
         other => other
             .trim_start_matches("video/x-")
             .trim_start_matches("video/")
+            .trim_start_matches("image/x-")
+            .trim_start_matches("image/")
             .into(),
     }
+}
+
+/// The video stream the pipelines will read ([`graph::Picture`]): the first
+/// of a moving-picture codec, passing over cover art and thumbnail tracks;
+/// the first of all when every one is of a still-image codec.
+fn main_video(
+    streams: Vec<gst_pbutils::DiscovererVideoInfo>,
+) -> Option<gst_pbutils::DiscovererVideoInfo> {
+    let still =
+        |v: &gst_pbutils::DiscovererVideoInfo| v.caps().is_some_and(|c| graph::is_still(&c));
+    let first = streams.first().cloned();
+    streams.into_iter().find(|v| !still(v)).or(first)
 }
 
 fn audio_facts(a: &gst_pbutils::DiscovererAudioInfo) -> AudioFacts {
@@ -336,7 +366,7 @@ fn pixel_format(chroma: &str, depth: u32) -> Option<String> {
 /// Reads the first [`SCAN_MEDIA`] of the parsed (not decoded) streams, or
 /// all of them when `whole`: the video's keyframe times, and the first and
 /// last time of every stream.
-fn scan(path: &Path, whole: bool, limits: &MediaLimits) -> Result<Scan> {
+fn scan(path: &Path, picture: graph::Picture, whole: bool, limits: &MediaLimits) -> Result<Scan> {
     let pipeline = gst::Pipeline::new();
     let seen: Arc<Mutex<Scan>> = Arc::default();
     let tap = PositionTap::default();
@@ -345,6 +375,7 @@ fn scan(path: &Path, whole: bool, limits: &MediaLimits) -> Result<Scan> {
     graph::add_source(
         &pipeline,
         path,
+        picture,
         Box::new(move |pipeline, pad| {
             let scan = scan.clone();
             let tap = probe_tap.clone();

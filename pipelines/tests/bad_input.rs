@@ -259,3 +259,71 @@ fn too_many_frames_or_too_long_a_source_are_refused_by_name() {
     assert!(limit_named(&err, "limits.max_duration_seconds"), "{err:?}");
     assert!(leftovers(dir.path(), &[&src]).is_empty());
 }
+
+/// 64 KiB of other bytes before an MPEG-TS (a capture begun mid-write, a
+/// recorder's header): GStreamer's own type finder gives up, or finds an
+/// MPEG-2 elementary stream inside the packets and loses the audio.
+/// ffprobe reads it as a transport stream, and so does vidmill: probed as
+/// one with its audio and ffprobe's duration, converted in full.
+#[test]
+fn a_transport_stream_behind_other_bytes_is_read_as_one() {
+    let dir = tempdir();
+    for (name, video, audio) in [("h264", "libx264", "aac"), ("mpeg2", "mpeg2video", "mp2")] {
+        let ts = dir.path().join(format!("{name}.ts"));
+        ffmpeg(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=320x240:rate=25:duration=3",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=duration=3",
+                "-c:v",
+                video,
+                "-c:a",
+                audio,
+                "-f",
+                "mpegts",
+            ],
+            &ts,
+        );
+        let mut x = 7u64;
+        let mut bytes: Vec<u8> = (0..65_536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        bytes.extend(std::fs::read(&ts).expect("read"));
+        let src = dir.path().join(format!("{name}-after-junk.ts"));
+        std::fs::write(&src, bytes).expect("write");
+        let facts = media::probe(&src).expect("probe");
+        assert_eq!(facts.container, "mpegts", "{name}");
+        assert!(facts.audio.is_some(), "{name}: the audio is found");
+        let want = duration(&ffprobe(&src));
+        let got = facts.duration.expect("duration");
+        assert!(
+            (got - want).abs() <= 0.1,
+            "{name}: {got} s, ffprobe {want} s"
+        );
+        let out = dir.path().join(format!("{name}.mp4"));
+        media::convert(
+            &src,
+            &facts,
+            &media::ConvertSpec::new(&out),
+            &media::Control::default(),
+        )
+        .expect("convert");
+        let probe = ffprobe(&out);
+        assert!(stream(&probe, "audio").is_some(), "{name}: audio kept");
+        let d = duration(&probe);
+        assert!(
+            (d - want).abs() <= 0.1,
+            "{name}: mp4 {d} s, source {want} s"
+        );
+    }
+}

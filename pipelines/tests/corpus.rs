@@ -77,4 +77,9 @@ corpus! {
     webm_mediarecorder_no_duration,
     mov_h264_pcm96k_24bit,
     h264_in_avi_mp3,
+    mkv_cover_art_first,
+    mov_png_rgba_export,
+    phone_mirrored_transverse,
+    phone_mirrored_transpose,
+    mpegts_aac_rate_switch,
 }

@@ -152,6 +152,7 @@ pub(crate) fn decode_to_sink(
     graph::add_source(
         &pipeline,
         input,
+        graph::Picture::of(&facts.video),
         Box::new(move |pipeline, pad| {
             if let Some(decoded) = prep_head.static_pad("sink") {
                 watch.attach(pad, &decoded, origin);

@@ -264,6 +264,7 @@ impl FrameJob {
         graph::add_source(
             &pipeline,
             input,
+            graph::Picture::of(&facts.video),
             Box::new(move |pipeline, pad| {
                 if keyframes {
                     graph::keyframes_only(pad);

@@ -46,6 +46,9 @@ impl Colour {
     }
 }
 
+/// Changes a made source in place.
+pub type Patch = fn(&Path) -> Result<(), String>;
+
 /// A kind of source: how ffmpeg makes it and what vidmill must make of it.
 #[derive(Debug, Clone)]
 pub struct Kind {
@@ -64,6 +67,10 @@ pub struct Kind {
     /// A sample aspect ratio the codec's specification implies where ffmpeg
     /// reports square pixels (H.263's 12:11): either display size passes.
     pub spec_sar: Option<(f64, f64)>,
+    /// A change made to the source after ffmpeg has written it: what
+    /// devices write and ffmpeg 5.1 cannot (a display matrix it has no
+    /// option for).
+    pub patch: Option<Patch>,
 }
 
 fn control() -> Control {
@@ -109,6 +116,11 @@ pub fn row(kind: &Kind) {
         }
     }
     let source_path = dir.join(kind.file);
+    if let Some(patch) = kind.patch {
+        if let Err(e) = patch(&source_path) {
+            panic!("{}: could not patch the source: {e}", kind.name);
+        }
+    }
     let source = Media::read(&source_path)
         .unwrap_or_else(|e| panic!("{}: ffprobe cannot read the source: {e}", kind.name));
     let made = started.elapsed();

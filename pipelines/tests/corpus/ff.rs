@@ -90,17 +90,16 @@ impl Media {
     pub fn read(path: &Path) -> Result<Self, String> {
         let probe = ffprobe_json(path, &["-show_format", "-show_streams"])?;
         let streams = probe["streams"].as_array().cloned().unwrap_or_default();
-        let video = streams
-            .iter()
-            .find(|s| s["codec_type"] == "video" && s["disposition"]["attached_pic"] != 1)
+        let video = main_video(&probe)
             .ok_or_else(|| format!("{}: ffprobe sees no video stream", path.display()))?;
+        let index = video["index"].as_i64().unwrap_or(0).to_string();
         let audio = default_audio(&probe);
 
         let raw = ffprobe_json(
             path,
             &[
                 "-select_streams",
-                "v:0",
+                &index,
                 "-show_entries",
                 "frame=best_effort_timestamp_time,pkt_duration_time",
             ],
@@ -113,7 +112,7 @@ impl Media {
             .as_str()
             .is_some_and(|f| f.split(',').any(|n| n == "avi"));
         let mut frames: Vec<(usize, f64, Option<f64>)> = if avi {
-            avi_frames(path, decoded.len())?
+            avi_frames(path, &index, decoded.len())?
         } else {
             decoded
                 .iter()
@@ -235,13 +234,7 @@ impl Media {
     }
 
     pub fn video(&self) -> &Value {
-        self.probe["streams"]
-            .as_array()
-            .and_then(|s| {
-                s.iter()
-                    .find(|s| s["codec_type"] == "video" && s["disposition"]["attached_pic"] != 1)
-            })
-            .unwrap_or(&Value::Null)
+        main_video(&self.probe).unwrap_or(&Value::Null)
     }
 
     pub fn audio_streams(&self) -> Vec<&Value> {
@@ -310,12 +303,16 @@ impl Media {
 /// Empty chunks (dropped frames) hold no picture and are skipped; chunks
 /// that decode to no picture (packed B-frames) make the count differ, and
 /// then the frames cannot be placed.
-fn avi_frames(path: &Path, decoded: usize) -> Result<Vec<(usize, f64, Option<f64>)>, String> {
+fn avi_frames(
+    path: &Path,
+    index: &str,
+    decoded: usize,
+) -> Result<Vec<(usize, f64, Option<f64>)>, String> {
     let packets = ffprobe_json(
         path,
         &[
             "-select_streams",
-            "v:0",
+            index,
             "-show_entries",
             "packet=dts_time,duration_time,size",
         ],
@@ -343,6 +340,45 @@ fn avi_frames(path: &Path, decoded: usize) -> Result<Vec<(usize, f64, Option<f64
         .enumerate()
         .map(|(k, (t, d))| (k, t, d))
         .collect())
+}
+
+/// The video stream ffmpeg's command line maps when told nothing: the
+/// largest picture, a stream marked default counting as 5 million pixels
+/// more, an attached picture (cover art) as one pixel; the first of equals.
+pub fn main_video(probe: &Value) -> Option<&Value> {
+    let score = |s: &Value| {
+        let area = s["width"].as_i64().unwrap_or(0) * s["height"].as_i64().unwrap_or(0);
+        let default = if s["disposition"]["default"] == 1 {
+            5_000_000
+        } else {
+            0
+        };
+        if s["disposition"]["attached_pic"] == 1 {
+            1
+        } else {
+            area + default
+        }
+    };
+    let mut best: Option<(&Value, i64)> = None;
+    for s in probe["streams"].as_array()? {
+        if s["codec_type"] != "video" {
+            continue;
+        }
+        let score = score(s);
+        if best.is_none_or(|(_, b)| score > b) {
+            best = Some((s, score));
+        }
+    }
+    best.map(|(s, _)| s)
+}
+
+/// `-map` for [`main_video`] of the file at `path`.
+fn main_video_map(path: &Path) -> Result<String, String> {
+    let probe = ffprobe_json(path, &["-show_streams"])?;
+    let index = main_video(&probe)
+        .and_then(|v| v["index"].as_i64())
+        .ok_or_else(|| format!("{}: ffprobe sees no video stream", path.display()))?;
+    Ok(format!("0:{index}"))
 }
 
 /// The default audio stream, else the first.
@@ -400,8 +436,8 @@ const TO_420: &str = "flags=bicubic+accurate_rnd,format=yuv420p16le";
 /// 8-bit MP4 lost 2-3 dB to the reference itself.
 const TO_RGB: &str = "scale=flags=neighbor+full_chroma_int+accurate_rnd";
 
-/// Decodes the frames with decode-order indexes `picks` from `path`'s first
-/// video stream, as ffmpeg shows them (rotation applied), scaled to `w`×`h`
+/// Decodes the frames with decode-order indexes `picks` from `path`'s
+/// [`main_video`] stream, as ffmpeg shows them (rotation applied), scaled to `w`×`h`
 /// with 4:2:0 chroma ([`TO_420`]) and converted to RGB ([`TO_RGB`]) by the
 /// colour tags the stream carries. Returns one picture per pick, by pick.
 pub fn rgb_frames(
@@ -427,7 +463,8 @@ pub fn rgb_frames(
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
-        .args(["-map", "0:v:0", "-vf", &graph, "-fps_mode", "passthrough"])
+        .args(["-map", &main_video_map(path)?, "-vf", &graph])
+        .args(["-fps_mode", "passthrough"])
         .args(["-f", "rawvideo", "-"])
         .output()
         .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
@@ -624,4 +661,63 @@ pub fn top_level_boxes(path: &Path) -> Vec<String> {
         at += size as usize;
     }
     boxes
+}
+
+/// Writes the display matrix `[a b; c d]` (in units of 1.0) into the
+/// `tkhd` of every video track of the MP4 at `path`, in place: what a
+/// device writes and ffmpeg 5.1 has no option for.
+pub fn set_display_matrix(path: &Path, [a, b, c, d]: [i32; 4]) -> Result<(), String> {
+    let mut bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let moov = boxes(&bytes, 0, bytes.len())
+        .into_iter()
+        .find(|b| b.0 == *b"moov")
+        .ok_or("no moov")?;
+    let mut written = 0;
+    for trak in boxes(&bytes, moov.1, moov.2)
+        .into_iter()
+        .filter(|b| b.0 == *b"trak")
+    {
+        let inner = boxes(&bytes, trak.1, trak.2);
+        let video = inner.iter().filter(|b| b.0 == *b"mdia").any(|m| {
+            boxes(&bytes, m.1, m.2)
+                .iter()
+                .any(|h| h.0 == *b"hdlr" && bytes.get(h.1 + 8..h.1 + 12) == Some(b"vide"))
+        });
+        let Some(tkhd) = inner.iter().find(|b| b.0 == *b"tkhd") else {
+            continue;
+        };
+        if !video {
+            continue;
+        }
+        // Version and flags, times and ids (20 bytes in version 0, 32 in
+        // 1), reserved, layer, group, volume, reserved: then the matrix.
+        let times = if bytes[tkhd.1] == 1 { 32 } else { 20 };
+        let at = tkhd.1 + 4 + times + 16;
+        let matrix = [a, b, 0, c, d, 0, 0, 0, 0];
+        for (i, v) in matrix.iter().enumerate() {
+            let fixed = if i == 8 { 1 << 30 } else { v * 0x1_0000 };
+            bytes[at + 4 * i..at + 4 * i + 4].copy_from_slice(&fixed.to_be_bytes());
+        }
+        written += 1;
+    }
+    if written == 0 {
+        return Err(format!("{}: no video track", path.display()));
+    }
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The boxes between `from` and `to` in `bytes`: (type, body start, end).
+fn boxes(bytes: &[u8], from: usize, to: usize) -> Vec<([u8; 4], usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at + 8 <= to {
+        let size = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let kind: [u8; 4] = bytes[at + 4..at + 8].try_into().expect("4 bytes");
+        if size < 8 || at + size > to {
+            break;
+        }
+        out.push((kind, at + 8, at + size));
+        at += size;
+    }
+    out
 }

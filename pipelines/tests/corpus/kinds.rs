@@ -9,7 +9,7 @@
 
 use vidmill_pipelines::Method;
 
-use crate::check::{Colour, Kind};
+use crate::check::{Colour, Kind, Patch};
 
 /// `testsrc2` at `size` and `rate` for `secs`, softened (more for small
 /// pictures, whose x264 loss at CRF 23 would otherwise approach the bar).
@@ -86,6 +86,7 @@ fn kind(
         colour,
         tone,
         spec_sar: None,
+        patch: None,
     }
 }
 
@@ -808,6 +809,116 @@ pub fn h264_in_avi_mp3() -> Kind {
         )],
         1.0,
         TRANSCODE,
+        Colour::Bt709,
+        A440,
+    )
+}
+
+/// A music video or a download with its cover art muxed in: ffmpeg writes
+/// an attached picture into Matroska as a one-frame MJPEG track, here the
+/// first video track and larger than the video itself.
+pub fn mkv_cover_art_first() -> Kind {
+    kind(
+        "mkv_cover_art_first",
+        "source.mkv",
+        &[
+            format!(
+                "{} {} -vf {} -c:v libx264 -preset veryfast -g 30 {TAGS_709} -c:a aac -ac 2 video.mp4",
+                video("640x360", "30", 2.0),
+                sine(440, 48000, 2.0),
+                bt709("yuv420p")
+            ),
+            "-f lavfi -i testsrc=size=720x720:rate=1:duration=1 -frames:v 1 cover.jpg".into(),
+            "-i video.mp4 -i cover.jpg -map 1 -map 0 -c copy -disposition:0 attached_pic source.mkv"
+                .into(),
+        ],
+        1.0,
+        REMUX,
+        Colour::Bt709,
+        A440,
+    )
+}
+
+/// An animation or motion-graphics export (After Effects, Blender,
+/// Premiere's "QuickTime PNG"): lossless PNG frames with alpha in MOV,
+/// 16-bit PCM.
+pub fn mov_png_rgba_export() -> Kind {
+    kind(
+        "mov_png_rgba_export",
+        "source.mov",
+        &[format!(
+            "{} {} -pix_fmt rgba -c:v png -c:a pcm_s16le -ac 2 source.mov",
+            video("640x360", "25", 2.0),
+            sine(440, 48000, 2.0)
+        )],
+        1.0,
+        TRANSCODE,
+        Colour::Sd,
+        A440,
+    )
+}
+
+fn mirrored_phone(name: &'static str, patch: Patch) -> Kind {
+    let mut k = kind(
+        name,
+        "source.mp4",
+        &[format!(
+            "{} {} -vf {} -c:v libx264 -preset veryfast -profile:v high -bf 2 -g 30 {TAGS_709} -c:a aac -ac 2 -movflags +faststart source.mp4",
+            video("640x360", "30", 2.0),
+            sine(440, 48000, 2.0),
+            bt709("yuv420p")
+        )],
+        1.0,
+        TRANSCODE,
+        Colour::Bt709,
+        A440,
+    );
+    k.patch = Some(patch);
+    k
+}
+
+/// A front (selfie) camera's video kept mirrored and held sideways: the
+/// track matrix `[0 -1; -1 0]`, mirrored then turned 90° (what ffmpeg 6's
+/// `-display_rotation` with `-display_hflip` writes; ffmpeg shows it with
+/// `transpose=clock_flip`). qtdemux 1.22 has no tag for this one.
+pub fn phone_mirrored_transverse() -> Kind {
+    mirrored_phone("phone_mirrored_transverse", |p| {
+        crate::ff::set_display_matrix(p, [0, -1, -1, 0])
+    })
+}
+
+/// The other mirrored quarter turn, `[0 1; 1 0]` (ffmpeg shows it with
+/// `transpose=cclock_flip`): qtdemux tags it `flip-rotate-270`.
+pub fn phone_mirrored_transpose() -> Kind {
+    mirrored_phone("phone_mirrored_transpose", |p| {
+        crate::ff::set_display_matrix(p, [0, 1, 1, 0])
+    })
+}
+
+/// A broadcast recording across a programme boundary: H.264 + AAC in
+/// MPEG-TS whose audio switches from 48 kHz to 44.1 kHz halfway (two
+/// recordings joined, timestamps running on).
+pub fn mpegts_aac_rate_switch() -> Kind {
+    let part = |rate: u32, offset: &str, name: &str| {
+        format!(
+            "{} {} -vf {} -c:v libx264 -preset veryfast -profile:v main -g 25 {TAGS_709} -c:a aac -ac 2 -output_ts_offset {offset} -f mpegts {name}",
+            video("640x360", "25", 2.0),
+            sine(440, rate, 2.0),
+            bt709("yuv420p")
+        )
+    };
+    kind(
+        "mpegts_aac_rate_switch",
+        "source.ts",
+        &[
+            part(48000, "0", "part1.ts"),
+            // Later by the first part's B-frame delay (80 ms), and a
+            // little more, so that the parts do not overlap at the join.
+            part(44100, "2.12", "part2.ts"),
+            "-i concat:part1.ts|part2.ts -c copy -f mpegts source.ts".into(),
+        ],
+        1.0,
+        REMUX,
         Colour::Bt709,
         A440,
     )
