@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod catalog_lock;
 pub mod cli;
 pub mod config;
 pub mod connections;

@@ -32,6 +32,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let _catalog_lock = match config.database.is_cluster() {
+        true => None,
+        false => Some(crate::catalog_lock::CatalogLock::take(
+            &config.database.path,
+        )?),
+    };
     let app = build(config, addr).await?;
     let grace = Duration::from_secs(app.config.server.shutdown_grace_seconds);
     let permits = Arc::new(Semaphore::new(app.config.server.max_connections.max(1)));
@@ -96,6 +102,9 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     core_config.min_free_disk = config.limits.min_free_disk_bytes;
     core_config.upload_expiry = Duration::from_secs(config.limits.upload_expiry_seconds);
     core_config.notify_max_age = Duration::from_secs(config.notify.max_age_seconds);
+    core_config.node = config.node_id();
+    core_config.lease_ttl = Duration::from_secs(config.database.lease_ttl_seconds);
+    core_config.processes = config.server.role.processes();
     let attached = Attached::default();
     let channels = Channels::new(&config, attached.clone())?;
     let settings = EngineSettings {

@@ -34,6 +34,8 @@ pub struct CoreConfig {
     /// How long a lease lives without a heartbeat; runs renew it every
     /// third of this.
     pub lease_ttl: Duration,
+    /// Whether this node claims jobs (an API-only node does not).
+    pub processes: bool,
 }
 
 impl CoreConfig {
@@ -53,6 +55,7 @@ impl CoreConfig {
             call_timeout: Duration::from_secs(10),
             node: "local".into(),
             lease_ttl: Duration::from_secs(15),
+            processes: true,
         }
     }
 }

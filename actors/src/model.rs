@@ -136,15 +136,45 @@ pub struct PosterOutput {
     pub size_bytes: u64,
 }
 
-/// Outputs published so far; each appears once verified.
+/// Outputs published so far; each appears once verified. A run writes its
+/// objects under keys of its own (`videos/{id}/runs/{run}/…`), so a run
+/// that lost its lease can never overwrite what another published.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outputs {
+    /// The run whose objects these are; none for outputs published before
+    /// runs had keys of their own (at `videos/{id}/…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<i64>,
+    /// The last run started: if it is not `run`, it published nothing and
+    /// whatever it wrote is removed when the next run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mp4: Option<Mp4Output>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frames: Option<FramesOutput>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poster: Option<PosterOutput>,
+}
+
+impl Outputs {
+    /// The key of output object `name` (`video.mp4`, …) of video `id`.
+    pub fn key(&self, id: &str, name: &str) -> String {
+        match self.run {
+            Some(run) => run_key(id, run, name),
+            None => crate::ports::object_key(id, name),
+        }
+    }
+}
+
+/// The key of object `name` written by run `run` of video `id`.
+pub fn run_key(id: &str, run: i64, name: &str) -> String {
+    format!("videos/{id}/runs/{run}/{name}")
+}
+
+/// The prefix under which run `run` of video `id` writes.
+pub fn run_prefix(id: &str, run: i64) -> String {
+    format!("videos/{id}/runs/{run}/")
 }
 
 /// Why a video failed: a stable code (API.md) and a sentence.

@@ -52,12 +52,17 @@ async fn a_video_goes_from_queued_to_ready_with_every_output_published() {
         ready.source.as_ref().map(|s| s.container.as_str()),
         Some("test")
     );
-    for name in ["source", "video.mp4", "frames.zip", "poster.jpg"] {
+    assert!(core.store.path(&object_key(&v.id, "source")).exists());
+    for name in ["video.mp4", "frames.zip", "poster.jpg"] {
         assert!(
-            core.store.path(&object_key(&v.id, name)).exists(),
+            core.store.path(&ready.outputs.key(&v.id, name)).exists(),
             "{name} stored"
         );
     }
+    let runs = std::fs::read_dir(core.store.path(&format!("videos/{}/runs", v.id)))
+        .expect("runs")
+        .count();
+    assert_eq!(runs, 1, "the objects of one run");
     let mut events = Vec::new();
     while events.last().map(|e: &StateEvent| e.seq) != Some(ready.last_seq) {
         events.push(next_state(&mut feed).await);

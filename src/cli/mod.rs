@@ -35,6 +35,10 @@ enum Command {
         /// Address to listen on (overrides server.listen).
         #[arg(long)]
         listen: Option<String>,
+        /// What this node does (overrides server.role): all, api (no
+        /// processing) or worker (processing; only health and metrics).
+        #[arg(long, value_enum)]
+        role: Option<crate::config::Role>,
     },
     /// Print an HS256 token signed with the configured secret (development).
     Token {
@@ -174,10 +178,17 @@ impl From<String> for CliError {
 
 fn run(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            role,
+        } => {
             let mut c = load_config(config.as_deref())?;
             if let Some(addr) = listen {
                 c.server.listen = addr;
+            }
+            if let Some(role) = role {
+                c.server.role = role;
             }
             crate::telemetry::init(&c.server.log_format, "info");
             let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;

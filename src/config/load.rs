@@ -160,6 +160,24 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             return bad("auth.jwks_url", &why);
         }
     }
+    if c.database.is_cluster() {
+        let url = c.database.url.trim();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return bad(
+                "database.url",
+                "expected postgres://user:password@host:5432/database",
+            );
+        }
+        if c.storage.kind != StorageKind::S3 {
+            return bad(
+                "storage.type",
+                "a cluster member (database.url set) keeps every object in the shared bucket: set storage.type = \"s3\"",
+            );
+        }
+    }
+    if !(3..=3600).contains(&c.database.lease_ttl_seconds) {
+        return bad("database.lease_ttl_seconds", "expected 3 to 3600 seconds");
+    }
     match c.storage.kind {
         StorageKind::File => {}
         StorageKind::S3 => {
@@ -442,6 +460,15 @@ mod tests {
             ),
             ("[storage]\ntype = \"s3\"\n", "storage.s3.bucket"),
             (
+                "[database]\nurl = \"postgres://u:p@db/vidmill\"\n",
+                "storage.type",
+            ),
+            ("[database]\nurl = \"mysql://db\"\n", "database.url"),
+            (
+                "[database]\nlease_ttl_seconds = 1\n",
+                "database.lease_ttl_seconds",
+            ),
+            (
                 "[storage]\ntype = \"s3\"\n[storage.s3]\nbucket = \"b\"\nregion = \"\"\n",
                 "storage.s3.region",
             ),
@@ -568,8 +595,10 @@ mod tests {
         let mut c = Config::default();
         c.auth.hs256_secret = "s3cr3t-s3cr3t-s3cr3t".into();
         c.notify.smtp_url = "smtp://user:pass@mail.example:587".into();
+        c.database.url = "postgres://vidmill:hunter2@db.internal/vidmill".into();
         let m = c.masked();
         assert_eq!(m.auth.hs256_secret, "***");
         assert_eq!(m.notify.smtp_url, "smtp://***@mail.example:587");
+        assert_eq!(m.database.url, "postgres://***@db.internal/vidmill");
     }
 }

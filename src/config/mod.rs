@@ -59,6 +59,33 @@ pub struct Server {
     pub allowed_origins: Vec<String>,
     /// Seconds SIGTERM waits for requests and pipelines to stop.
     pub shutdown_grace_seconds: u64,
+    /// This node's name among a cluster's (in leases, metrics and logs);
+    /// empty: the host's name. Two running nodes must not share one.
+    pub node_id: String,
+    /// What this node does (`vidmill serve --role`).
+    pub role: Role,
+}
+
+/// What a node does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Answers the API and processes videos.
+    #[default]
+    All,
+    /// Answers the API; processes nothing.
+    Api,
+    /// Processes videos; serves only health and metrics.
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        self != Self::Worker
+    }
+    pub fn processes(self) -> bool {
+        self != Self::Api
+    }
 }
 
 impl Default for Server {
@@ -76,6 +103,8 @@ impl Default for Server {
             h2c: false,
             allowed_origins: Vec::new(),
             shutdown_grace_seconds: 20,
+            node_id: String::new(),
+            role: Role::All,
         }
     }
 }
@@ -188,13 +217,29 @@ impl Default for S3 {
 pub struct Database {
     /// SQLite file; its directory also holds temp files and the generated key.
     pub path: PathBuf,
+    /// `postgres://user:password@host/db`: this node is a cluster member
+    /// sharing that database (and the S3 bucket) with the others. Empty:
+    /// one node on the SQLite file at `path`.
+    pub url: String,
+    /// Seconds a node's hold on a video lives without a heartbeat; a node
+    /// that dies loses its videos to the others this long after.
+    pub lease_ttl_seconds: u64,
 }
 
 impl Default for Database {
     fn default() -> Self {
         Self {
             path: "./data/vidmill.sqlite".into(),
+            url: String::new(),
+            lease_ttl_seconds: 15,
         }
+    }
+}
+
+impl Database {
+    /// Whether this node shares PostgreSQL with others.
+    pub fn is_cluster(&self) -> bool {
+        !self.url.trim().is_empty()
     }
 }
 
@@ -402,11 +447,31 @@ impl Config {
         c.signing.key = mask(&c.signing.key);
         c.notify.webhook_secret = mask(&c.notify.webhook_secret);
         c.storage.s3.secret_access_key = mask(&c.storage.s3.secret_access_key);
-        if let Some((scheme, rest)) = c.notify.smtp_url.split_once("://") {
-            if let Some((_, host)) = rest.rsplit_once('@') {
-                c.notify.smtp_url = format!("{scheme}://***@{host}");
-            }
-        }
+        c.database.url = masked_url(&c.database.url);
+        c.notify.smtp_url = masked_url(&c.notify.smtp_url);
         c
+    }
+
+    /// This node's name: `server.node_id`, or the host's name.
+    pub fn node_id(&self) -> String {
+        match self.server.node_id.trim() {
+            "" => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "vidmill".into()),
+            id => id.to_string(),
+        }
+    }
+}
+
+/// A URL with its credentials replaced by `***`.
+fn masked_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
     }
 }

@@ -48,6 +48,30 @@ async fn record(State(app): State<App>, request: Request, next: Next) -> Respons
 }
 
 pub fn router(app: App) -> Router {
+    let routes = if app.config.server.role.serves_api() {
+        api_routes()
+    } else {
+        // A worker-only node: health and metrics, nothing a user reaches.
+        Router::new()
+    };
+    routes
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        // Uploads enforce their own limit while streaming to disk.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            body_rate::enforce,
+        ))
+        .route_layer(middleware::from_fn_with_state(app.clone(), record))
+        .with_state(app)
+}
+
+/// Everything a user reaches.
+fn api_routes() -> Router<App> {
     Router::new()
         .route("/v1/videos", post(upload::create).get(videos::list))
         .route("/v1/videos/{id}", get(videos::get).delete(videos::delete))
@@ -59,20 +83,7 @@ pub fn router(app: App) -> Router {
             get(outputs::serve).head(outputs::serve),
         )
         .route("/v1/events", get(ws::owner_events))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::document))
         .route("/", get(web::page))
         .merge(tus::routes())
-        .fallback(error::no_route)
-        .method_not_allowed_fallback(error::method_not_allowed)
-        // Uploads enforce their own limit while streaming to disk.
-        .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(
-            app.clone(),
-            body_rate::enforce,
-        ))
-        .route_layer(middleware::from_fn_with_state(app.clone(), record))
-        .with_state(app)
 }

@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use vidmill_actors::{object_key, ByteChunks, PresignMethod, Video};
+use vidmill_actors::{ByteChunks, PresignMethod, Video};
 
 use super::error::ApiError;
 use super::identity::{authenticate, bearer, client};
@@ -162,7 +162,11 @@ pub async fn serve(
             .min(std::time::Duration::from_secs(7 * 24 * 3600));
         if let Some(to) = app
             .store
-            .presign(PresignMethod::Get, &object_key(&video.id, object), valid)
+            .presign(
+                PresignMethod::Get,
+                &video.outputs.key(&video.id, object),
+                valid,
+            )
             .await?
         {
             // The bucket answers ranges itself; the link is per request.
@@ -174,7 +178,7 @@ pub async fn serve(
                 .map_err(|e| ApiError::Internal(e.to_string()));
         }
     }
-    let stored = match app.store.open(&object_key(&video.id, object)).await {
+    let stored = match app.store.open(&video.outputs.key(&video.id, object)).await {
         Ok(o) => o,
         // Deleted between the lookup and the open: it is gone.
         Err(e) => return Err(e.into()),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vidmill_actors::{object_key, SqliteCatalog, Video, VideoState};
+use vidmill_actors::{SqliteCatalog, Video, VideoState};
 use vidmill_pipelines::synth::{self, AudioCodec, Container, SynthSpec, VideoCodec};
 
 fn worker(data: &Path, add: Option<&Path>) -> Child {
@@ -138,7 +138,11 @@ fn assert_recovered(data: &Path, id: &str) -> Video {
         "state events unique and in order"
     );
     let objects = data.join("objects");
-    let mp4 = objects.join(object_key(id, "video.mp4"));
+    let mp4 = objects.join(video.outputs.key(id, "video.mp4"));
+    let runs = std::fs::read_dir(objects.join(format!("videos/{id}/runs")))
+        .expect("runs")
+        .count();
+    assert_eq!(runs, 1, "one run's objects, however many runs were cut off");
     let probe = Command::new("ffprobe")
         .args([
             "-v",
@@ -156,13 +160,14 @@ fn assert_recovered(data: &Path, id: &str) -> Video {
         probe.status.success() && codecs.contains("h264") && codecs.contains("aac"),
         "{codecs}"
     );
-    let zip = std::fs::File::open(objects.join(object_key(id, "frames.zip"))).expect("frames.zip");
+    let zip =
+        std::fs::File::open(objects.join(video.outputs.key(id, "frames.zip"))).expect("frames.zip");
     let archive = zip::ZipArchive::new(zip).expect("zip readable");
     assert_eq!(
         archive.len() as u64,
         video.outputs.frames.as_ref().expect("frames").count + 1
     );
-    assert!(objects.join(object_key(id, "poster.jpg")).exists());
+    assert!(objects.join(video.outputs.key(id, "poster.jpg")).exists());
     assert_eq!(
         temp_files(data),
         Vec::<PathBuf>::new(),

@@ -142,6 +142,9 @@ impl Admission {
 
     /// Claims jobs while a slot is free and resources allow.
     async fn fill(&self, state: &mut AdmissionState) {
+        if !self.deps.config.processes {
+            return;
+        }
         while state.running.len() < self.slots() {
             if !self.headroom_ok(state).await {
                 tracing::debug!("waiting for memory or disk headroom");

@@ -18,7 +18,7 @@ use crate::catalog::{Artefact, Change};
 use crate::error::CoreError;
 use crate::hub::HubMsg;
 use crate::leases::Lease;
-use crate::model::{ProgressEvent, Video, VideoError};
+use crate::model::{run_key, run_prefix, Outputs, ProgressEvent, Video, VideoError};
 use crate::ports::{object_key, EngineError, EngineEvent, EngineJob, Produced};
 use crate::state::{Stage, VideoState};
 
@@ -182,17 +182,31 @@ impl VideoActor {
             return Ok(());
         }
         self.schedule_heartbeat(myself);
+        let token = run.lease.as_ref().map_or(0, |l| l.token);
+        let mut outputs = run
+            .video
+            .as_ref()
+            .map(|v| v.outputs.clone())
+            .unwrap_or_default();
+        let abandoned = outputs.last_started.filter(|t| Some(*t) != outputs.run);
+        outputs.last_started = Some(token);
         self.persist(
             run,
             Change {
                 state: Some(VideoState::Processing),
                 stage: Some(Some(Stage::Probing)),
                 in_flight: Some(true),
+                outputs: Some(outputs),
                 ..Change::default()
             },
         )
         .await?;
         let id = run.id.clone();
+        if let Some(old) = abandoned {
+            // A run that published nothing (its node died, or it failed)
+            // may have left objects.
+            self.discard_run(&id, old).await;
+        }
         let work_dir = self.deps.work_dir(&id);
         self.deps
             .catalog
@@ -334,7 +348,8 @@ impl VideoActor {
         run: &mut VideoRun,
         produced: Produced,
     ) -> Result<Result<(), VideoError>, ActorProcessingErr> {
-        let key = object_key(&run.id, produced.object_name());
+        let token = run.lease.as_ref().map_or(0, |l| l.token);
+        let key = run_key(&run.id, token, produced.object_name());
         if let Err(e) = self.deps.store.put_file(&key, produced.path()).await {
             return Ok(Err(VideoError::new(
                 "storage-unavailable",
@@ -346,20 +361,50 @@ impl VideoActor {
             .as_ref()
             .map(|v| v.outputs.clone())
             .unwrap_or_default();
+        // This run's first output replaces what an earlier run published.
+        let replaced = outputs.run.filter(|r| *r != token);
+        if outputs.run != Some(token) {
+            outputs = Outputs {
+                run: Some(token),
+                last_started: Some(token),
+                ..Outputs::default()
+            };
+        }
         match produced {
             Produced::Mp4 { report, .. } => outputs.mp4 = Some(report),
             Produced::Frames { report, .. } => outputs.frames = Some(report),
             Produced::Poster { report, .. } => outputs.poster = Some(report),
         }
-        self.persist(
-            run,
-            Change {
-                outputs: Some(outputs),
-                ..Change::default()
-            },
-        )
-        .await?;
-        Ok(Ok(()))
+        let published = self
+            .persist(
+                run,
+                Change {
+                    outputs: Some(outputs),
+                    ..Change::default()
+                },
+            )
+            .await;
+        match published {
+            Ok(_) => {
+                if let Some(old) = replaced {
+                    self.discard_run(&run.id, old).await;
+                }
+                Ok(Ok(()))
+            }
+            Err(e @ CoreError::LeaseLost(_)) => {
+                // Not published, and nobody will: its objects go now.
+                self.discard_run(&run.id, token).await;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the objects run `token` of `id` wrote.
+    async fn discard_run(&self, id: &str, token: i64) {
+        if let Err(e) = self.deps.store.delete_prefix(&run_prefix(id, token)).await {
+            tracing::warn!(video = id, run = token, error = %e, "could not remove an old run's objects");
+        }
     }
 
     /// The worker has ended after a delete or suspend asked it to stop.
