@@ -39,13 +39,24 @@ impl std::fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new("local")
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// The metrics of node `node`, which `vidmill_node_info{node}` names
+    /// (the nodes of a cluster are told apart by it).
+    pub fn new(node: &str) -> Self {
         let mut registry = Registry::with_prefix("vidmill");
+        let node_info = Family::<Labels, Gauge>::default();
+        registry.register(
+            "node_info",
+            "This node's id (server.node_id); always 1",
+            node_info.clone(),
+        );
+        node_info
+            .get_or_create(&vec![("node", node.to_string())])
+            .set(1);
         let videos = Family::<Labels, Gauge>::default();
         registry.register("videos", "Videos by state", videos.clone());
         let queue_depth = Gauge::default();

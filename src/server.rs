@@ -102,7 +102,8 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     core_config.min_free_disk = config.limits.min_free_disk_bytes;
     core_config.upload_expiry = Duration::from_secs(config.limits.upload_expiry_seconds);
     core_config.notify_max_age = Duration::from_secs(config.notify.max_age_seconds);
-    core_config.node = config.node_id();
+    let node = config.node_id();
+    core_config.node = node.clone();
     core_config.lease_ttl = Duration::from_secs(config.database.lease_ttl_seconds);
     core_config.processes = config.server.role.processes();
     let attached = Attached::default();
@@ -143,7 +144,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         engine,
         headroom,
         public_url,
-        metrics: crate::metrics::Metrics::new(),
+        metrics: crate::metrics::Metrics::new(&node),
         recent: app::RecentVideos::default(),
         rendered_states: Default::default(),
         uploads: Default::default(),

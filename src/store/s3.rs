@@ -404,6 +404,28 @@ impl BlobStore for S3Store {
 }
 
 impl S3Store {
+    /// Keys under `prefix`, in order (tests, operations).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| failed("list", prefix, e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .map(str::to_string),
+            );
+        }
+        Ok(keys)
+    }
+
     async fn head(&self, key: &str) -> Result<S3Object, StoreError> {
         match self
             .client

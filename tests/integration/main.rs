@@ -11,6 +11,8 @@
 
 mod abuse;
 mod cli;
+#[cfg(any())]
+mod cluster;
 mod connections;
 mod doctor;
 mod edges;

@@ -251,12 +251,17 @@ fn the_server_runs_on_s3() {
     );
     let store = runtime().block_on(garage.store());
     runtime().block_on(async {
-        for name in ["source", "video.mp4", "frames.zip", "poster.jpg"] {
-            store
-                .len(&format!("videos/{id}/{name}"))
-                .await
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-        }
+        store
+            .len(&format!("videos/{id}/source"))
+            .await
+            .expect("source");
+        // The outputs, under the keys of the run that published them.
+        let keys = store
+            .list(&format!("videos/{id}/runs/"))
+            .await
+            .expect("list");
+        let names: Vec<&str> = keys.iter().filter_map(|k| k.rsplit('/').next()).collect();
+        assert_eq!(names, ["frames.zip", "poster.jpg", "video.mp4"], "{keys:?}");
     });
     let deleted = server.request(
         "DELETE",
@@ -270,7 +275,8 @@ fn the_server_runs_on_s3() {
             store.len(&format!("videos/{id}/source")).await.is_err(),
             "every object removed"
         );
-        assert!(store.len(&format!("videos/{id}/video.mp4")).await.is_err());
+        let left = store.list(&format!("videos/{id}/")).await.expect("list");
+        assert_eq!(left, Vec::<String>::new());
     });
 }
 
@@ -322,7 +328,7 @@ fn downloads_can_redirect_to_the_bucket() {
 }
 
 /// Puts `bytes` at a presigned upload the way a client does.
-fn put_presigned(upload: &serde_json::Value, bytes: &[u8], dir: &Path) -> String {
+pub fn put_presigned(upload: &serde_json::Value, bytes: &[u8], dir: &Path) -> String {
     let file = dir.join(format!("put-{}", bytes.len()));
     std::fs::write(&file, bytes).expect("write");
     let mut curl = Command::new("curl");

@@ -1,0 +1,387 @@
+//! The cluster (issue 11): vidmill nodes on 127.0.0.1:0 sharing one real
+//! PostgreSQL 15 (initdb into a temp dir) and one real Garage bucket.
+//! Uploads through different nodes, a WebSocket on a third node seeing
+//! every state event in order, a node SIGKILLed mid-encode (another
+//! finishes the video after the lease expires: one published run, no
+//! duplicated seq, no orphaned objects), PostgreSQL restarted mid-run
+//! (nothing lost), and a node cut off from the database (it stops
+//! publishing and its video is taken over).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::s3::Garage;
+use crate::support::Server;
+
+#[path = "../../actors/tests/common/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
+/// Seconds a lease lives without a heartbeat, short so takeovers are quick.
+const LEASE_TTL: &str = "3";
+
+struct Cluster {
+    dir: PathBuf,
+    pg: pg::TestPostgres,
+    garage: Garage,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Self {
+        let pg = pg::TestPostgres::start();
+        let garage = Garage::start(&dir.join("garage"));
+        Self {
+            dir: dir.to_path_buf(),
+            pg,
+            garage,
+        }
+    }
+
+    /// Node `name` with `role`, reaching the database at `url`.
+    fn node_at(&self, name: &str, role: &str, url: &str) -> Server {
+        Server::start_with_env(
+            &self.dir.join(name),
+            &format!("[media]\ncpu_budget = 1\n{}", self.garage.server_toml()),
+            &[
+                ("VIDMILL__STORAGE__TYPE", "s3"),
+                ("VIDMILL__DATABASE__URL", url),
+                ("VIDMILL__DATABASE__LEASE_TTL_SECONDS", LEASE_TTL),
+                ("VIDMILL__SERVER__NODE_ID", name),
+                ("VIDMILL__SERVER__ROLE", role),
+            ],
+        )
+    }
+
+    fn node(&self, name: &str, role: &str) -> Server {
+        self.node_at(name, role, &self.pg.url())
+    }
+
+    /// Keys in the bucket under `prefix`.
+    fn objects(&self, prefix: &str) -> Vec<String> {
+        let rt = runtime();
+        rt.block_on(async {
+            let store = self.garage.store().await;
+            store.list(prefix).await.expect("list")
+        })
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn ws(server: &Server, path: &str, token: &str) -> Socket {
+    let url = format!("ws://{}{path}?access_token={token}", server.addr);
+    tungstenite::connect(url).expect("websocket").0
+}
+
+type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+/// State events of each video from a stream, until every video in `ids`
+/// is ready (or `limit` passes).
+fn states_until_ready(
+    socket: &mut Socket,
+    ids: &[String],
+    limit: Duration,
+) -> std::collections::HashMap<String, Vec<u64>> {
+    let mut seqs: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    let mut ready = std::collections::HashSet::new();
+    let deadline = Instant::now() + limit;
+    if let MaybeTls::Plain(s) = socket.get_mut().into() {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    }
+    while ready.len() < ids.len() {
+        assert!(Instant::now() < deadline, "not all ready: {seqs:?}");
+        let message = match socket.read() {
+            Ok(m) => m,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => panic!("websocket: {e}"),
+        };
+        let tungstenite::Message::Text(text) = message else {
+            continue;
+        };
+        let e: serde_json::Value = serde_json::from_str(&text).expect("json");
+        if e["type"] != "state" {
+            continue;
+        }
+        let id = e["video_id"].as_str().expect("id").to_string();
+        seqs.entry(id.clone())
+            .or_default()
+            .push(e["seq"].as_u64().expect("seq"));
+        if e["state"] == "ready" {
+            ready.insert(id);
+        }
+        assert_ne!(e["state"], "failed", "{e}");
+    }
+    seqs
+}
+
+/// Lets the socket's TCP stream be reached for a read timeout.
+enum MaybeTls<'a> {
+    Plain(&'a mut TcpStream),
+    Other,
+}
+
+impl<'a> From<&'a mut tungstenite::stream::MaybeTlsStream<TcpStream>> for MaybeTls<'a> {
+    fn from(s: &'a mut tungstenite::stream::MaybeTlsStream<TcpStream>) -> Self {
+        match s {
+            tungstenite::stream::MaybeTlsStream::Plain(t) => Self::Plain(t),
+            _ => Self::Other,
+        }
+    }
+}
+
+fn assert_in_order(seqs: &std::collections::HashMap<String, Vec<u64>>) {
+    for (id, s) in seqs {
+        assert!(
+            s.windows(2).all(|w| w[1] == w[0] + 1),
+            "{id}: state events in order, none twice, none missing: {s:?}"
+        );
+    }
+}
+
+fn id_of(created: &crate::support::Response) -> String {
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    created.json()["id"].as_str().expect("id").to_string()
+}
+
+/// The run prefixes holding objects of video `id`.
+fn runs(cluster: &Cluster, id: &str) -> std::collections::BTreeSet<String> {
+    cluster
+        .objects(&format!("videos/{id}/runs/"))
+        .into_iter()
+        .filter_map(|k| k.split('/').nth(3).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn three_nodes_share_uploads_work_and_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path());
+    let a = cluster.node("a", "all");
+    let b = cluster.node("b", "all");
+    let c = cluster.node("c", "api");
+    let token = a.token("alice");
+    // Subscribed on the API-only node before anything is uploaded.
+    let mut socket = ws(&c, "/v1/events", &token);
+    let source = crate::support::webm(dir.path(), 3.0);
+    let mut ids = Vec::new();
+    for (i, node) in [&a, &b, &a, &b].into_iter().enumerate() {
+        ids.push(id_of(&node.upload(
+            &token,
+            &format!("filename=c{i}.webm&frames_every=1"),
+            &source,
+        )));
+    }
+    // A direct upload: presigned on one node, completed on another.
+    let created = b.request(
+        "POST",
+        "/v1/videos?upload=direct&filename=direct.webm",
+        &[("Authorization", format!("Bearer {token}"))],
+        b"",
+    );
+    let direct = id_of(&created);
+    let put = crate::s3::put_presigned(&created.json()["upload"], &source, dir.path());
+    assert_eq!(put, "200");
+    let done = c.request(
+        "POST",
+        &format!("/v1/videos/{direct}/complete"),
+        &[("Authorization", format!("Bearer {token}"))],
+        b"",
+    );
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    ids.push(direct);
+
+    let seqs = states_until_ready(&mut socket, &ids, Duration::from_secs(180));
+    assert_in_order(&seqs);
+    for id in &ids {
+        // Any node answers for any video, the bytes from the bucket.
+        let v = c.get(&format!("/v1/videos/{id}"), &token).json();
+        assert_eq!(v["state"], "ready", "{v}");
+        let mp4 = a.get(&format!("/v1/videos/{id}/video.mp4"), &token);
+        assert_eq!(mp4.status, 200);
+        assert_eq!(runs(&cluster, id).len(), 1, "{id}: one published run");
+    }
+    // Both processing nodes took a share; the API node none.
+    let worked = |s: &Server| {
+        s.get("/metrics", &token)
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("vidmill_stage_seconds_count{stage=\"converting\"} "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(worked(&a) > 0.0 && worked(&b) > 0.0, "work spread over a and b");
+    assert_eq!(worked(&c), 0.0, "an api node processes nothing");
+}
+
+/// Waits until video `id` is converting, as node `s` reports it.
+fn wait_converting(s: &Server, token: &str, id: &str) {
+    s.wait_for(token, id, |v| {
+        v["state"] == "processing" && v["stage"] == "converting"
+    });
+}
+
+#[test]
+fn a_node_killed_mid_encode_loses_its_video_to_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path());
+    let a = cluster.node("a", "all");
+    let token = a.token("alice");
+    let source = crate::support::webm(dir.path(), 40.0);
+    let id = id_of(&a.upload(&token, "filename=long.webm", &source));
+    wait_converting(&a, &token, &id);
+    let b = cluster.node("b", "all");
+    let killed = Instant::now();
+    a.kill();
+    let taken = b.wait_for(&token, &id, |v| {
+        v["state"] == "processing" && v["stage"] == "probing"
+            || v["state"] == "processing" && v["stage"] == "converting"
+            || v["state"] == "ready"
+    });
+    let takeover = killed.elapsed();
+    let ready = b.wait_for(&token, &id, |v| v["state"] == "ready" || v["state"] == "failed");
+    assert_eq!(ready["state"], "ready", "{ready}");
+    assert_eq!(ready["attempts"], 1, "a node's death costs the video nothing");
+    eprintln!("node death to takeover: {takeover:?} (lease {LEASE_TTL} s); state then {taken}");
+    // Every state event once, in order, from the log.
+    let mut socket = ws(&b, &format!("/v1/videos/{id}/events"), &token);
+    let _ = socket.read();
+    let mut replay = ws(
+        &b,
+        &format!("/v1/videos/{id}/events"),
+        &format!("{token}&since=0"),
+    );
+    let seqs = states_until_ready(&mut replay, std::slice::from_ref(&id), Duration::from_secs(30));
+    assert_in_order(&seqs);
+    assert_eq!(seqs[&id].first(), Some(&1));
+    assert_eq!(runs(&cluster, &id).len(), 1, "the dead run's objects are gone");
+}
+
+#[test]
+fn postgres_restarting_mid_run_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path());
+    let a = cluster.node("a", "all");
+    let token = a.token("alice");
+    let source = crate::support::webm(dir.path(), 20.0);
+    let id = id_of(&a.upload(&token, "filename=pg.webm", &source));
+    wait_converting(&a, &token, &id);
+    cluster.pg.restart();
+    let ready = a.wait_for(&token, &id, |v| v["state"] == "ready" || v["state"] == "failed");
+    assert_eq!(ready["state"], "ready", "{ready}");
+    let mut replay = ws(
+        &a,
+        &format!("/v1/videos/{id}/events"),
+        &format!("{token}&since=0"),
+    );
+    let seqs = states_until_ready(&mut replay, std::slice::from_ref(&id), Duration::from_secs(30));
+    assert_in_order(&seqs);
+    // Work resumes: a new upload after the restart goes through.
+    let next = id_of(&a.upload(&token, "filename=after.webm", &crate::support::webm(dir.path(), 2.0)));
+    let v = a.wait_for(&token, &next, |v| v["state"] == "ready" || v["state"] == "failed");
+    assert_eq!(v["state"], "ready", "{v}");
+}
+
+/// A TCP proxy to the database that can cut every connection through it.
+struct Cuttable {
+    addr: String,
+    cut: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Cuttable {
+    fn to(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (c, s) = (cut.clone(), streams.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                if let Ok(mut all) = s.lock() {
+                    all.extend(client.try_clone().ok());
+                    all.extend(server.try_clone().ok());
+                }
+                pipe(client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                pipe(server, client);
+            }
+        });
+        Self { addr, cut, streams }
+    }
+
+    /// Drops every connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        if let Ok(all) = self.streams.lock() {
+            for s in all.iter() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+#[test]
+fn a_node_cut_from_the_database_stops_publishing_and_its_video_is_taken_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path());
+    let proxy = Cuttable::to(cluster.pg.addr());
+    let a = cluster.node_at("a", "all", &cluster.pg.url_via(&proxy.addr));
+    let token = a.token("alice");
+    let source = crate::support::webm(dir.path(), 40.0);
+    let id = id_of(&a.upload(&token, "filename=cut.webm", &source));
+    wait_converting(&a, &token, &id);
+    let b = cluster.node("b", "all");
+    proxy.cut();
+    let ready = b.wait_for(&token, &id, |v| v["state"] == "ready" || v["state"] == "failed");
+    assert_eq!(ready["state"], "ready", "{ready}");
+    let mut replay = ws(
+        &b,
+        &format!("/v1/videos/{id}/events"),
+        &format!("{token}&since=0"),
+    );
+    let seqs = states_until_ready(&mut replay, std::slice::from_ref(&id), Duration::from_secs(30));
+    assert_in_order(&seqs);
+    // Give the cut-off node time to notice; it must not have published.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(runs(&cluster, &id).len(), 1, "only the published run's objects");
+    drop(a);
+}
