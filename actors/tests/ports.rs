@@ -782,6 +782,53 @@ mod postgres_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_server_loses_nothing_and_the_bus_resyncs() {
+        let server = tokio::task::spawn_blocking(pg::PgServer::private)
+            .await
+            .expect("start PostgreSQL");
+        let db = pg::TestDb::on(server).await;
+        let a = PgCatalog::connect(&db.url, "node-a").await.expect("a");
+        let bus = PgBus::connect(&db.url, "node-a").await.expect("bus");
+        let mut events = bus.subscribe();
+        let (v, _) = a
+            .insert(video("alice", VideoState::Queued))
+            .await
+            .expect("insert");
+        let lease = a.claim("node-a", TTL).await.expect("claim").expect("job");
+        let restart = db.server().clone();
+        tokio::task::spawn_blocking(move || restart.restart())
+            .await
+            .expect("restart");
+        let resync = tokio::time::timeout(PATIENCE, events.next())
+            .await
+            .expect("a resync in time");
+        assert_eq!(resync, Some(BusEvent::Resync));
+        let after = wait_for("the catalog to answer again", || {
+            let (a, id) = (a.clone(), v.id.clone());
+            async move {
+                match a.get(&id).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        assert!(matches!(e, CoreError::Unavailable(_)), "{e}");
+                        None
+                    }
+                }
+            }
+        })
+        .await;
+        assert_eq!(after, v, "committed work survives");
+        a.renew(&lease, TTL, None)
+            .await
+            .expect("the lease survives too");
+        let wake = BusEvent::State {
+            video: v.id.clone(),
+            seq: 1,
+        };
+        bus.publish(wake.clone()).await.expect("publish");
+        assert_eq!(next_event(&mut events).await, wake);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_killed_pool_connection_is_replaced() {
         let be = postgres().await;
         let db = be.db.as_ref().expect("postgres");
