@@ -12,6 +12,11 @@ DEBIAN_PACKAGES := pkg-config ca-certificates libgstreamer1.0-dev libgstreamer-p
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools ffmpeg
 
+# PostgreSQL 15, which the catalog's cluster tests start in a temp
+# directory (initdb, loopback port); Debian 12's own major version. Only
+# its programs are needed: any server it starts is not used.
+PG_INITDB := /usr/lib/postgresql/15/bin/initdb
+
 .PHONY: deps build run test lint test-clients test-hostile chromium garage bench-pipelines bench-serve bench-load fuzz clean
 
 # The stock clients the integration tests drive vidmill with: tus-js-client
@@ -23,6 +28,7 @@ deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
+	[ -x $(PG_INITDB) ] || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \

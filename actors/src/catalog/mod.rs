@@ -20,6 +20,8 @@
 //!   lease publishes nothing;
 //! - times come from the database's clock.
 
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
@@ -30,6 +32,8 @@ use crate::error::CoreError;
 use crate::model::{Options, Outputs, SourceInfo, StateEvent, Video, VideoError, VideoId};
 use crate::state::{Stage, VideoState};
 
+#[cfg(feature = "postgres")]
+pub use postgres::{PgBus, PgCatalog};
 pub use sqlite::SqliteCatalog;
 
 /// Every channel gets its own outbox row, so one that is down delays only
