@@ -91,9 +91,17 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     }
     let auth = app::authenticator(&config)?;
     let signer = app::signer(&config)?;
-    let shared = core::Shared::sqlite(
-        SqliteCatalog::open(&config.database.path).map_err(|e| format!("database.path: {e}"))?,
-    );
+    let node = config.node_id();
+    let shared = if config.database.is_cluster() {
+        core::Shared::postgres(&config.database.url, &node)
+            .await
+            .map_err(|e| format!("database.url: {e}"))?
+    } else {
+        core::Shared::sqlite(
+            SqliteCatalog::open(&config.database.path)
+                .map_err(|e| format!("database.path: {e}"))?,
+        )
+    };
     let mut core_config = CoreConfig::new(data_dir.join("work"));
     if config.media.cpu_budget > 0 {
         core_config.cpu_budget = config.media.cpu_budget;
@@ -102,7 +110,6 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
     core_config.min_free_disk = config.limits.min_free_disk_bytes;
     core_config.upload_expiry = Duration::from_secs(config.limits.upload_expiry_seconds);
     core_config.notify_max_age = Duration::from_secs(config.notify.max_age_seconds);
-    let node = config.node_id();
     core_config.node = node.clone();
     core_config.lease_ttl = Duration::from_secs(config.database.lease_ttl_seconds);
     core_config.processes = config.server.role.processes();

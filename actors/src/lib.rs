@@ -42,6 +42,8 @@ use ractor::Actor;
 
 pub use admission::{system_headroom, Headroom, HeadroomProbe};
 pub use bus::{BusEvent, EventBus, LocalBus};
+#[cfg(feature = "postgres")]
+pub use catalog::{PgBus, PgCatalog};
 pub use catalog::{Catalog, SqliteCatalog};
 pub use config::CoreConfig;
 pub use error::CoreError;
@@ -90,6 +92,19 @@ impl Shared {
             leases: catalog,
             bus: Arc::new(LocalBus::default()),
         }
+    }
+
+    /// A cluster member: node `node` on the PostgreSQL database at `url`
+    /// (migrated if it is behind), with its `LISTEN/NOTIFY` bus.
+    #[cfg(feature = "postgres")]
+    pub async fn postgres(url: &str, node: &str) -> Result<Self, CoreError> {
+        let catalog = Arc::new(PgCatalog::connect(url, node).await?);
+        let bus = Arc::new(PgBus::connect(url, node).await?);
+        Ok(Self {
+            catalog: catalog.clone(),
+            leases: catalog,
+            bus,
+        })
     }
 }
 
