@@ -42,9 +42,9 @@ use ractor::Actor;
 
 pub use admission::{system_headroom, Headroom, HeadroomProbe};
 pub use bus::{BusEvent, EventBus, LocalBus};
+pub use catalog::{Catalog, SqliteCatalog};
 #[cfg(feature = "postgres")]
 pub use catalog::{PgBus, PgCatalog};
-pub use catalog::{Catalog, SqliteCatalog};
 pub use config::CoreConfig;
 pub use error::CoreError;
 pub use handle::{Feed, Handle, Stats};

@@ -741,16 +741,19 @@ async fn the_bus_delivers_to_every_node(be: Backend) {
     be.bus_a.publish(wake.clone()).await.expect("publish");
     assert_eq!(next_event(&mut on_a).await, wake);
     assert_eq!(next_event(&mut on_b).await, wake);
-    let progress = BusEvent::Progress(ProgressEvent {
-        video_id: new_id(),
-        owner: "alice".into(),
-        seq: 3,
-        state: VideoState::Processing,
-        stage: Some(Stage::Converting),
-        percent: 12.5,
-        speed: 2.0,
-        eta_seconds: Some(4.0),
-    });
+    let progress = BusEvent::Progress {
+        node: "b".into(),
+        event: ProgressEvent {
+            video_id: new_id(),
+            owner: "alice".into(),
+            seq: 3,
+            state: VideoState::Processing,
+            stage: Some(Stage::Converting),
+            percent: 12.5,
+            speed: 2.0,
+            eta_seconds: Some(4.0),
+        },
+    };
     be.bus_b.publish(progress.clone()).await.expect("publish");
     assert_eq!(next_event(&mut on_a).await, progress);
     assert_eq!(next_event(&mut on_b).await, progress);

@@ -11,7 +11,6 @@
 
 mod abuse;
 mod cli;
-#[cfg(any())]
 mod cluster;
 mod connections;
 mod doctor;
