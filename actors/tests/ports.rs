@@ -766,6 +766,35 @@ mod postgres_only {
     use vidmill_actors::catalog::{PgBus, PgCatalog};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_notification_goes_out_from_the_one_node_that_claimed_it() {
+        let be = postgres().await;
+        let (v, _) = be
+            .a
+            .insert(video("alice", VideoState::Queued))
+            .await
+            .expect("insert");
+        be.a.apply(&v.id, state(VideoState::Ready))
+            .await
+            .expect("ready");
+        let on_a = be.a.pending_notifications(10).await.expect("a");
+        assert_eq!(on_a.len(), CHANNELS.len());
+        assert!(
+            be.b.pending_notifications(10).await.expect("b").is_empty(),
+            "claimed by node a"
+        );
+        assert_eq!(
+            be.a.pending_notifications(10).await.expect("a again").len(),
+            CHANNELS.len(),
+            "a node sees its own claims"
+        );
+        // A failed attempt gives the row up: any node may retry it.
+        be.a.notification_failed(on_a[0].id, 0).await.expect("failed");
+        let on_b = be.b.pending_notifications(10).await.expect("b");
+        assert_eq!(on_b.len(), 1);
+        assert_eq!(on_b[0].id, on_a[0].id);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_bus_resyncs_after_its_listener_is_killed() {
         let be = postgres().await;
         let db = be.db.as_ref().expect("postgres");

@@ -34,20 +34,37 @@ pub(super) async fn enqueue(c: &impl GenericClient, event: &StateEvent) -> Resul
     Ok(())
 }
 
+/// How long a node's claim on a notification holds: longer than one
+/// delivery attempt takes (a webhook's timeout), short enough that a dead
+/// node's rows go out soon after.
+const CLAIM: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl PgCatalog {
-    /// Undelivered notifications, oldest first (at most `limit`).
+    /// Undelivered notifications, oldest first (at most `limit`), claimed
+    /// by this node for [`CLAIM`]: no other node delivers them meanwhile.
+    /// Rows another node has claimed are passed over until its claim lapses.
     pub async fn pending_notifications(&self, limit: u32) -> Result<Vec<Pending>, CoreError> {
         let client = self.client().await?;
-        let rows = client
+        let mut rows = client
             .query(
-                "SELECT id, video_id, seq, kind, channel, payload::text, attempts,
-                        GREATEST(0, EXTRACT(EPOCH FROM next_attempt_at - now()))::float8,
-                        EXTRACT(EPOCH FROM now() - created_at)::float8
-                 FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT $1",
-                &[&i64::from(limit)],
+                "WITH picked AS (
+                     SELECT id FROM outbox
+                     WHERE delivered_at IS NULL
+                       AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = $2)
+                     ORDER BY id LIMIT $1
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE outbox o SET claimed_by = $2,
+                        claimed_until = now() + $3::bigint * interval '1 second'
+                 FROM picked WHERE o.id = picked.id
+                 RETURNING o.id, o.video_id, o.seq, o.kind, o.channel, o.payload::text, o.attempts,
+                        GREATEST(0, EXTRACT(EPOCH FROM o.next_attempt_at - now()))::float8,
+                        EXTRACT(EPOCH FROM now() - o.created_at)::float8",
+                &[&i64::from(limit), &&*self.node, &CLAIM.as_secs().cast_signed()],
             )
             .await
             .map_err(db)?;
+        // RETURNING keeps no order.
+        rows.sort_by_key(|r| r.try_get::<_, i64>(0).unwrap_or(i64::MAX));
         rows.iter()
             .map(|r| {
                 let seq: i64 = r.try_get(2).map_err(column)?;
@@ -87,7 +104,8 @@ impl PgCatalog {
         client
             .execute(
                 "UPDATE outbox SET attempts = attempts + 1,
-                     next_attempt_at = now() + $2::bigint * interval '1 second'
+                     next_attempt_at = now() + $2::bigint * interval '1 second',
+                     claimed_by = NULL, claimed_until = NULL
                  WHERE id = $1",
                 &[&id, &delay],
             )

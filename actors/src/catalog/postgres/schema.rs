@@ -95,6 +95,10 @@ const MIGRATIONS: &[&str] = &[
         served         BIGINT NOT NULL
     );
     CREATE SEQUENCE lease_tokens;",
+    // 2: a notification is claimed by the node about to deliver it, so
+    // each row goes out from one node; a claim that is not settled (the
+    // node died) lapses and any node may take the row.
+    "ALTER TABLE outbox ADD COLUMN claimed_by TEXT, ADD COLUMN claimed_until TIMESTAMPTZ;",
 ];
 
 /// The schema version this code writes.
