@@ -103,7 +103,8 @@ async fn fetch(client: &reqwest::Client, url: &reqwest::Url) -> Result<String, S
 
 /// The keys of a JWKS document that vidmill accepts, with the algorithm
 /// each key dictates. Keys without a `kid`, or of other types, are skipped.
-fn parse(text: &str) -> Result<HashMap<String, Key>, AuthError> {
+/// Public for the fuzz target (`vidmill::fuzzing::parse_jwks`).
+pub fn parse(text: &str) -> Result<HashMap<String, Key>, AuthError> {
     let set: JwkSet = serde_json::from_str(text).map_err(|e| AuthError(format!("JWKS: {e}")))?;
     let mut keys = HashMap::new();
     for jwk in set.keys {
