@@ -165,11 +165,6 @@ impl Quotas {
             Err(room) => Err(room.refusal(bytes)),
         }
     }
-
-    /// The bytes `user`'s uploads in progress hold now.
-    pub fn reserved(&self, user: &str) -> u64 {
-        self.0.reserved.of(user)
-    }
 }
 
 fn sweep_while_alive(quotas: Weak<Inner>) {

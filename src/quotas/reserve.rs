@@ -49,8 +49,8 @@ impl Reserved {
         now
     }
 
-    /// What `user` has reserved (for tests and metrics).
-    pub(super) fn of(&self, user: &str) -> u64 {
+    #[cfg(test)]
+    fn of(&self, user: &str) -> u64 {
         self.0
             .lock()
             .ok()
@@ -85,11 +85,6 @@ impl Reservation {
             user: user.to_string(),
             bytes: 0,
         }
-    }
-
-    /// The bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
     }
 
     /// Holds at least `total` bytes (what the upload has received so far),
