@@ -175,3 +175,52 @@ fn a_file_declaring_a_trillion_seconds_costs_what_it_holds() {
         .expect("server RSS");
     assert!(rss < 300 * 1024, "server RSS {rss} KiB");
 }
+
+#[test]
+fn a_direct_upload_over_a_limit_is_refused_by_name_at_completion() {
+    use crate::s3::{put_presigned, Garage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garage = Garage::start(&dir.path().join("garage"));
+    // The `[limits]` keys before the S3 table, which would take them.
+    let server = Server::start_with_env(
+        &dir.path().join("vidmill"),
+        &format!("{LIMITS}{}", garage.server_toml()),
+        &[("VIDMILL__STORAGE__TYPE", "s3")],
+    );
+    let token = server.token("direct");
+    let bearer = [("Authorization", format!("Bearer {token}"))];
+    let cases = [
+        ("", webm(dir.path(), 4.0), "limits.max_duration_seconds"),
+        (
+            "&frames_every=0.1",
+            webm(dir.path(), 1.0),
+            "limits.max_frames",
+        ),
+        (
+            "",
+            webm_of(dir.path(), 640, 360, 30, 1.0),
+            "limits.max_pixels",
+        ),
+    ];
+    for (options, body, key) in cases {
+        let created = server.request(
+            "POST",
+            &format!("/v1/videos?upload=direct{options}"),
+            &bearer,
+            b"",
+        );
+        assert_eq!(created.status, 201, "{created:?}");
+        let created = created.json();
+        let id = created["id"].as_str().expect("id").to_string();
+        assert_eq!(put_presigned(&created["upload"], &body, dir.path()), "200");
+        let r = server.request("POST", &format!("/v1/videos/{id}/complete"), &bearer, b"");
+        assert_limit(&r, key);
+    }
+    assert_eq!(
+        server.get("/v1/videos", &token).json()["videos"]
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "refused uploads are removed"
+    );
+}
