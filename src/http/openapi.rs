@@ -287,8 +287,8 @@ pub struct Problem {
     /// A human sentence.
     pub detail: String,
     pub code: ErrorCode,
-    /// With `limit-exceeded` for a quota: its config key, e.g.
-    /// `limits.quota_stored_bytes`.
+    /// With `limit-exceeded`: the config key of the quota or media limit,
+    /// e.g. `limits.quota_stored_bytes`, `limits.max_pixels`.
     pub limit: Option<String>,
 }
 
