@@ -120,7 +120,7 @@ bench-serve: deps
 # crashing input under fuzz/artifacts/<target>/. With -jobs, libFuzzer
 # writes its log to fuzz-0.log; each is kept as fuzz/logs/<target>.log.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS := range tus_headers multipart token isobmff config
+FUZZ_TARGETS := range tus_headers multipart token isobmff config jwks upload_options
 
 fuzz: deps
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -76,7 +76,10 @@ pub(crate) fn engine_error(e: media::MediaError) -> EngineError {
         media::MediaError::Unsupported(m) => EngineError::Unsupported(m),
         media::MediaError::Corrupt(m) => EngineError::Corrupt(m),
         media::MediaError::Cancelled => EngineError::Cancelled,
-        media::MediaError::LimitExceeded(m) => EngineError::LimitExceeded(m),
+        media::MediaError::LimitExceeded { limit, why } => EngineError::LimitExceeded {
+            limit: limit.key().into(),
+            why,
+        },
         e @ media::MediaError::Stalled(_) => EngineError::Stalled(e.to_string()),
         e => EngineError::Failed(e.to_string()),
     }

@@ -29,10 +29,11 @@ pub mod worker;
 /// not part of the API.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::auth::jwks::parse as parse_jwks;
     pub use crate::auth::token_header;
     pub use crate::http::identity::bearer;
     pub use crate::http::multipart_cap::{form_error, FormPrefixCap};
     pub use crate::http::range::decide;
     pub use crate::http::tus::headers::{byte_count, metadata};
-    pub use crate::http::upload::{filename, MAX_FILENAME_BYTES};
+    pub use crate::http::upload::{filename, parse_options, MAX_FILENAME_BYTES};
 }

@@ -36,10 +36,21 @@ pub enum EngineError {
     /// the message says how.
     #[error("{0}")]
     Crashed(String),
-    /// The worker went over a configured limit (memory, wall clock); the
-    /// message names the limit and its key.
-    #[error("{0}")]
-    LimitExceeded(String),
+    /// The source or the worker went over a configured limit: `limit` is
+    /// its configuration key (e.g. `limits.max_pixels`), which the message
+    /// shown always names.
+    #[error("{}", naming(why, limit))]
+    LimitExceeded { limit: String, why: String },
+}
+
+/// `why`, followed by the limit's key unless it already names it, so a
+/// failed video's message always says which limit stopped it.
+fn naming(why: &str, limit: &str) -> String {
+    if why.contains(limit) {
+        why.to_string()
+    } else {
+        format!("{why} ({limit})")
+    }
 }
 
 impl EngineError {
@@ -53,7 +64,7 @@ impl EngineError {
             Self::VerificationFailed(_) => "verification-failed",
             Self::Failed(_) => "pipeline-failed",
             Self::Crashed(_) => "pipeline-crashed",
-            Self::LimitExceeded(_) => "limit-exceeded",
+            Self::LimitExceeded { .. } => "limit-exceeded",
         }
     }
 

@@ -349,7 +349,15 @@ async fn a_crashed_worker_costs_one_attempt_and_a_limit_fails_at_once() {
     assert_eq!(error.code, "pipeline-crashed");
     assert!(error.message.contains("SIGSEGV"), "{}", error.message);
     let limited = core.wait_state("bob", &greedy.id, VideoState::Failed).await;
-    assert_eq!(limited.error.map(|e| e.code), Some("limit-exceeded".into()));
+    let error = limited.error.expect("error");
+    assert_eq!(error.code, "limit-exceeded");
+    // The engine said which limit beside its message: the stored message
+    // names it.
+    assert!(
+        error.message.contains("limits.worker_memory_bytes"),
+        "{}",
+        error.message
+    );
     core.wait_state("bob", &fine.id, VideoState::Ready).await;
     let runs = core.engine.record.runs.lock().expect("runs").clone();
     assert_eq!(runs.get(&once.id), Some(&2));

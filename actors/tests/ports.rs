@@ -768,11 +768,10 @@ mod postgres_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_notification_goes_out_from_the_one_node_that_claimed_it() {
         let be = postgres().await;
-        let (v, _) = be
-            .a
-            .insert(video("alice", VideoState::Queued))
-            .await
-            .expect("insert");
+        let (v, _) =
+            be.a.insert(video("alice", VideoState::Queued))
+                .await
+                .expect("insert");
         be.a.apply(&v.id, state(VideoState::Ready))
             .await
             .expect("ready");
@@ -788,7 +787,9 @@ mod postgres_only {
             "a node sees its own claims"
         );
         // A failed attempt gives the row up: any node may retry it.
-        be.a.notification_failed(on_a[0].id, 0).await.expect("failed");
+        be.a.notification_failed(on_a[0].id, 0)
+            .await
+            .expect("failed");
         let on_b = be.b.pending_notifications(10).await.expect("b");
         assert_eq!(on_b.len(), 1);
         assert_eq!(on_b[0].id, on_a[0].id);

@@ -22,10 +22,14 @@ pub enum MediaError {
     /// The wall-clock cap for the operation passed.
     #[error("pipeline timed out after {0:?}")]
     TimedOut(Duration),
-    /// The media passed one of the configured limits; the message names it
-    /// and its configuration key.
-    #[error("{0}")]
-    LimitExceeded(String),
+    /// The media passed one of the configured limits: `limit` says which
+    /// (callers name its configuration key from it), the message also
+    /// names the key.
+    #[error("{why}")]
+    LimitExceeded {
+        limit: crate::limits::Limit,
+        why: String,
+    },
     /// A GStreamer element vidmill needs is not installed.
     #[error("GStreamer element `{0}` is missing; install the GStreamer plugin packages")]
     MissingElement(String),
@@ -51,7 +55,7 @@ impl MediaError {
     pub fn is_input_error(&self) -> bool {
         matches!(
             self,
-            Self::Unsupported(_) | Self::Corrupt(_) | Self::Invalid(_) | Self::LimitExceeded(_)
+            Self::Unsupported(_) | Self::Corrupt(_) | Self::Invalid(_) | Self::LimitExceeded { .. }
         )
     }
 
@@ -72,7 +76,7 @@ impl MediaError {
             Self::Stalled(_) => "pipeline-stalled",
             Self::TimedOut(_) => "pipeline-timed-out",
             Self::Invalid(_) => "invalid-option",
-            Self::LimitExceeded(_) => "limit-exceeded",
+            Self::LimitExceeded { .. } => "limit-exceeded",
             Self::MissingElement(_) | Self::Pipeline(_) | Self::Io { .. } => "pipeline-failed",
         }
     }

@@ -42,7 +42,7 @@ pub use frames::{
 };
 pub use graph::output_size;
 pub use job::{run_job, JobReport, JobSpec};
-pub use limits::MediaLimits;
+pub use limits::{Limit, MediaLimits};
 pub use poster::{poster, poster_time, PosterReport, PosterSpec};
 pub use probe::{probe, probe_within};
 

@@ -3,7 +3,9 @@
 //! duration of 10^12 s, 30000×30000 pictures), so each limit is checked
 //! twice: against what the container declares, at probe time, and against
 //! what decoding actually finds, while a job runs. A limit passed fails
-//! with `LimitExceeded`, whose message names the limit's configuration key.
+//! with `LimitExceeded`, which says which [`Limit`] (as a value, so callers
+//! need not read it back out of the message) and whose message names the
+//! limit's configuration key.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,41 @@ use crate::frames::frame_count;
 /// The name of the details structure on a bus error that a limit posted,
 /// so the runner tells it from any other pipeline error.
 pub(crate) const LIMIT_DETAILS: &str = "vidmill-limit";
+
+/// The field of those details that holds the limit's key.
+pub(crate) const LIMIT_FIELD: &str = "limit";
+
+/// Which media limit a source passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Limit {
+    Duration,
+    Pixels,
+    FrameRate,
+    Frames,
+}
+
+impl Limit {
+    const ALL: [Self; 4] = [Self::Duration, Self::Pixels, Self::FrameRate, Self::Frames];
+
+    /// The limit's configuration key, as problem bodies name it.
+    pub const fn key(self) -> &'static str {
+        match self {
+            Self::Duration => "limits.max_duration_seconds",
+            Self::Pixels => "limits.max_pixels",
+            Self::FrameRate => "limits.max_frame_rate",
+            Self::Frames => "limits.max_frames",
+        }
+    }
+
+    /// The limit whose key is `key` (how a limit travels on the bus).
+    pub(crate) fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.key() == key)
+    }
+
+    fn exceeded(self, why: String) -> MediaError {
+        MediaError::LimitExceeded { limit: self, why }
+    }
+}
 
 /// What one source may be. The defaults fit one VM (8K, 240 fps, 12 hours)
 /// and are the `[limits]` defaults of the configuration.
@@ -59,7 +96,7 @@ impl MediaLimits {
         self.check_picture(facts.video.width, facts.video.height)?;
         if let Some(fps) = facts.video.frame_rate {
             if fps > self.max_frame_rate {
-                return Err(MediaError::LimitExceeded(format!(
+                return Err(Limit::FrameRate.exceeded(format!(
                     "the video declares {fps:.0} frames per second, more than the limit of {:.0} (limits.max_frame_rate)",
                     self.max_frame_rate
                 )));
@@ -81,7 +118,7 @@ impl MediaLimits {
     }
 
     pub(crate) fn too_many_frames(&self, count: u64) -> MediaError {
-        MediaError::LimitExceeded(format!(
+        Limit::Frames.exceeded(format!(
             "a frame every so often makes {count} images, more than the limit of {} (limits.max_frames); ask for a longer frames_every",
             self.max_frames
         ))
@@ -91,7 +128,7 @@ impl MediaLimits {
     pub(crate) fn check_picture(&self, width: u32, height: u32) -> Result<()> {
         let pixels = u64::from(width) * u64::from(height);
         if pixels > self.max_pixels {
-            return Err(MediaError::LimitExceeded(format!(
+            return Err(Limit::Pixels.exceeded(format!(
                 "the video's pictures are {width}x{height}, more than the limit of {} pixels (limits.max_pixels)",
                 self.max_pixels
             )));
@@ -102,7 +139,7 @@ impl MediaLimits {
     /// Media time reached (declared, or decoded so far), in seconds.
     pub(crate) fn check_media_time(&self, seconds: f64) -> Result<()> {
         if seconds > self.max_duration {
-            return Err(MediaError::LimitExceeded(format!(
+            return Err(Limit::Duration.exceeded(format!(
                 "the video lasts more than the limit of {:.0} s (limits.max_duration_seconds)",
                 self.max_duration
             )));
@@ -149,8 +186,14 @@ pub(crate) fn watch_pictures(pad: &gst::Pad, limits: MediaLimits) {
             return gst::PadProbeReturn::Ok;
         };
         if let Some(element) = pad.parent_element() {
+            let details = match &e {
+                MediaError::LimitExceeded { limit, .. } => gst::Structure::builder(LIMIT_DETAILS)
+                    .field(LIMIT_FIELD, limit.key())
+                    .build(),
+                _ => gst::Structure::new_empty(LIMIT_DETAILS),
+            };
             let message = gst::message::Error::builder(gst::StreamError::Failed, &e.to_string())
-                .details(gst::Structure::new_empty(LIMIT_DETAILS))
+                .details(details)
                 .src(&element)
                 .build();
             let _ = element.post_message(message);
@@ -178,8 +221,17 @@ mod tests {
         }
     }
 
+    /// Named twice: as the typed limit and in the message.
     fn named(r: Result<()>, key: &str) -> bool {
-        matches!(r, Err(MediaError::LimitExceeded(m)) if m.contains(key))
+        matches!(r, Err(MediaError::LimitExceeded { limit, why }) if limit.key() == key && why.contains(key))
+    }
+
+    #[test]
+    fn every_limit_is_found_by_its_key() {
+        for l in Limit::ALL {
+            assert_eq!(Limit::from_key(l.key()), Some(l));
+        }
+        assert_eq!(Limit::from_key("limits.max_upload_bytes"), None);
     }
 
     #[test]

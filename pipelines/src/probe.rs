@@ -169,7 +169,7 @@ pub fn probe_within(path: &Path, limits: &MediaLimits) -> Result<MediaFacts> {
     limits.check_source(&as_declared)?;
     let scan = match scan(path, graph::Picture::of(&video), whole, limits) {
         Ok(scan) => scan,
-        Err(e @ MediaError::LimitExceeded(_)) => return Err(e),
+        Err(e @ MediaError::LimitExceeded { .. }) => return Err(e),
         // What the scan adds is optional: keyframe spacing, a start offset.
         Err(_) => Scan::default(),
     };

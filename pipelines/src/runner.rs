@@ -152,11 +152,21 @@ impl<'c> Running<'c> {
             gst::MessageView::Error(err) => {
                 let src = err.src().map(|s| s.path_string().to_string());
                 tracing::debug!(src, error = %err.error(), debug = ?err.debug(), "pipeline error");
-                if err
+                let limit = err
                     .details()
-                    .is_some_and(|d| d.name() == crate::limits::LIMIT_DETAILS)
-                {
-                    return Err(MediaError::LimitExceeded(err.error().message().to_string()));
+                    .filter(|d| d.name() == crate::limits::LIMIT_DETAILS)
+                    .map(|d| {
+                        d.get::<&str>(crate::limits::LIMIT_FIELD)
+                            .ok()
+                            .and_then(crate::limits::Limit::from_key)
+                            // Only pictures are watched on the bus today.
+                            .unwrap_or(crate::limits::Limit::Pixels)
+                    });
+                if let Some(limit) = limit {
+                    return Err(MediaError::LimitExceeded {
+                        limit,
+                        why: err.error().message().to_string(),
+                    });
                 }
                 Err(MediaError::from_gst(&err.error(), err.debug().as_deref()))
             }

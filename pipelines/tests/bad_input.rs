@@ -178,7 +178,7 @@ fn claim_jpeg_size(path: &Path, w: u16, h: u16) {
 }
 
 fn limit_named(err: &MediaError, key: &str) -> bool {
-    matches!(err, MediaError::LimitExceeded(m) if m.contains(key))
+    matches!(err, MediaError::LimitExceeded { limit, why } if limit.key() == key && why.contains(key))
 }
 
 #[test]

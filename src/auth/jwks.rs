@@ -103,8 +103,20 @@ async fn fetch(client: &reqwest::Client, url: &reqwest::Url) -> Result<String, S
 
 /// The keys of a JWKS document that vidmill accepts, with the algorithm
 /// each key dictates. Keys without a `kid`, or of other types, are skipped.
-fn parse(text: &str) -> Result<HashMap<String, Key>, AuthError> {
-    let set: JwkSet = serde_json::from_str(text).map_err(|e| AuthError(format!("JWKS: {e}")))?;
+/// Public for the fuzz target (`vidmill::fuzzing::parse_jwks`).
+pub fn parse(text: &str) -> Result<HashMap<String, Key>, AuthError> {
+    let doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| AuthError(format!("JWKS: {e}")))?;
+    // A JWK Set is an object with a `keys` array (RFC 7517 section 5).
+    // Deserialized directly, serde would also take an array as the set's
+    // fields in order (`[[]]`: no keys), so an answer that is no key set
+    // at all would replace the held keys instead of failing the read.
+    if !doc.get("keys").is_some_and(serde_json::Value::is_array) {
+        return Err(AuthError(
+            "JWKS: not a JWK Set (a JSON object with a `keys` array)".into(),
+        ));
+    }
+    let set: JwkSet = serde_json::from_value(doc).map_err(|e| AuthError(format!("JWKS: {e}")))?;
     let mut keys = HashMap::new();
     for jwk in set.keys {
         let Some(kid) = jwk.common.key_id.clone() else {
@@ -233,5 +245,19 @@ mod tests {
         no_kid["use"] = "sig".into();
         let set = serde_json::json!({ "keys": [no_kid] }).to_string();
         assert!(parse(&set).expect("parse").is_empty());
+    }
+
+    /// Found by the `jwks` fuzz target: serde took a JSON array as the
+    /// set's fields in order, so `[[]]` read as a set of no keys.
+    #[test]
+    fn fuzz_a_json_array_is_not_a_key_set() {
+        for text in ["\n\n [[]]\r", "[[]]", "[]", "{}", r#"{"keys": {}}"#, "null"] {
+            assert!(parse(text).is_err(), "{text:?} read as a key set");
+        }
+        let mut jwk: serde_json::Value = serde_json::from_str(RSA_JWK).expect("jwk");
+        jwk["kid"] = "k1".into();
+        let array = serde_json::json!([[jwk]]).to_string();
+        assert!(parse(&array).is_err(), "{array}");
+        assert!(parse(r#"{"keys": []}"#).expect("an empty set").is_empty());
     }
 }

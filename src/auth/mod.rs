@@ -7,7 +7,7 @@
 //! and HS/RS confusion are rejected. `sub` and `exp` are required, `nbf` is
 //! honoured, `iss` and `aud` are checked when configured.
 
-mod jwks;
+pub(crate) mod jwks;
 
 use std::time::Duration;
 

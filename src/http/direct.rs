@@ -19,7 +19,7 @@ use super::disk::check_disk;
 use super::error::ApiError;
 use super::openapi as doc;
 use super::render;
-use super::upload::{filename, parse_options, probe, remember_contact};
+use super::upload::{filename, parse_options, probe_for, remember_contact};
 use crate::app::{unix_now, App};
 use crate::auth::Identity;
 use crate::config::StorageKind;
@@ -48,10 +48,7 @@ pub async fn start(
     }
     let options = parse_options(query, app.config.media.frames_every)?;
     // The size is known only at completion: here, room for any upload.
-    app.quotas
-        .uploads(&app.handle, &who.sub, true)
-        .await?
-        .check(1)?;
+    drop(app.quotas.reserve(&app.handle, &who.sub, 1, true).await?);
     check_disk(app).await?;
     let filename = filename(query.get("filename").map(String::as_str))?;
     remember_contact(app, who).await;
@@ -114,7 +111,9 @@ pub async fn start(
             `limit-exceeded`: past the caller's `limits.quota_stored_bytes` or \
             `limits.quota_upload_bytes_per_day` (named in `limit`); removed",
             body = doc::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`limit-exceeded`: a count quota, named in `limit` (`limits.quota_uploads_in_progress`); retry once one ends",
+        (status = 422, description = "`limit-exceeded`, named in `limit`: a count quota \
+            (`limits.quota_uploads_in_progress`; retry once one ends), or a media limit (`limits.max_duration_seconds`, \
+            `limits.max_pixels`, `limits.max_frame_rate`, `limits.max_frames`; removed)",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: not a video vidmill can read; removed",
             body = doc::Problem, content_type = "application/problem+json"),
@@ -161,11 +160,16 @@ pub async fn complete(
         app.handle.delete(&who.sub, &id).await?;
         return Err(ApiError::UploadTooLarge(limit));
     }
-    let allowance = app.quotas.uploads(&app.handle, &who.sub, false).await?;
-    if let Err(over) = allowance.check(size) {
-        app.handle.delete(&who.sub, &id).await?;
-        return Err(over);
-    }
+    // Held until the video is queued (which charges the bytes), against
+    // uploads finishing beside it.
+    let _reservation = match app.quotas.reserve(&app.handle, &who.sub, size, false).await {
+        Ok(r) => r,
+        Err(over @ ApiError::QuotaExceeded { .. }) => {
+            app.handle.delete(&who.sub, &id).await?;
+            return Err(over);
+        }
+        Err(e) => return Err(e),
+    };
     let scratch = app
         .config
         .data_dir()
@@ -176,7 +180,7 @@ pub async fn complete(
         .track_temp(&scratch, "direct upload probe")
         .await?;
     let probed = match app.store.local_copy(&key, &scratch).await {
-        Ok(copy) => probe(&app, &copy).await,
+        Ok(copy) => probe_for(&app, &copy, &video.options).await,
         Err(StoreError::NotFound(_)) => Err(ApiError::NotReady("the uploaded source")),
         Err(e) => Err(e.into()),
     };
@@ -184,7 +188,7 @@ pub async fn complete(
     let _ = app.handle.untrack_temp(&scratch).await;
     match probed {
         Ok(_) => {}
-        Err(e @ (ApiError::UnsupportedMedia(_) | ApiError::LimitExceeded(_))) => {
+        Err(e @ (ApiError::UnsupportedMedia(_) | ApiError::LimitExceeded { .. })) => {
             app.handle.delete(&who.sub, &id).await?;
             return Err(e);
         }

@@ -20,9 +20,10 @@ pub enum ApiError {
     EmptyUpload,
     #[error("{0}")]
     UnsupportedMedia(String),
-    /// A media limit: the message names it and its configuration key.
-    #[error("{0}")]
-    LimitExceeded(String),
+    /// A media or worker limit: `limit` is its configuration key (the
+    /// problem's `limit` field), which the message names too.
+    #[error("{why}")]
+    LimitExceeded { limit: String, why: String },
     #[error("option `{name}`: {why}")]
     InvalidOption { name: &'static str, why: String },
     #[error("the link's signature is invalid or has expired")]
@@ -92,7 +93,9 @@ impl ApiError {
                 "unsupported-media",
                 "Unsupported media",
             ),
-            Self::LimitExceeded(_) => (S::UNPROCESSABLE_ENTITY, "limit-exceeded", "Limit exceeded"),
+            Self::LimitExceeded { .. } => {
+                (S::UNPROCESSABLE_ENTITY, "limit-exceeded", "Limit exceeded")
+            }
             Self::InvalidOption { .. } => (S::BAD_REQUEST, "invalid-option", "Invalid option"),
             Self::BadSignature => (S::FORBIDDEN, "bad-signature", "Bad signature"),
             Self::RangeNotSatisfiable(_) => (
@@ -179,6 +182,7 @@ impl IntoResponse for ApiError {
             code,
             limit: match &self {
                 Self::QuotaExceeded { key, .. } => Some(*key),
+                Self::LimitExceeded { limit, .. } => Some(limit.as_str()),
                 _ => None,
             },
         })

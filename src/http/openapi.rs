@@ -287,8 +287,8 @@ pub struct Problem {
     /// A human sentence.
     pub detail: String,
     pub code: ErrorCode,
-    /// With `limit-exceeded` for a quota: its config key, e.g.
-    /// `limits.quota_stored_bytes`.
+    /// With `limit-exceeded`: the config key of the quota or media limit,
+    /// e.g. `limits.quota_stored_bytes`, `limits.max_pixels`.
     pub limit: Option<String>,
 }
 
@@ -569,7 +569,7 @@ mod tests {
                 | ApiError::UploadTooLarge(_)
                 | ApiError::EmptyUpload
                 | ApiError::UnsupportedMedia(_)
-                | ApiError::LimitExceeded(_)
+                | ApiError::LimitExceeded { .. }
                 | ApiError::InvalidOption { .. }
                 | ApiError::BadSignature
                 | ApiError::RangeNotSatisfiable(_)
@@ -597,7 +597,10 @@ mod tests {
             ApiError::UploadTooLarge(1),
             ApiError::EmptyUpload,
             ApiError::UnsupportedMedia(String::new()),
-            ApiError::LimitExceeded(String::new()),
+            ApiError::LimitExceeded {
+                limit: String::new(),
+                why: String::new(),
+            },
             ApiError::InvalidOption {
                 name: "x",
                 why: String::new(),

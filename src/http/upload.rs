@@ -22,7 +22,7 @@ use super::openapi as doc;
 use super::render;
 use crate::app::App;
 use crate::auth::Identity;
-use crate::quotas::Allowance;
+use crate::quotas::Reservation;
 
 /// Parses the upload options of API.md from the query string.
 pub fn parse_options(
@@ -135,13 +135,14 @@ impl Drop for TempUpload {
 }
 
 /// Copies a body stream to `file`, enforcing the size limit, the user's
-/// byte quotas and the free disk floor as it goes.
+/// byte quotas (the reservation grows to cover what arrived) and the free
+/// disk floor as it goes.
 async fn receive<S, E>(
     app: &App,
     mut stream: S,
     file: &mut tokio::fs::File,
     limit: u64,
-    allowance: &Allowance,
+    reservation: &mut Reservation,
 ) -> Result<u64, ApiError>
 where
     S: futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
@@ -155,7 +156,7 @@ where
         if total > limit {
             return Err(ApiError::UploadTooLarge(limit));
         }
-        allowance.check(total)?;
+        reservation.cover(total).await?;
         disk.writing(chunk.len()).await?;
         file.write_all(&chunk).await.map_err(write_error)?;
     }
@@ -194,10 +195,40 @@ pub(super) async fn remember_contact(app: &App, who: &Identity) {
     }
 }
 
+/// Probes a complete upload (plain, tus or direct) and holds it to the
+/// media limits, the frames archive's included: what is known now is
+/// refused now (422 naming the limit), not failed later.
+pub(super) async fn probe_for(
+    app: &App,
+    path: &Path,
+    options: &Options,
+) -> Result<SourceInfo, ApiError> {
+    let info = probe(app, path).await?;
+    if options.wants(OutputKind::Frames) {
+        app.config
+            .limits
+            .media()
+            .check_frames(options.frames_every, info.duration)
+            .map_err(media_limit)?;
+    }
+    Ok(info)
+}
+
+/// A media limit as the API answers it, its key carried as a value.
+fn media_limit(e: media::MediaError) -> ApiError {
+    match e {
+        media::MediaError::LimitExceeded { limit, why } => ApiError::LimitExceeded {
+            limit: limit.key().into(),
+            why,
+        },
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
 /// Probes an upload in a worker process (the server itself never reads
 /// media). A file whose probe crashes its worker or runs over a worker's
 /// limit is no video vidmill can read either.
-pub(super) async fn probe(app: &App, path: &Path) -> Result<SourceInfo, ApiError> {
+async fn probe(app: &App, path: &Path) -> Result<SourceInfo, ApiError> {
     let (engine, path) = (app.engine.clone(), path.to_path_buf());
     let probed = tokio::task::spawn_blocking(move || engine.probe(&path))
         .await
@@ -207,9 +238,10 @@ pub(super) async fn probe(app: &App, path: &Path) -> Result<SourceInfo, ApiError
         Err(e @ (EngineError::Unsupported(_) | EngineError::Corrupt(_))) => Err(
             ApiError::UnsupportedMedia(format!("the file is not a video vidmill can read: {e}")),
         ),
-        Err(EngineError::LimitExceeded(why)) => Err(ApiError::LimitExceeded(format!(
-            "the video is over a limit of this server: {why}"
-        ))),
+        Err(EngineError::LimitExceeded { limit, why }) => Err(ApiError::LimitExceeded {
+            why: format!("the video is over a limit of this server: {why}"),
+            limit,
+        }),
         Err(e @ EngineError::Crashed(_)) => Err(ApiError::UnsupportedMedia(format!(
             "the file is not a video vidmill can read: probing it failed ({}): {e}",
             e.code()
@@ -269,7 +301,8 @@ fn is_raw_media(headers: &HeaderMap) -> bool {
         (status = 415, description = "`unsupported-media`: not a video vidmill can read, or another content type",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`limit-exceeded`: the video is over a media limit (`limits.max_duration_seconds`, \
-            `limits.max_pixels`, `limits.max_frame_rate`, `limits.max_frames`), named in the detail; nothing is kept",
+            `limits.max_pixels`, `limits.max_frame_rate`, `limits.max_frames`; or a worker's `limits.worker_memory_bytes`, \
+            `limits.worker_timeout_factor` while probing), named in `limit` and the detail; nothing is kept",
             body = doc::Problem, content_type = "application/problem+json"),
         (status = 408, description = "`body-too-slow`: the body came slower than \
             `server.min_body_bytes_per_second`", body = doc::Problem,
@@ -305,11 +338,19 @@ pub async fn create(
     }
     let multipart = is_multipart(request.headers());
     let _sending = app.quotas.upload_in_progress(&who.sub)?;
-    let allowance = app.quotas.uploads(&app.handle, &who.sub, false).await?;
-    // A form's length includes its framing; only a raw body's is the file's.
-    if let Some(n) = declared.filter(|_| !multipart) {
-        allowance.check(n)?;
-    }
+    // A raw body's declared length is the file's, reserved whole now; a
+    // form's includes its framing, so a form (like a chunked body) reserves
+    // as its file's bytes arrive. Held until the video is created (which
+    // charges them) or the request ends.
+    let mut reservation = app
+        .quotas
+        .reserve(
+            &app.handle,
+            &who.sub,
+            declared.filter(|_| !multipart).unwrap_or(0),
+            false,
+        )
+        .await?;
     check_disk(&app).await?;
     if !multipart && !is_raw_media(request.headers()) {
         return Err(ApiError::UnsupportedMedia(
@@ -342,7 +383,7 @@ pub async fn create(
             if name.is_none() {
                 name = Some(filename(field.file_name())?);
             }
-            size = Some(receive(&app, field, &mut file, limit, &allowance).await?);
+            size = Some(receive(&app, field, &mut file, limit, &mut reservation).await?);
             break;
         }
         size.ok_or_else(|| ApiError::InvalidOption {
@@ -351,7 +392,14 @@ pub async fn create(
         })?
     } else {
         let body: Body = request.into_body();
-        receive(&app, body.into_data_stream(), &mut file, limit, &allowance).await?
+        receive(
+            &app,
+            body.into_data_stream(),
+            &mut file,
+            limit,
+            &mut reservation,
+        )
+        .await?
     };
     drop(file);
     if size == 0 {
@@ -362,15 +410,7 @@ pub async fn create(
     if !multipart && declared.is_some_and(|n| n != size) {
         return Err(ApiError::UploadInterrupted);
     }
-    let info = probe(&app, &temp.path).await?;
-    if options.wants(OutputKind::Frames) {
-        // Known now, so refused now rather than failed later.
-        app.config
-            .limits
-            .media()
-            .check_frames(options.frames_every, info.duration)
-            .map_err(|e| ApiError::LimitExceeded(e.to_string()))?;
-    }
+    probe_for(&app, &temp.path, &options).await?;
     let name = name.unwrap_or_else(|| "upload".into());
     remember_contact(&app, &who).await;
     let video = app
@@ -378,6 +418,8 @@ pub async fn create(
         .create(&who.sub, &name, options, &temp.path)
         .await?;
     temp.kept = true;
+    // Charged by the catalog now: the reservation may go.
+    drop(reservation);
     // The video exists now; a failure to forget the temp record is only
     // worth a log line (the next start sweeps records of missing files).
     if let Err(e) = app.handle.untrack_temp(&temp.path).await {

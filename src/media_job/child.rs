@@ -112,11 +112,14 @@ fn starved(e: EngineError, data_limit: u64) -> EngineError {
         EngineError::Failed(_) | EngineError::Corrupt(_) | EngineError::Stalled(_)
             if data_limit > 0 && allocation =>
         {
-            EngineError::LimitExceeded(format!(
-                "the job ran out of memory under its {} MiB data limit \
-                 (from limits.worker_memory_bytes): {e}",
-                data_limit >> 20
-            ))
+            EngineError::LimitExceeded {
+                limit: "limits.worker_memory_bytes".into(),
+                why: format!(
+                    "the job ran out of memory under its {} MiB data limit \
+                     (from limits.worker_memory_bytes): {e}",
+                    data_limit >> 20
+                ),
+            }
         }
         e => e,
     }
@@ -200,6 +203,10 @@ mod tests {
         let limited = starved(e.clone(), 600 << 20);
         assert_eq!(limited.code(), "limit-exceeded");
         assert!(limited.to_string().contains("600 MiB"), "{limited}");
+        assert!(
+            matches!(&limited, EngineError::LimitExceeded { limit, .. } if limit == "limits.worker_memory_bytes"),
+            "{limited:?}"
+        );
         assert_eq!(starved(e.clone(), 0), e, "no limit, no verdict");
         let corrupt = EngineError::Corrupt("no frames".into());
         assert_eq!(starved(corrupt.clone(), 600 << 20), corrupt);

@@ -158,12 +158,14 @@ mod tests {
 
     #[test]
     fn an_error_carries_its_kind_and_message() {
-        let line =
-            serde_json::to_string(&Reply::Failed(EngineError::LimitExceeded("memory".into())))
-                .expect("serialize");
+        let line = serde_json::to_string(&Reply::Failed(EngineError::LimitExceeded {
+            limit: "limits.worker_memory_bytes".into(),
+            why: "memory".into(),
+        }))
+        .expect("serialize");
         assert_eq!(
             line,
-            r#"{"failed":{"kind":"limit-exceeded","message":"memory"}}"#
+            r#"{"failed":{"kind":"limit-exceeded","message":{"limit":"limits.worker_memory_bytes","why":"memory"}}}"#
         );
     }
 }

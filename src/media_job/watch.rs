@@ -84,13 +84,21 @@ impl WatchError {
 
     /// A configured limit stopped the job: the same input stops again.
     pub fn is_limit(&self) -> bool {
-        matches!(
-            self,
-            Self::OverMemory { .. }
-                | Self::OutOfMemory { .. }
-                | Self::OverTime(_)
-                | Self::OverOutput { .. }
-        )
+        self.limit().is_some()
+    }
+
+    /// The configuration key of the limit that stopped the job. The wall
+    /// clock comes from two keys (the message names both); the factor is
+    /// named, as the one that grows with a long source.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            Self::OverMemory { .. } | Self::OutOfMemory { .. } => {
+                Some("limits.worker_memory_bytes")
+            }
+            Self::OverTime(_) => Some("limits.worker_timeout_factor"),
+            Self::OverOutput { .. } => Some("limits.max_output_bytes"),
+            Self::Spawn(_) | Self::Cancelled | Self::Crashed { .. } => None,
+        }
     }
 }
 
@@ -99,8 +107,13 @@ impl From<WatchError> for EngineError {
         match e {
             WatchError::Cancelled => Self::Cancelled,
             e if e.is_crash() => Self::Crashed(e.to_string()),
-            e if e.is_limit() => Self::LimitExceeded(e.to_string()),
-            e => Self::Failed(e.to_string()),
+            e => match e.limit() {
+                Some(limit) => Self::LimitExceeded {
+                    limit: limit.into(),
+                    why: e.to_string(),
+                },
+                None => Self::Failed(e.to_string()),
+            },
         }
     }
 }
@@ -475,8 +488,13 @@ mod tests {
         assert!(over.to_string().contains("limits.worker_memory_bytes"));
         let engine = EngineError::from(over);
         assert_eq!(engine.code(), "limit-exceeded");
+        assert!(
+            matches!(&engine, EngineError::LimitExceeded { limit, .. } if limit == "limits.worker_memory_bytes"),
+            "{engine:?}"
+        );
         let slow = judge(None, Some(Ending::Killed(Kill::Clock)), BUDGET, "").expect_err("limit");
         assert!(slow.to_string().contains("wall-clock"), "{slow}");
+        assert_eq!(slow.limit(), Some("limits.worker_timeout_factor"));
         let aborted = judge(
             None,
             Some(Ending::Exited(ExitStatus::from_raw(6))),

@@ -1,11 +1,13 @@
 //! Quotas and request rates per user (the token's `sub`), README "Running
 //! it exposed": uploads in progress and WebSocket streams are counted in
 //! this process (one node holds them); open uploads, bytes uploaded in the
-//! last 24 hours and bytes stored are read from the catalog. Byte quotas
+//! last 24 hours and bytes stored are read from the catalog, plus the bytes
+//! reserved by the user's uploads in progress (`reserve`). Byte quotas
 //! answer 413 (this upload is too large for what is left), counts 422 (the
 //! request is fine; it fits once something ends), rates 429.
 
 mod rates;
+mod reserve;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
@@ -14,6 +16,8 @@ use std::time::Duration;
 use vidmill_actors::Handle;
 
 pub use self::rates::Rates;
+pub use self::reserve::Reservation;
+use self::reserve::Reserved;
 use crate::config::Limits;
 use crate::http::error::ApiError;
 use crate::slots::{Slot, Slots};
@@ -32,34 +36,34 @@ struct Inner {
     open_uploads: u64,
     upload_bytes_per_day: u64,
     stored_bytes: u64,
+    reserved: Reserved,
 }
 
-/// How many bytes a user may still upload, and which quota says so.
+/// How many bytes one upload of a user may hold, beside what is stored and
+/// what their other uploads hold, and which quota says so.
 #[derive(Debug, Clone, Copy)]
-pub struct Allowance {
+struct Allowance {
     left: u64,
     quota: u64,
     key: &'static str,
 }
 
 impl Allowance {
-    /// `Ok` when an upload of `bytes` fits what is left.
-    pub fn check(&self, bytes: u64) -> Result<(), ApiError> {
-        if bytes <= self.left {
-            return Ok(());
-        }
+    /// The answer to an upload of `bytes`, more than is left.
+    fn refusal(&self, bytes: u64) -> ApiError {
         let what = match self.key {
             "limits.quota_stored_bytes" => "you may store; delete videos to make room",
             _ => "you may upload in 24 hours; wait, or send a smaller file",
         };
-        Err(ApiError::QuotaExceeded {
+        ApiError::QuotaExceeded {
             key: self.key,
             too_large: true,
             why: format!(
-                "this upload would take you past the {} bytes {what} ({} bytes are left)",
+                "this upload of {bytes} bytes would take you past the {} bytes {what} ({} bytes \
+                 are left, counting your uploads in progress)",
                 self.quota, self.left
             ),
-        })
+        }
     }
 }
 
@@ -74,6 +78,7 @@ impl Quotas {
             open_uploads: limits.quota_open_uploads,
             upload_bytes_per_day: limits.quota_upload_bytes_per_day,
             stored_bytes: limits.quota_stored_bytes,
+            reserved: Reserved::default(),
         }));
         sweep_while_alive(Arc::downgrade(&quotas.0));
         quotas
@@ -126,45 +131,39 @@ impl Quotas {
             })
     }
 
-    /// What `user` may still upload; when `opening` (a resumable or
-    /// direct upload is to be created), also that they have room for one
-    /// more open upload.
-    pub async fn uploads(
+    /// Reserves `bytes` for one upload of `user` (0 when its length is not
+    /// known yet: it grows with [`Reservation::cover`]), refused when they
+    /// do not fit the byte quotas beside what the user stores and what
+    /// their other uploads hold; when `opening` (a resumable or direct
+    /// upload is to be created), also that they have room for one more
+    /// open upload. The bytes are held until the reservation is dropped,
+    /// which must come after the catalog has charged them.
+    pub async fn reserve(
         &self,
         handle: &Handle,
         user: &str,
+        bytes: u64,
         opening: bool,
-    ) -> Result<Allowance, ApiError> {
-        let usage = handle.usage(user).await?;
-        let q = &self.0;
-        if opening && usage.open_uploads >= q.open_uploads {
-            return Err(ApiError::QuotaExceeded {
-                key: "limits.quota_open_uploads",
-                too_large: false,
-                why: format!(
-                    "you have {} unfinished uploads, the most allowed; finish or delete one \
-                     (DELETE /v1/uploads/{{id}})",
-                    usage.open_uploads
-                ),
-            });
+    ) -> Result<Reservation, ApiError> {
+        if opening {
+            let usage = handle.usage(user).await?;
+            if usage.open_uploads >= self.0.open_uploads {
+                return Err(ApiError::QuotaExceeded {
+                    key: "limits.quota_open_uploads",
+                    too_large: false,
+                    why: format!(
+                        "you have {} unfinished uploads, the most allowed; finish or delete one \
+                         (DELETE /v1/uploads/{{id}})",
+                        usage.open_uploads
+                    ),
+                });
+            }
         }
-        let per_day = Allowance {
-            left: q
-                .upload_bytes_per_day
-                .saturating_sub(usage.uploaded_last_day),
-            quota: q.upload_bytes_per_day,
-            key: "limits.quota_upload_bytes_per_day",
-        };
-        let stored = Allowance {
-            left: q.stored_bytes.saturating_sub(usage.stored_bytes),
-            quota: q.stored_bytes,
-            key: "limits.quota_stored_bytes",
-        };
-        Ok(if stored.left < per_day.left {
-            stored
-        } else {
-            per_day
-        })
+        let mut reservation = Reservation::empty(self.0.clone(), handle, user);
+        match reservation.hold(bytes).await? {
+            Ok(()) => Ok(reservation),
+            Err(room) => Err(room.refusal(bytes)),
+        }
     }
 }
 

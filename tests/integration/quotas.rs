@@ -267,3 +267,151 @@ fn bytes_per_day_count_deleted_videos_too() {
         201
     );
 }
+
+/// One upload sent over its own connection in two halves, the second held
+/// back until `go` opens; the answer is read meanwhile (a refusal comes
+/// before the body is through).
+fn upload_in_halves(
+    server: &Server,
+    token: &str,
+    name: &str,
+    source: &[u8],
+    chunked: bool,
+    go: std::sync::Arc<std::sync::Barrier>,
+) -> std::thread::JoinHandle<Response> {
+    let stream = TcpStream::connect(&server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let length = match chunked {
+        true => "Transfer-Encoding: chunked".to_string(),
+        false => format!("Content-Length: {}", source.len()),
+    };
+    let head = format!(
+        "POST /v1/videos?filename={name} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: video/webm\r\n{length}\r\n\r\n"
+    );
+    let frame = |part: &[u8]| match chunked {
+        true => [format!("{:x}\r\n", part.len()).as_bytes(), part, b"\r\n"].concat(),
+        false => part.to_vec(),
+    };
+    let (first, second) = source.split_at(source.len() / 2);
+    let mut first = [head.as_bytes(), &frame(first)].concat();
+    let mut second = frame(second);
+    if chunked {
+        second.extend_from_slice(b"0\r\n\r\n");
+    }
+    let mut writer = stream.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        // Write errors are the server's early answer closing the door.
+        let _ = writer.write_all(&std::mem::take(&mut first));
+        go.wait();
+        let _ = writer.write_all(&second);
+    });
+    std::thread::spawn(move || read_response(stream, false))
+}
+
+#[test]
+fn concurrent_uploads_never_pass_the_byte_quota_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = webm(dir.path(), 1.0);
+    let len = source.len() as u64;
+    // Room for two of the eight uploads below.
+    let quota = len * 5 / 2;
+    let server = Server::start(
+        dir.path(),
+        &format!("quota_stored_bytes = {quota}\nquota_uploads_in_progress = 16\n"),
+    );
+    let alice = server.token("alice");
+    let uploads = 6;
+    // Held until every upload has either been answered or has begun to
+    // store its bytes: each passed its check at the start, as uploads
+    // arriving together do.
+    let go = std::sync::Arc::new(std::sync::Barrier::new(uploads + 1));
+    let sending: Vec<_> = (0..uploads)
+        .map(|i| {
+            let name = format!("u{i}.webm");
+            upload_in_halves(&server, &alice, &name, &source, i % 2 == 1, go.clone())
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answered = sending.iter().filter(|h| h.is_finished()).count();
+        if answered + upload_spool(&server).len() >= uploads {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the uploads never settled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    go.wait();
+    // Resumable uploads are charged their declared length when created.
+    let tus: Vec<_> = (0..2)
+        .map(|_| {
+            let (server_addr, token) = (server.addr.clone(), alice.clone());
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(&server_addr).expect("connect");
+                write!(
+                    stream,
+                    "POST /v1/uploads HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                     Authorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\n\
+                     Upload-Length: {len}\r\nContent-Length: 0\r\n\r\n"
+                )
+                .expect("send");
+                read_response(stream, false)
+            })
+        })
+        .collect();
+    let answers: Vec<Response> = sending
+        .into_iter()
+        .chain(tus)
+        .map(|h| h.join().expect("upload thread"))
+        .collect();
+    let accepted = answers.iter().filter(|r| r.status == 201).count() as u64;
+    for refused in answers.iter().filter(|r| r.status != 201) {
+        assert_quota(refused, 413, "limits.quota_stored_bytes");
+    }
+    assert!(accepted >= 1, "{answers:?}");
+    assert!(
+        accepted * len <= quota,
+        "{accepted} uploads of {len} bytes accepted against a quota of {quota}"
+    );
+    assert_eq!(video_count(&server, &alice), accepted as usize);
+    assert!(
+        upload_spool(&server).is_empty(),
+        "{:?}",
+        upload_spool(&server)
+    );
+}
+
+#[test]
+fn an_upload_cut_off_gives_its_reserved_bytes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = webm(dir.path(), 1.0);
+    let quota = source.len() as u64 * 3 / 2;
+    let server = Server::start(dir.path(), &format!("quota_stored_bytes = {quota}\n"));
+    let alice = server.token("alice");
+    // Declares the whole file, sends a little of it, and goes away.
+    let mut cut = TcpStream::connect(&server.addr).expect("connect");
+    write!(
+        cut,
+        "POST /v1/videos?filename=a.webm HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\
+         Content-Type: video/webm\r\nContent-Length: {}\r\n\r\n0123456789",
+        source.len()
+    )
+    .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upload_spool(&server).is_empty() {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // While it is held, another upload of the same size does not fit.
+    let r = server.upload(&alice, "filename=b.webm", &source);
+    assert_quota(&r, 413, "limits.quota_stored_bytes");
+    drop(cut);
+    while !upload_spool(&server).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", upload_spool(&server));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = server.upload(&alice, "filename=c.webm", &source);
+    assert_eq!(r.status, 201, "the reservation came back: {r:?}");
+}

@@ -328,7 +328,7 @@ fn downloads_can_redirect_to_the_bucket() {
 }
 
 /// Puts `bytes` at a presigned upload the way a client does.
-pub fn put_presigned(upload: &serde_json::Value, bytes: &[u8], dir: &Path) -> String {
+pub(crate) fn put_presigned(upload: &serde_json::Value, bytes: &[u8], dir: &Path) -> String {
     let file = dir.join(format!("put-{}", bytes.len()));
     std::fs::write(&file, bytes).expect("write");
     let mut curl = Command::new("curl");

@@ -298,9 +298,10 @@ impl ScriptedEngine {
             }
             Script::CrashFirst { .. } => (2, 10),
             Script::OverLimit => {
-                return Err(EngineError::LimitExceeded(
-                    "memory over limits.worker_memory_bytes".into(),
-                ))
+                return Err(EngineError::LimitExceeded {
+                    limit: "limits.worker_memory_bytes".into(),
+                    why: "memory over the limit".into(),
+                })
             }
             Script::Unsupported => return Err(EngineError::Unsupported("not a video".into())),
         };

@@ -28,7 +28,7 @@ use super::disk::{check_disk, write_error, DiskGuard};
 use super::error::ApiError;
 use super::openapi as doc;
 use super::render;
-use super::upload::{filename, parse_options, probe, remember_contact};
+use super::upload::{filename, parse_options, probe_for, remember_contact};
 use crate::app::App;
 use crate::auth::Identity;
 
@@ -131,7 +131,7 @@ pub async fn discover(State(app): State<App>) -> Response {
         (status = 400, description = "`invalid-option` (naming the header or option) or `empty-upload`", body = doc::Problem, content_type = "application/problem+json"),
         (status = 412, description = "`invalid-option`: not `Tus-Resumable: 1.0.0`", body = doc::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`upload-too-large`: over `limits.max_upload_bytes`; or `limit-exceeded`: `Upload-Length` past the caller's `limits.quota_stored_bytes` or `limits.quota_upload_bytes_per_day` (named in `limit`)", body = doc::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`limit-exceeded`: `limits.quota_open_uploads`, or with bytes `limits.quota_uploads_in_progress` (named in `limit`)", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: `limits.quota_open_uploads`, or with bytes `limits.quota_uploads_in_progress`; or, when the request brings the last byte, a media limit (`limits.max_duration_seconds`, `limits.max_pixels`, `limits.max_frame_rate`, `limits.max_frames`; removed); named in `limit`", body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: the complete upload is not a video vidmill can read; removed", body = doc::Problem, content_type = "application/problem+json"),
         doc::Failures,
         (status = 507, description = "`insufficient-storage`", body = doc::Problem, content_type = "application/problem+json"),
@@ -162,11 +162,12 @@ pub async fn create(
     if length > limit {
         return Err(ApiError::UploadTooLarge(limit));
     }
-    // Charged its whole declared length now: the bytes are promised.
-    app.quotas
-        .uploads(&app.handle, &who.sub, true)
-        .await?
-        .check(length)?;
+    // Its whole declared length is promised: reserved now, against uploads
+    // starting beside it, until the catalog charges it (at creation).
+    let reservation = app
+        .quotas
+        .reserve(&app.handle, &who.sub, length, true)
+        .await?;
     let meta = metadata(&headers)?;
     let options = parse_options(
         &meta
@@ -195,6 +196,7 @@ pub async fn create(
         .handle
         .begin_upload(&who.sub, &filename, options, length)
         .await?;
+    drop(reservation);
     app.uploads.record(&video.id, 0, length);
     let mut offset = None;
     if with_bytes {
@@ -338,7 +340,7 @@ pub async fn offset(
         (status = 409, description = "`offset-mismatch`: not the stored offset, or another request is writing", body = doc::Problem, content_type = "application/problem+json"),
         (status = 412, description = "`invalid-option`: not `Tus-Resumable: 1.0.0`", body = doc::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`upload-too-large`: past `Upload-Length`", body = doc::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`limit-exceeded`: `limits.quota_uploads_in_progress` (named in `limit`); retry once one ends", body = doc::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit-exceeded`: `limits.quota_uploads_in_progress` (retry once one ends); or, on the last byte, a media limit (`limits.max_duration_seconds`, `limits.max_pixels`, `limits.max_frame_rate`, `limits.max_frames`; removed); named in `limit`", body = doc::Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media`: another content type, or the complete upload is not a video (removed)", body = doc::Problem, content_type = "application/problem+json"),
         doc::Failures,
         (status = 507, description = "`insufficient-storage`", body = doc::Problem, content_type = "application/problem+json"),
@@ -491,7 +493,8 @@ async fn receive(
     Ok(offset)
 }
 
-/// Probes a complete upload: media is queued, anything else removed (415).
+/// Probes a complete upload: media within the limits is queued, anything
+/// else removed (415, or 422 naming the limit).
 /// Any other failure leaves it complete and `uploading`, to be finished by
 /// the next HEAD or PATCH, or at the next start.
 pub async fn complete(
@@ -500,11 +503,12 @@ pub async fn complete(
     id: &str,
     upload: &PartialUpload,
 ) -> Result<(), ApiError> {
-    match probe(app, &upload.path).await {
+    let options = app.handle.get(owner, id).await?.options;
+    match probe_for(app, &upload.path, &options).await {
         Ok(_) => {
             app.handle.finish_upload(owner, id).await?;
         }
-        Err(e @ (ApiError::UnsupportedMedia(_) | ApiError::LimitExceeded(_))) => {
+        Err(e @ (ApiError::UnsupportedMedia(_) | ApiError::LimitExceeded { .. })) => {
             app.handle.delete(owner, id).await?;
             app.uploads.forget(id);
             return Err(e);

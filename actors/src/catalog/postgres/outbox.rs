@@ -59,7 +59,11 @@ impl PgCatalog {
                  RETURNING o.id, o.video_id, o.seq, o.kind, o.channel, o.payload::text, o.attempts,
                         GREATEST(0, EXTRACT(EPOCH FROM o.next_attempt_at - now()))::float8,
                         EXTRACT(EPOCH FROM now() - o.created_at)::float8",
-                &[&i64::from(limit), &&*self.node, &CLAIM.as_secs().cast_signed()],
+                &[
+                    &i64::from(limit),
+                    &&*self.node,
+                    &CLAIM.as_secs().cast_signed(),
+                ],
             )
             .await
             .map_err(db)?;
