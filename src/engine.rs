@@ -24,6 +24,9 @@ pub struct EngineSettings {
     pub jpeg_quality: u32,
     /// What a source may be (`[limits]`), checked at probe and while running.
     pub limits: media::MediaLimits,
+    /// Encoder threads per pipeline (`media.cpu_budget`); 0: every core.
+    #[serde(default)]
+    pub threads: u32,
 }
 
 impl Default for EngineSettings {
@@ -34,6 +37,7 @@ impl Default for EngineSettings {
             max_height: 1080,
             jpeg_quality: 85,
             limits: media::MediaLimits::default(),
+            threads: 0,
         }
     }
 }
@@ -175,6 +179,7 @@ impl GstEngine {
             .wants(OutputKind::Mp4)
             .then(|| media::ConvertSpec {
                 preset: s.preset.clone(),
+                threads: s.threads,
                 crf: s.crf,
                 max_height: s.max_height,
                 ..media::ConvertSpec::new(job.work_dir.join("video.mp4"))

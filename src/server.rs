@@ -121,6 +121,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         max_height: config.media.max_height,
         jpeg_quality: config.media.jpeg_quality,
         limits: config.limits.media(),
+        threads: u32::try_from(config.media.cpu_budget).unwrap_or(0),
     };
     let limits = WorkerLimits::from_config(&config.limits);
     let engine: Arc<dyn MediaEngine> = Arc::new(ProcessEngine::new(settings, limits)?);

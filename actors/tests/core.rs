@@ -1,6 +1,8 @@
-//! The core with real actors and a real SQLite catalog: the video life
-//! cycle, fairness and the CPU budget, cancel, retry, stalls, crashes,
-//! panics while stopping and recovery after a restart. The engine is scripted (see `common`).
+//! The core with real actors and a real catalog, each test on SQLite and
+//! on PostgreSQL (see `common::backend`): the video life cycle, fairness
+//! and the CPU budget, cancel, retry, stalls, crashes, panics while
+//! stopping and recovery after a restart. The engine is scripted (see
+//! `common`).
 
 mod common;
 
@@ -23,7 +25,6 @@ async fn next_state(feed: &mut Feed) -> StateEvent {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_goes_from_queued_to_ready_with_every_output_published() {
     let core = start(2).await;
     let v = core
@@ -94,7 +95,6 @@ async fn a_video_goes_from_queued_to_ready_with_every_output_published() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_owners_video_starts_at_the_next_free_slot() {
     let core = start(1).await;
     let mut a = Vec::new();
@@ -148,7 +148,6 @@ async fn another_owners_video_starts_at_the_next_free_slot() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_budget_bounds_concurrent_pipelines() {
     let core = start(2).await;
     let mut ids = Vec::new();
@@ -178,7 +177,6 @@ async fn the_cpu_budget_bounds_concurrent_pipelines() {
     assert_eq!(stats.admission.queued, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_video_stops_it_frees_the_slot_and_leaves_nothing() {
     // Also when the pipeline panics while being stopped: still a clean
     // stop, never counted as a crash and restarted.
@@ -233,7 +231,6 @@ async fn deleting_a_running_video_stops_it_frees_the_slot_and_leaves_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_reruns_a_failed_video_from_its_stored_source() {
     let core = start(1).await;
     let v = core.create("alice", Script::FailFirst { times: 1 }).await;
@@ -272,7 +269,6 @@ async fn retry_reruns_a_failed_video_from_its_stored_source() {
     assert_eq!(ready.attempts, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalls_and_bad_media_fail_with_their_codes() {
     let core = start(2).await;
     let stalled = core.create("alice", Script::Stall).await;
@@ -286,7 +282,6 @@ async fn stalls_and_bad_media_fail_with_their_codes() {
     assert!(core.work_files().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_that_keeps_crashing_fails_while_others_proceed() {
     let core = start(2).await;
     let crasher = core.create("alice", Script::Panic).await;
@@ -324,7 +319,6 @@ async fn a_video_that_keeps_crashing_fails_while_others_proceed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_worker_costs_one_attempt_and_a_limit_fails_at_once() {
     let core = start(2).await;
     let once = core.create("alice", Script::CrashFirst { times: 1 }).await;
@@ -363,8 +357,8 @@ async fn a_crashed_worker_costs_one_attempt_and_a_limit_fails_at_once() {
     assert_eq!(runs.get(&once.id), Some(&2));
     assert_eq!(runs.get(&always.id), Some(&2), "one retry, then failed");
     assert_eq!(runs.get(&greedy.id), Some(&1), "a limit is not retried");
-    let seqs: Vec<u64> = SqliteCatalog::open(&core.dir.path().join("db.sqlite"))
-        .expect("open")
+    let seqs: Vec<u64> = backend::catalog_for(core.dir.path())
+        .await
         .events_after(&once.id, 0)
         .await
         .expect("events")
@@ -377,13 +371,12 @@ async fn a_crashed_worker_costs_one_attempt_and_a_limit_fails_at_once() {
     assert!(core.work_files().is_empty(), "{:?}", core.work_files());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_requeues_unfinished_videos_and_sweeps_leftovers() {
     // The state a killed process leaves: one video mid-run (in flight, with
     // a work directory), one queued, one still uploading, and a recorded
     // temp file. (The SIGKILL test with the real engine is in the root crate.)
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = SqliteCatalog::open(&dir.path().join("db.sqlite")).expect("catalog");
+    let catalog = backend::catalog_for(dir.path()).await;
     let store = DirStore(dir.path().join("objects"));
     let mut ids = Vec::new();
     for state in [
@@ -452,8 +445,8 @@ async fn a_restart_requeues_unfinished_videos_and_sweeps_leftovers() {
         core.handle.get("alice", &ids[2]).await.expect("get").state,
         VideoState::Uploading
     );
-    let events = SqliteCatalog::open(&core.dir.path().join("db.sqlite"))
-        .expect("open")
+    let events = backend::catalog_for(core.dir.path())
+        .await
         .events_after(&ids[0], 0)
         .await
         .expect("events");
@@ -469,7 +462,6 @@ async fn a_restart_requeues_unfinished_videos_and_sweeps_leftovers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_puts_running_videos_back_in_the_queue_without_a_crash() {
     // Also when the pipeline panics while being stopped.
     for script in [Script::Hang, Script::PanicWhenCancelled] {
@@ -480,8 +472,8 @@ async fn shutdown_puts_running_videos_back_in_the_queue_without_a_crash() {
         })
         .await;
         core.handle.shutdown().await.expect("shutdown");
-        let after = SqliteCatalog::open(&core.dir.path().join("db.sqlite"))
-            .expect("open")
+        let after = backend::catalog_for(core.dir.path())
+            .await
             .get(&v.id)
             .await
             .expect("get")
@@ -492,7 +484,6 @@ async fn shutdown_puts_running_videos_back_in_the_queue_without_a_crash() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_reaches_subscribers_at_most_four_times_a_second() {
     let core = start(1).await;
     let mut feed = core
@@ -537,7 +528,6 @@ async fn progress_reaches_subscribers_at_most_four_times_a_second() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_sent_the_moment_a_video_fails_runs_it_again() {
     let core = start(1).await;
     for _ in 0..5 {
@@ -563,3 +553,18 @@ async fn a_retry_sent_the_moment_a_video_fails_runs_it_again() {
         assert_eq!(ready.attempts, 2);
     }
 }
+
+crate::on_every_backend!(
+    a_video_goes_from_queued_to_ready_with_every_output_published,
+    another_owners_video_starts_at_the_next_free_slot,
+    the_cpu_budget_bounds_concurrent_pipelines,
+    deleting_a_running_video_stops_it_frees_the_slot_and_leaves_nothing,
+    retry_reruns_a_failed_video_from_its_stored_source,
+    stalls_and_bad_media_fail_with_their_codes,
+    a_video_that_keeps_crashing_fails_while_others_proceed,
+    a_crashed_worker_costs_one_attempt_and_a_limit_fails_at_once,
+    a_restart_requeues_unfinished_videos_and_sweeps_leftovers,
+    shutdown_puts_running_videos_back_in_the_queue_without_a_crash,
+    progress_reaches_subscribers_at_most_four_times_a_second,
+    a_retry_sent_the_moment_a_video_fails_runs_it_again,
+);

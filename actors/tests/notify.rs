@@ -34,7 +34,6 @@ async fn delivered(core: &TestCore, n: usize, within: Duration) -> Vec<Notificat
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_end_is_notified_once_in_order() {
     let core = start(1).await;
     let fine = core.create("alice", quick()).await;
@@ -70,7 +69,6 @@ async fn every_end_is_notified_once_in_order() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_gets_them_later_in_order() {
     let core = start(1).await;
     core.notes.refuse.store(2, Ordering::SeqCst);
@@ -85,7 +83,6 @@ async fn a_receiver_that_is_down_gets_them_later_in_order() {
     assert_eq!(core.notes.attempts.load(Ordering::SeqCst), 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_notifications_survive_a_restart() {
     let core = start(1).await;
     core.notes.refuse.store(usize::MAX, Ordering::SeqCst);
@@ -101,7 +98,6 @@ async fn undelivered_notifications_survive_a_restart() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_older_than_the_limit_are_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path(), 1);
@@ -114,7 +110,6 @@ async fn notifications_older_than_the_limit_are_dropped() {
     assert_eq!(core.notes.attempts.load(Ordering::SeqCst), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owners_with_an_address_are_also_mailed() {
     let core = start(1).await;
     core.notes.email.store(true, Ordering::SeqCst);
@@ -146,3 +141,11 @@ async fn owners_with_an_address_are_also_mailed() {
         "bob has no address: no mail"
     );
 }
+
+crate::on_every_backend!(
+    every_end_is_notified_once_in_order,
+    a_receiver_that_is_down_gets_them_later_in_order,
+    undelivered_notifications_survive_a_restart,
+    notifications_older_than_the_limit_are_dropped,
+    owners_with_an_address_are_also_mailed,
+);

@@ -27,7 +27,6 @@ fn append(upload: &PartialUpload, bytes: &[u8]) {
     f.write_all(bytes).expect("append");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_receives_its_bytes_then_is_queued_and_processed() {
     let core = start(1).await;
     let bytes = media();
@@ -87,7 +86,6 @@ async fn an_upload_receives_its_bytes_then_is_queued_and_processed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_unfinished_uploads_and_sweeps_stray_partials() {
     let core = start(1).await;
     let bytes = media();
@@ -123,7 +121,6 @@ async fn a_restart_keeps_unfinished_uploads_and_sweeps_stray_partials() {
     core.wait_state("alice", &v.id, VideoState::Ready).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_and_expired_uploads_leave_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path(), 1);
@@ -173,3 +170,9 @@ async fn deleted_and_expired_uploads_leave_nothing() {
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+crate::on_every_backend!(
+    an_upload_receives_its_bytes_then_is_queued_and_processed,
+    a_restart_keeps_unfinished_uploads_and_sweeps_stray_partials,
+    deleted_and_expired_uploads_leave_nothing,
+);

@@ -49,6 +49,15 @@ pub(crate) fn vidmill_bin() -> PathBuf {
 /// Starts vidmill on a loopback port with its data under `dir`; `extra`
 /// is appended to the generated config (whole TOML sections).
 pub(crate) fn start_vidmill(dir: &Path, extra: &str) -> Result<Vidmill, Error> {
+    start_vidmill_with(dir, extra, &[])
+}
+
+/// [`start_vidmill`] with `VIDMILL__…` overrides in the environment.
+pub(crate) fn start_vidmill_with(
+    dir: &Path,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Result<Vidmill, Error> {
     std::fs::create_dir_all(dir)?;
     let d = dir.display();
     let config = dir.join("config.toml");
@@ -64,6 +73,7 @@ pub(crate) fn start_vidmill(dir: &Path, extra: &str) -> Result<Vidmill, Error> {
         .args(["serve", "--config"])
         .arg(&config)
         .env("VIDMILL_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;

@@ -38,6 +38,10 @@ pub struct ConvertSpec {
     pub audio_bitrate: u32,
     /// When false, always transcode.
     pub allow_remux: bool,
+    /// Encoder threads; 0 lets x264 use every core. A node whose
+    /// `media.cpu_budget` is N cores runs N pipelines of N threads at most,
+    /// so it never takes more of the machine than it was given.
+    pub threads: u32,
 }
 
 impl ConvertSpec {
@@ -49,6 +53,7 @@ impl ConvertSpec {
             max_height: 1080,
             audio_bitrate: 128_000,
             allow_remux: true,
+            threads: 0,
         }
     }
 
@@ -345,6 +350,7 @@ fn add_transcode_routes(
     // x264enc turns its `bitrate` (default 2048 kbit/s) into a VBV cap even
     // in CRF mode; CRF alone is what was asked for (and what ffmpeg does).
     encoder.set_property("vbv-buf-capacity", 0u32);
+    encoder.set_property("threads", spec.threads);
     let parse = make("h264parse")?;
     graph::add_chain(pipeline, &[&queue, &encoder, &parse])?;
     graph::link_request(

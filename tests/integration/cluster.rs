@@ -69,7 +69,7 @@ impl Cluster {
     fn objects(&self, prefix: &str) -> Vec<String> {
         let rt = runtime();
         rt.block_on(async {
-            let store = self.garage.store().await;
+            let store = crate::s3::store_on(&self.garage).await;
             store.list(prefix).await.expect("list")
         })
     }

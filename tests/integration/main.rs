@@ -15,6 +15,7 @@ mod cluster;
 mod connections;
 mod doctor;
 mod edges;
+mod garage;
 mod hostile;
 mod jwks;
 mod limits;

@@ -2,149 +2,29 @@
 //! and key made for each test. The store itself (multipart puts, ranged
 //! reads, copies, prefix deletes), and the whole server on it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
+pub use crate::garage::Garage;
 use vidmill::config::S3;
 use vidmill::store::S3Store;
 use vidmill_actors::BlobStore;
 
 use crate::support::{webm, Server};
 
-/// A Garage server with one bucket and one key, killed on drop.
-pub struct Garage {
-    child: Child,
-    pub config: S3,
-    secret: String,
-}
-
-fn garage_bin() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let installed = home.join(".cargo/bin/garage");
-    if installed.exists() {
-        installed
-    } else {
-        PathBuf::from("garage")
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-impl Garage {
-    pub fn start(dir: &Path) -> Self {
-        let (rpc, s3) = (free_port(), free_port());
-        std::fs::create_dir_all(dir).expect("garage dir");
-        let conf = dir.join("garage.toml");
-        let d = dir.display();
-        let secret: String = (0..64)
-            .map(|i| b"0123456789abcdef"[(i * 7 + 3) % 16] as char)
-            .collect();
-        std::fs::write(
-            &conf,
-            format!(
-                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
-                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
-                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
-                 root_domain = \".s3.garage.localhost\"\n"
-            ),
-        )
-        .expect("garage config");
-        let child = Command::new(garage_bin())
-            .arg("-c")
-            .arg(&conf)
-            .arg("server")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("garage (`make test-clients` installs it with cargo install)");
-        let cli = |args: &[&str]| -> String {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let out = Command::new(garage_bin())
-                    .arg("-c")
-                    .arg(&conf)
-                    .args(args)
-                    .output()
-                    .expect("garage cli");
-                if out.status.success() {
-                    return String::from_utf8_lossy(&out.stdout).into_owned();
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "garage {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        };
-        let node = cli(&["node", "id", "-q"]);
-        let node = node.trim().split('@').next().expect("node id").to_string();
-        cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-        cli(&["layout", "apply", "--version", "1"]);
-        let key = cli(&["key", "create", "vidmill-test"]);
-        let field = |name: &str| {
-            key.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-                .unwrap_or_else(|| panic!("no `{name}` in {key}"))
-        };
-        let (key_id, secret_key) = (field("Key ID:"), field("Secret key:"));
-        cli(&["bucket", "create", "vidmill"]);
-        cli(&[
-            "bucket",
-            "allow",
-            "--read",
-            "--write",
-            "--owner",
-            "vidmill",
-            "--key",
-            "vidmill-test",
-        ]);
-        Self {
-            child,
-            config: S3 {
-                bucket: "vidmill".into(),
-                region: "garage".into(),
-                endpoint: format!("http://127.0.0.1:{s3}"),
-                path_style: true,
-                access_key_id: key_id,
-                ..S3::default()
-            },
-            secret: secret_key,
-        }
-    }
-
-    pub async fn store(&self) -> S3Store {
-        S3Store::new(&self.config, Some(self.secret.clone()))
-            .await
-            .expect("store")
-    }
-
-    /// Config for a vidmill server storing here.
-    pub fn server_toml(&self) -> String {
-        let c = &self.config;
-        format!(
-            "[storage.s3]\nbucket = \"{}\"\nregion = \"{}\"\nendpoint = \"{}\"\npath_style = true\n\
-             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-            c.bucket, c.region, c.endpoint, c.access_key_id, self.secret
-        )
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The S3 store on `garage`.
+pub async fn store_on(garage: &Garage) -> S3Store {
+    let config = S3 {
+        bucket: garage.bucket.clone(),
+        region: garage.region.clone(),
+        endpoint: garage.endpoint.clone(),
+        path_style: true,
+        access_key_id: garage.access_key_id.clone(),
+        ..S3::default()
+    };
+    S3Store::new(&config, Some(garage.secret_access_key.clone()))
+        .await
+        .expect("store")
 }
 
 /// A vidmill server under `dir` storing in `garage`, with `extra` lines
@@ -176,7 +56,7 @@ fn the_s3_store_keeps_reads_copies_and_deletes_objects() {
     let dir = tempfile::tempdir().expect("tempdir");
     let garage = Garage::start(&dir.path().join("garage"));
     runtime().block_on(async {
-        let store = garage.store().await;
+        let store = store_on(&garage).await;
         store.check().await.expect("bucket reachable");
         // Larger than one part: goes up in parts.
         let big: Vec<u8> = (0..(40u32 << 20)).map(|i| (i % 251) as u8).collect();
@@ -249,7 +129,7 @@ fn the_server_runs_on_s3() {
         !server.dir.join("data/objects").exists(),
         "nothing in the file store"
     );
-    let store = runtime().block_on(garage.store());
+    let store = runtime().block_on(store_on(&garage));
     runtime().block_on(async {
         store
             .len(&format!("videos/{id}/source"))
@@ -297,7 +177,7 @@ fn downloads_can_redirect_to_the_bucket() {
     let r = server.request("GET", path, &[], b"");
     assert_eq!(r.status, 302, "{r:?}");
     let to = r.header("location").expect("location").to_string();
-    assert!(to.starts_with(&garage.config.endpoint), "{to}");
+    assert!(to.starts_with(&garage.endpoint), "{to}");
     // The bucket serves the range itself, as what it is.
     let out = Command::new("curl")
         .args(["-s", "-D", "-", "-o", "/dev/null", "-r", "0-99", &to])
@@ -402,7 +282,7 @@ fn a_direct_upload_goes_to_the_bucket_then_is_completed() {
     assert_eq!(again.status, 404, "completed once");
     // The URL keeps working for a while, but only for the staging key: the
     // source that was probed cannot be replaced through it.
-    let store = runtime().block_on(garage.store());
+    let store = runtime().block_on(store_on(&garage));
     let source_len = runtime()
         .block_on(store.len(&format!("videos/{id}/source")))
         .expect("source");
@@ -438,7 +318,7 @@ fn a_direct_upload_goes_to_the_bucket_then_is_completed() {
         server.get(&format!("/v1/videos/{junk_id}"), &token).status,
         404
     );
-    let store = runtime().block_on(garage.store());
+    let store = runtime().block_on(store_on(&garage));
     assert!(runtime()
         .block_on(store.len(&format!("videos/{junk_id}/source")))
         .is_err());
@@ -484,7 +364,7 @@ fn a_direct_upload_is_held_to_the_quotas_and_a_refusal_leaves_nothing() {
     );
     assert_eq!(refused.json()["limit"], "limits.quota_stored_bytes");
     assert_eq!(server.get(&format!("/v1/videos/{id}"), &token).status, 404);
-    let store = runtime().block_on(garage.store());
+    let store = runtime().block_on(store_on(&garage));
     for name in ["direct-upload", "source"] {
         assert!(
             runtime()

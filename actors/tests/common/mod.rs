@@ -3,6 +3,10 @@
 //! failure paths the real engine cannot produce on demand.
 #![allow(dead_code)]
 
+pub mod backend;
+#[cfg(feature = "postgres")]
+pub mod pg;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -400,8 +404,7 @@ pub async fn start_in(dir: tempfile::TempDir, cpu_budget: usize) -> TestCore {
 }
 
 pub async fn start_with(dir: tempfile::TempDir, config: CoreConfig) -> TestCore {
-    let catalog =
-        Shared::sqlite(SqliteCatalog::open(&dir.path().join("db.sqlite")).expect("catalog"));
+    let catalog = backend::shared_for(dir.path()).await;
     let engine = Arc::new(ScriptedEngine::default());
     let store = Arc::new(DirStore(dir.path().join("objects")));
     let notes = Arc::new(Inbox::default());

@@ -109,7 +109,11 @@ impl PgServer {
     /// `initdb` itself).
     fn template(&self) -> Option<PathBuf> {
         let user = self.run_as.as_deref().unwrap_or("self");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pg15-template-{user}"));
+        // Tests have a build-directory scratch space; the benchmark (a
+        // binary) has not.
+        let base =
+            option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+        let dir = base.join(format!("pg15-template-{user}"));
         if dir.join("PG_VERSION").is_file() {
             return Some(dir);
         }

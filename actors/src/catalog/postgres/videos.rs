@@ -133,7 +133,7 @@ impl PgCatalog {
         if new.source_bytes > 0 {
             super::usage::charge(&*tx, &new.id, &new.owner, new.source_bytes).await?;
         }
-        if new.state == VideoState::Queued {
+        if matches!(new.state, VideoState::Queued | VideoState::Processing) {
             super::jobs::enqueue(&*tx, &new.id, &new.owner).await?;
         }
         let video = get_video(&*tx, &new.id, false)

@@ -1,0 +1,219 @@
+//! `make bench-cluster`: what a second node buys and what PostgreSQL
+//! costs, on this machine. The same batch of short videos (transcoded:
+//! VP8/Vorbis in, H.264/AAC out) goes through
+//!
+//! 1. one node on SQLite (with the S3 store, as a cluster has),
+//! 2. one node on PostgreSQL,
+//! 3. two nodes on PostgreSQL, uploads alternating between them,
+//!
+//! every node with `media.cpu_budget = 1`; it prints videos per minute,
+//! the two-node speed-up (target ≥ 1.8) and PostgreSQL's overhead on one
+//! node (target ≤ 5 %). Then it kills a node mid-encode and times how
+//! long the other takes to pick the video up (the lease's lifetime plus a
+//! claim). PostgreSQL 15 and Garage run on loopback, as in the tests.
+
+#[path = "../server.rs"]
+mod server;
+
+#[path = "../../../actors/tests/common/pg.rs"]
+mod pg;
+
+#[path = "../../../tests/integration/garage.rs"]
+mod garage;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use server::{curl, start_vidmill_with, token, upload, wait_ready, Error, Vidmill};
+use vidmill_pipelines::synth::{self, AudioCodec, Container, SynthSpec, VideoCodec};
+
+const BATCH: usize = 8;
+const LEASE_TTL_SECONDS: &str = "5";
+
+fn main() -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let pg = pg::PgServer::private();
+    let garage = garage::Garage::start(&dir.path().join("garage"));
+    let source = dir.path().join("clip.webm");
+    synth::generate(
+        &SynthSpec {
+            width: 640,
+            height: 360,
+            seconds: 6.0,
+            audio: Some(AudioCodec::Vorbis),
+            ..SynthSpec::new(VideoCodec::Vp8, Container::Webm)
+        },
+        &source,
+    )?;
+    let long = dir.path().join("long.webm");
+    synth::generate(
+        &SynthSpec {
+            width: 640,
+            height: 360,
+            seconds: 60.0,
+            audio: Some(AudioCodec::Vorbis),
+            ..SynthSpec::new(VideoCodec::Vp8, Container::Webm)
+        },
+        &long,
+    )?;
+    println!("# vidmill cluster (release build, loopback, 2 vCPU; {BATCH} videos of 6 s, 640x360 VP8 → H.264)\n");
+    let runner = Runner {
+        root: dir.path().to_path_buf(),
+        pg,
+        garage,
+    };
+    let sqlite = runner.batch("sqlite", 1, false, &source)?;
+    let pg1 = runner.batch("pg1", 1, true, &source)?;
+    let pg2 = runner.batch("pg2", 2, true, &source)?;
+    let per_minute = |t: Duration| BATCH as f64 * 60.0 / t.as_secs_f64();
+    println!("| setup | batch time | videos per minute |\n|---|---:|---:|");
+    for (name, t) in [
+        ("1 node, SQLite + S3", sqlite),
+        ("1 node, PostgreSQL + S3", pg1),
+        ("2 nodes, PostgreSQL + S3", pg2),
+    ] {
+        println!(
+            "| {name} | {:.2} s | {:.1} |",
+            t.as_secs_f64(),
+            per_minute(t)
+        );
+    }
+    let speedup = pg1.as_secs_f64() / pg2.as_secs_f64();
+    let overhead = pg1.as_secs_f64() / sqlite.as_secs_f64() - 1.0;
+    println!(
+        "\n| figure | value | target |\n|---|---:|---|\n\
+         | two nodes against one (PostgreSQL) | {speedup:.2}× | ≥ 1.8 |\n\
+         | PostgreSQL against SQLite, one node | {:+.1} % | ≤ 5 % |",
+        overhead * 100.0
+    );
+    let takeover = runner.takeover(&long)?;
+    println!(
+        "| node death to another node's run of its video (lease {LEASE_TTL_SECONDS} s) | {:.2} s | lease + a claim |",
+        takeover.as_secs_f64()
+    );
+    Ok(())
+}
+
+struct Runner {
+    root: PathBuf,
+    pg: Arc<pg::PgServer>,
+    garage: garage::Garage,
+}
+
+impl Runner {
+    /// A database of its own for each setup.
+    fn database(&self, name: &str) -> Result<String, Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            pg::client(&self.pg.url("postgres"))
+                .await
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+        })?;
+        Ok(self.pg.url(name))
+    }
+
+    fn node(&self, setup: &str, name: &str, database: Option<&str>) -> Result<Vidmill, Error> {
+        let mut env = vec![
+            ("VIDMILL__STORAGE__TYPE", "s3".to_string()),
+            ("VIDMILL__MEDIA__CPU_BUDGET", "1".to_string()),
+            ("VIDMILL__SERVER__NODE_ID", name.to_string()),
+            (
+                "VIDMILL__DATABASE__LEASE_TTL_SECONDS",
+                LEASE_TTL_SECONDS.to_string(),
+            ),
+        ];
+        if let Some(url) = database {
+            env.push(("VIDMILL__DATABASE__URL", url.to_string()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        start_vidmill_with(
+            &self.root.join(setup).join(name),
+            &self.garage.server_toml(),
+            &env,
+        )
+    }
+
+    /// The batch through `nodes` nodes; the time from the first upload to
+    /// the last video ready.
+    fn batch(
+        &self,
+        setup: &str,
+        nodes: usize,
+        postgres: bool,
+        source: &Path,
+    ) -> Result<Duration, Error> {
+        let url = postgres.then(|| self.database(setup)).transpose()?;
+        let nodes: Vec<Vidmill> = (0..nodes)
+            .map(|i| self.node(setup, &format!("{setup}-{i}"), url.as_deref()))
+            .collect::<Result<_, _>>()?;
+        let dir = self.root.join(setup).join(format!("{setup}-0"));
+        let token = token(&dir)?;
+        let started = Instant::now();
+        let ids: Vec<(usize, String)> = (0..BATCH)
+            .map(|i| {
+                let n = i % nodes.len();
+                upload(&nodes[n], &token, source, "outputs=mp4").map(|id| (n, id))
+            })
+            .collect::<Result<_, _>>()?;
+        for (n, id) in &ids {
+            wait_ready(&nodes[*n], &token, id)?;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Kills a node while it converts; the time until another node starts
+    /// the video again.
+    fn takeover(&self, long: &Path) -> Result<Duration, Error> {
+        let url = self.database("takeover")?;
+        let a = self.node("takeover", "a", Some(&url))?;
+        let token = token(&self.root.join("takeover").join("a"))?;
+        let id = upload(&a, &token, long, "outputs=mp4")?;
+        wait_for_stage(&a, &token, &id, "converting")?;
+        let b = self.node("takeover", "b", Some(&url))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let took = rt.block_on(async {
+            let url = format!("ws://{}/v1/videos/{id}/events?access_token={token}", b.addr);
+            let (mut events, _) = tokio_tungstenite::connect_async(&url).await?;
+            let killed = Instant::now();
+            drop(a);
+            // The new run's first state event: probing again.
+            while let Some(message) = events.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Text(text) = message? {
+                    if text.contains("\"type\":\"state\"") && text.contains("\"stage\":\"probing\"")
+                    {
+                        return Ok::<_, Error>(killed.elapsed());
+                    }
+                }
+            }
+            Err("the event stream ended".into())
+        })?;
+        wait_ready(&b, &token, &id)?;
+        Ok(took)
+    }
+}
+
+fn wait_for_stage(v: &Vidmill, token: &str, id: &str, stage: &str) -> Result<(), Error> {
+    let auth = format!("Authorization: Bearer {token}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let video = curl(&[
+            "-s",
+            "-H",
+            &auth,
+            &format!("http://{}/v1/videos/{id}", v.addr),
+        ])?;
+        if video.contains(&format!("\"stage\":\"{stage}\"")) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("video {id} never reached {stage}").into())
+}
