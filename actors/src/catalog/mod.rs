@@ -20,6 +20,96 @@
 //!   lease publishes nothing;
 //! - times come from the database's clock.
 
+/// Implements [`Catalog`] for a type whose inherent methods have the
+/// trait's names and signatures (each backend keeps its queries in
+/// inherent methods, spread over files by topic; this is the one place
+/// that maps them onto the port). `ready` answers [`Catalog::check`].
+macro_rules! catalog_by_inherent_methods {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::catalog::Catalog for $ty {
+            async fn insert(&self, new: $crate::catalog::NewVideo)
+                -> Result<($crate::model::Video, $crate::model::StateEvent), $crate::CoreError> {
+                <$ty>::insert(self, new).await
+            }
+            async fn apply(&self, id: &str, change: $crate::catalog::Change)
+                -> Result<($crate::model::Video, Option<$crate::model::StateEvent>), $crate::CoreError> {
+                <$ty>::apply(self, id, change).await
+            }
+            async fn get(&self, id: &str) -> Result<Option<$crate::model::Video>, $crate::CoreError> {
+                <$ty>::get(self, id).await
+            }
+            async fn list(&self, owner: &str, state: Option<$crate::state::VideoState>, limit: u32, cursor: Option<String>)
+                -> Result<$crate::catalog::Page, $crate::CoreError> {
+                <$ty>::list(self, owner, state, limit, cursor).await
+            }
+            async fn events_after(&self, id: &str, seq: u64) -> Result<Vec<$crate::model::StateEvent>, $crate::CoreError> {
+                <$ty>::events_after(self, id, seq).await
+            }
+            async fn newest_playable(&self) -> Result<Option<$crate::model::Video>, $crate::CoreError> {
+                <$ty>::newest_playable(self).await
+            }
+            async fn unfinished(&self) -> Result<Vec<$crate::model::Video>, $crate::CoreError> {
+                <$ty>::unfinished(self).await
+            }
+            async fn clear_interrupted_runs(&self) -> Result<usize, $crate::CoreError> {
+                <$ty>::clear_interrupted_runs(self).await
+            }
+            async fn add_crash(&self, id: &str) -> Result<u32, $crate::CoreError> {
+                <$ty>::add_crash(self, id).await
+            }
+            async fn reset_crashes(&self, id: &str) -> Result<(), $crate::CoreError> {
+                <$ty>::reset_crashes(self, id).await
+            }
+            async fn delete(&self, id: &str) -> Result<bool, $crate::CoreError> {
+                <$ty>::delete(self, id).await
+            }
+            async fn count_by_state(&self) -> Result<Vec<($crate::state::VideoState, u64)>, $crate::CoreError> {
+                <$ty>::count_by_state(self).await
+            }
+            async fn record_artefact(&self, artefact: $crate::catalog::Artefact) -> Result<(), $crate::CoreError> {
+                <$ty>::record_artefact(self, artefact).await
+            }
+            async fn forget_artefact(&self, location: &str) -> Result<(), $crate::CoreError> {
+                <$ty>::forget_artefact(self, location).await
+            }
+            async fn artefacts(&self) -> Result<Vec<$crate::catalog::Artefact>, $crate::CoreError> {
+                <$ty>::artefacts(self).await
+            }
+            async fn pending_notifications(&self, limit: u32) -> Result<Vec<$crate::catalog::Pending>, $crate::CoreError> {
+                <$ty>::pending_notifications(self, limit).await
+            }
+            async fn notification_delivered(&self, id: i64) -> Result<(), $crate::CoreError> {
+                <$ty>::notification_delivered(self, id).await
+            }
+            async fn notification_failed(&self, id: i64, delay_seconds: u64) -> Result<(), $crate::CoreError> {
+                <$ty>::notification_failed(self, id, delay_seconds).await
+            }
+            async fn purge_delivered(&self, days: u32) -> Result<usize, $crate::CoreError> {
+                <$ty>::purge_delivered(self, days).await
+            }
+            async fn drop_notification(&self, id: i64) -> Result<(), $crate::CoreError> {
+                <$ty>::drop_notification(self, id).await
+            }
+            async fn set_contact(&self, owner: &str, email: &str) -> Result<(), $crate::CoreError> {
+                <$ty>::set_contact(self, owner, email).await
+            }
+            async fn contact(&self, owner: &str) -> Result<Option<String>, $crate::CoreError> {
+                <$ty>::contact(self, owner).await
+            }
+            async fn charge_upload(&self, id: &str, owner: &str, bytes: u64) -> Result<(), $crate::CoreError> {
+                <$ty>::charge_upload(self, id, owner, bytes).await
+            }
+            async fn usage(&self, owner: &str) -> Result<$crate::catalog::Usage, $crate::CoreError> {
+                <$ty>::usage(self, owner).await
+            }
+            async fn check(&self, limit: std::time::Duration) -> Result<(), $crate::CoreError> {
+                <$ty>::ready(self, limit).await
+            }
+        }
+    };
+}
+
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;

@@ -16,14 +16,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-use super::{Artefact, Catalog, Change, NewVideo, Page, Pending, Usage};
 use crate::error::CoreError;
-use crate::model::{StateEvent, Video};
-use crate::state::VideoState;
 
 pub use bus::PgBus;
 
@@ -124,91 +120,11 @@ impl PgCatalog {
     }
 }
 
-#[async_trait]
-impl Catalog for PgCatalog {
-    async fn insert(&self, new: NewVideo) -> Result<(Video, StateEvent), CoreError> {
-        PgCatalog::insert(self, new).await
-    }
-    async fn apply(
-        &self,
-        id: &str,
-        change: Change,
-    ) -> Result<(Video, Option<StateEvent>), CoreError> {
-        PgCatalog::apply(self, id, change).await
-    }
-    async fn get(&self, id: &str) -> Result<Option<Video>, CoreError> {
-        PgCatalog::get(self, id).await
-    }
-    async fn list(
-        &self,
-        owner: &str,
-        state: Option<VideoState>,
-        limit: u32,
-        cursor: Option<String>,
-    ) -> Result<Page, CoreError> {
-        PgCatalog::list(self, owner, state, limit, cursor).await
-    }
-    async fn events_after(&self, id: &str, seq: u64) -> Result<Vec<StateEvent>, CoreError> {
-        PgCatalog::events_after(self, id, seq).await
-    }
-    async fn newest_playable(&self) -> Result<Option<Video>, CoreError> {
-        PgCatalog::newest_playable(self).await
-    }
-    async fn unfinished(&self) -> Result<Vec<Video>, CoreError> {
-        PgCatalog::unfinished(self).await
-    }
-    async fn clear_interrupted_runs(&self) -> Result<usize, CoreError> {
-        PgCatalog::clear_interrupted_runs(self).await
-    }
-    async fn add_crash(&self, id: &str) -> Result<u32, CoreError> {
-        PgCatalog::add_crash(self, id).await
-    }
-    async fn reset_crashes(&self, id: &str) -> Result<(), CoreError> {
-        PgCatalog::reset_crashes(self, id).await
-    }
-    async fn delete(&self, id: &str) -> Result<bool, CoreError> {
-        PgCatalog::delete(self, id).await
-    }
-    async fn count_by_state(&self) -> Result<Vec<(VideoState, u64)>, CoreError> {
-        PgCatalog::count_by_state(self).await
-    }
-    async fn record_artefact(&self, artefact: Artefact) -> Result<(), CoreError> {
-        PgCatalog::record_artefact(self, artefact).await
-    }
-    async fn forget_artefact(&self, location: &str) -> Result<(), CoreError> {
-        PgCatalog::forget_artefact(self, location).await
-    }
-    async fn artefacts(&self) -> Result<Vec<Artefact>, CoreError> {
-        PgCatalog::artefacts(self).await
-    }
-    async fn pending_notifications(&self, limit: u32) -> Result<Vec<Pending>, CoreError> {
-        PgCatalog::pending_notifications(self, limit).await
-    }
-    async fn notification_delivered(&self, id: i64) -> Result<(), CoreError> {
-        PgCatalog::notification_delivered(self, id).await
-    }
-    async fn notification_failed(&self, id: i64, delay_seconds: u64) -> Result<(), CoreError> {
-        PgCatalog::notification_failed(self, id, delay_seconds).await
-    }
-    async fn purge_delivered(&self, days: u32) -> Result<usize, CoreError> {
-        PgCatalog::purge_delivered(self, days).await
-    }
-    async fn drop_notification(&self, id: i64) -> Result<(), CoreError> {
-        PgCatalog::drop_notification(self, id).await
-    }
-    async fn set_contact(&self, owner: &str, email: &str) -> Result<(), CoreError> {
-        PgCatalog::set_contact(self, owner, email).await
-    }
-    async fn contact(&self, owner: &str) -> Result<Option<String>, CoreError> {
-        PgCatalog::contact(self, owner).await
-    }
-    async fn charge_upload(&self, id: &str, owner: &str, bytes: u64) -> Result<(), CoreError> {
-        PgCatalog::charge_upload(self, id, owner, bytes).await
-    }
-    async fn usage(&self, owner: &str) -> Result<Usage, CoreError> {
-        PgCatalog::usage(self, owner).await
-    }
-    async fn check(&self, limit: Duration) -> Result<(), CoreError> {
+catalog_by_inherent_methods!(PgCatalog);
+
+impl PgCatalog {
+    /// Whether the catalog answers within `limit` (`/readyz`).
+    pub(crate) async fn ready(&self, limit: Duration) -> Result<(), CoreError> {
         let probe = async {
             let client = self.client().await?;
             client.execute("SELECT 1", &[]).await.map_err(error::db)?;

@@ -13,12 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-use async_trait::async_trait;
-
-use super::{Artefact, Catalog, Change, NewVideo, Page, Pending, Usage};
 use crate::error::CoreError;
-use crate::model::{StateEvent, Video};
-use crate::state::VideoState;
 
 /// Read connections: queries run in parallel up to this many.
 const READERS: usize = 4;
@@ -169,91 +164,11 @@ impl SqliteCatalog {
     }
 }
 
-#[async_trait]
-impl Catalog for SqliteCatalog {
-    async fn insert(&self, new: NewVideo) -> Result<(Video, StateEvent), CoreError> {
-        SqliteCatalog::insert(self, new).await
-    }
-    async fn apply(
-        &self,
-        id: &str,
-        change: Change,
-    ) -> Result<(Video, Option<StateEvent>), CoreError> {
-        SqliteCatalog::apply(self, id, change).await
-    }
-    async fn get(&self, id: &str) -> Result<Option<Video>, CoreError> {
-        SqliteCatalog::get(self, id).await
-    }
-    async fn list(
-        &self,
-        owner: &str,
-        state: Option<VideoState>,
-        limit: u32,
-        cursor: Option<String>,
-    ) -> Result<Page, CoreError> {
-        SqliteCatalog::list(self, owner, state, limit, cursor).await
-    }
-    async fn events_after(&self, id: &str, seq: u64) -> Result<Vec<StateEvent>, CoreError> {
-        SqliteCatalog::events_after(self, id, seq).await
-    }
-    async fn newest_playable(&self) -> Result<Option<Video>, CoreError> {
-        SqliteCatalog::newest_playable(self).await
-    }
-    async fn unfinished(&self) -> Result<Vec<Video>, CoreError> {
-        SqliteCatalog::unfinished(self).await
-    }
-    async fn clear_interrupted_runs(&self) -> Result<usize, CoreError> {
-        SqliteCatalog::clear_interrupted_runs(self).await
-    }
-    async fn add_crash(&self, id: &str) -> Result<u32, CoreError> {
-        SqliteCatalog::add_crash(self, id).await
-    }
-    async fn reset_crashes(&self, id: &str) -> Result<(), CoreError> {
-        SqliteCatalog::reset_crashes(self, id).await
-    }
-    async fn delete(&self, id: &str) -> Result<bool, CoreError> {
-        SqliteCatalog::delete(self, id).await
-    }
-    async fn count_by_state(&self) -> Result<Vec<(VideoState, u64)>, CoreError> {
-        SqliteCatalog::count_by_state(self).await
-    }
-    async fn record_artefact(&self, artefact: Artefact) -> Result<(), CoreError> {
-        SqliteCatalog::record_artefact(self, artefact).await
-    }
-    async fn forget_artefact(&self, location: &str) -> Result<(), CoreError> {
-        SqliteCatalog::forget_artefact(self, location).await
-    }
-    async fn artefacts(&self) -> Result<Vec<Artefact>, CoreError> {
-        SqliteCatalog::artefacts(self).await
-    }
-    async fn pending_notifications(&self, limit: u32) -> Result<Vec<Pending>, CoreError> {
-        SqliteCatalog::pending_notifications(self, limit).await
-    }
-    async fn notification_delivered(&self, id: i64) -> Result<(), CoreError> {
-        SqliteCatalog::notification_delivered(self, id).await
-    }
-    async fn notification_failed(&self, id: i64, delay_seconds: u64) -> Result<(), CoreError> {
-        SqliteCatalog::notification_failed(self, id, delay_seconds).await
-    }
-    async fn purge_delivered(&self, days: u32) -> Result<usize, CoreError> {
-        SqliteCatalog::purge_delivered(self, days).await
-    }
-    async fn drop_notification(&self, id: i64) -> Result<(), CoreError> {
-        SqliteCatalog::drop_notification(self, id).await
-    }
-    async fn set_contact(&self, owner: &str, email: &str) -> Result<(), CoreError> {
-        SqliteCatalog::set_contact(self, owner, email).await
-    }
-    async fn contact(&self, owner: &str) -> Result<Option<String>, CoreError> {
-        SqliteCatalog::contact(self, owner).await
-    }
-    async fn charge_upload(&self, id: &str, owner: &str, bytes: u64) -> Result<(), CoreError> {
-        SqliteCatalog::charge_upload(self, id, owner, bytes).await
-    }
-    async fn usage(&self, owner: &str) -> Result<Usage, CoreError> {
-        SqliteCatalog::usage(self, owner).await
-    }
-    async fn check(&self, limit: std::time::Duration) -> Result<(), CoreError> {
+catalog_by_inherent_methods!(SqliteCatalog);
+
+impl SqliteCatalog {
+    /// Whether the catalog answers within `limit` (`/readyz`).
+    pub(crate) async fn ready(&self, limit: std::time::Duration) -> Result<(), CoreError> {
         let read = self.read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?));
         match tokio::time::timeout(limit, read).await {
             Ok(r) => r.map(drop),

@@ -457,7 +457,7 @@ mod tests {
         let usage = c.usage("alice").await.expect("usage");
         assert_eq!(
             usage,
-            super::super::Usage {
+            crate::catalog::Usage {
                 stored_bytes: 145,
                 uploaded_last_day: 140,
                 open_uploads: 1,
