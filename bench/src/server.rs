@@ -49,14 +49,17 @@ pub(crate) fn vidmill_bin() -> PathBuf {
 /// Starts vidmill on a loopback port with its data under `dir`; `extra`
 /// is appended to the generated config (whole TOML sections).
 pub(crate) fn start_vidmill(dir: &Path, extra: &str) -> Result<Vidmill, Error> {
-    start_vidmill_with(dir, extra, &[])
+    start_vidmill_with(dir, extra, &[], None)
 }
 
-/// [`start_vidmill`] with `VIDMILL__…` overrides in the environment.
+/// [`start_vidmill`] with `VIDMILL__…` overrides in the environment, and
+/// pinned (with its worker processes) to the CPUs `cpus` (`taskset -c`)
+/// when given: a node of a simulated cluster gets cores of its own.
 pub(crate) fn start_vidmill_with(
     dir: &Path,
     extra: &str,
     env: &[(&str, &str)],
+    cpus: Option<&str>,
 ) -> Result<Vidmill, Error> {
     std::fs::create_dir_all(dir)?;
     let d = dir.display();
@@ -69,7 +72,15 @@ pub(crate) fn start_vidmill_with(
         ),
     )?;
     let started = Instant::now();
-    let mut child = Command::new(vidmill_bin())
+    let mut command = match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(vidmill_bin());
+            c
+        }
+        None => Command::new(vidmill_bin()),
+    };
+    let mut child = command
         .args(["serve", "--config"])
         .arg(&config)
         .env("VIDMILL_LOG", "warn")

@@ -6,7 +6,9 @@
 //! 2. one node on PostgreSQL,
 //! 3. two nodes on PostgreSQL, uploads alternating between them,
 //!
-//! every node with `media.cpu_budget = 1`; it prints videos per minute,
+//! every node with `media.cpu_budget = 1` and pinned to a core of its own
+//! (`taskset`: this machine plays two one-core VMs, while PostgreSQL,
+//! Garage and the client run on either core); it prints videos per minute,
 //! the two-node speed-up (target ≥ 1.8) and PostgreSQL's overhead on one
 //! node (target ≤ 5 %). Then it kills a node mid-encode and times how
 //! long the other takes to pick the video up (the lease's lifetime plus a
@@ -31,6 +33,9 @@ use server::{curl, start_vidmill_with, token, upload, wait_ready, Error, Vidmill
 use vidmill_pipelines::synth::{self, AudioCodec, Container, SynthSpec, VideoCodec};
 
 const BATCH: usize = 8;
+/// Each setup runs this many times, interleaved; the median counts (one
+/// run's noise on this machine is as large as the effect measured).
+const ROUNDS: usize = 3;
 const LEASE_TTL_SECONDS: &str = "5";
 
 fn main() -> Result<(), Error> {
@@ -65,19 +70,33 @@ fn main() -> Result<(), Error> {
         pg,
         garage,
     };
-    let sqlite = runner.batch("sqlite", 1, false, &source)?;
-    let pg1 = runner.batch("pg1", 1, true, &source)?;
-    let pg2 = runner.batch("pg2", 2, true, &source)?;
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    for round in 0..ROUNDS {
+        times[0].push(runner.batch(&format!("sqlite{round}"), 1, false, &source)?);
+        times[1].push(runner.batch(&format!("pgone{round}"), 1, true, &source)?);
+        times[2].push(runner.batch(&format!("pgtwo{round}"), 2, true, &source)?);
+    }
+    let median = |t: &mut Vec<Duration>| {
+        t.sort();
+        t[t.len() / 2]
+    };
+    let [mut a, mut b, mut c] = times;
+    let (sqlite, pg1, pg2) = (median(&mut a), median(&mut b), median(&mut c));
     let per_minute = |t: Duration| BATCH as f64 * 60.0 / t.as_secs_f64();
-    println!("| setup | batch time | videos per minute |\n|---|---:|---:|");
-    for (name, t) in [
-        ("1 node, SQLite + S3", sqlite),
-        ("1 node, PostgreSQL + S3", pg1),
-        ("2 nodes, PostgreSQL + S3", pg2),
+    println!("| setup | batch time: median of {ROUNDS} (each run) | videos per minute |\n|---|---:|---:|");
+    for (name, t, all) in [
+        ("1 node, SQLite + S3", sqlite, &a),
+        ("1 node, PostgreSQL + S3", pg1, &b),
+        ("2 nodes, PostgreSQL + S3", pg2, &c),
     ] {
+        let each: Vec<String> = all
+            .iter()
+            .map(|t| format!("{:.2}", t.as_secs_f64()))
+            .collect();
         println!(
-            "| {name} | {:.2} s | {:.1} |",
+            "| {name} | {:.2} s ({}) | {:.1} |",
             t.as_secs_f64(),
+            each.join(", "),
             per_minute(t)
         );
     }
@@ -118,7 +137,10 @@ impl Runner {
         Ok(self.pg.url(name))
     }
 
-    fn node(&self, setup: &str, name: &str, database: Option<&str>) -> Result<Vidmill, Error> {
+    /// Node number `index` of a setup, on core `index`.
+    fn node(&self, setup: &str, index: usize, database: Option<&str>) -> Result<Vidmill, Error> {
+        let name = format!("{setup}-{index}");
+        let name = name.as_str();
         let mut env = vec![
             ("VIDMILL__STORAGE__TYPE", "s3".to_string()),
             ("VIDMILL__MEDIA__CPU_BUDGET", "1".to_string()),
@@ -132,10 +154,12 @@ impl Runner {
             env.push(("VIDMILL__DATABASE__URL", url.to_string()));
         }
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let cpu = (index % std::thread::available_parallelism().map_or(1, |n| n.get())).to_string();
         start_vidmill_with(
             &self.root.join(setup).join(name),
             &self.garage.server_toml(),
             &env,
+            Some(&cpu),
         )
     }
 
@@ -150,7 +174,7 @@ impl Runner {
     ) -> Result<Duration, Error> {
         let url = postgres.then(|| self.database(setup)).transpose()?;
         let nodes: Vec<Vidmill> = (0..nodes)
-            .map(|i| self.node(setup, &format!("{setup}-{i}"), url.as_deref()))
+            .map(|i| self.node(setup, i, url.as_deref()))
             .collect::<Result<_, _>>()?;
         let dir = self.root.join(setup).join(format!("{setup}-0"));
         let token = token(&dir)?;
@@ -171,11 +195,11 @@ impl Runner {
     /// the video again.
     fn takeover(&self, long: &Path) -> Result<Duration, Error> {
         let url = self.database("takeover")?;
-        let a = self.node("takeover", "a", Some(&url))?;
-        let token = token(&self.root.join("takeover").join("a"))?;
+        let a = self.node("takeover", 0, Some(&url))?;
+        let token = token(&self.root.join("takeover").join("takeover-0"))?;
         let id = upload(&a, &token, long, "outputs=mp4")?;
         wait_for_stage(&a, &token, &id, "converting")?;
-        let b = self.node("takeover", "b", Some(&url))?;
+        let b = self.node("takeover", 1, Some(&url))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
