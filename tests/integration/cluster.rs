@@ -159,6 +159,19 @@ fn assert_in_order(seqs: &std::collections::HashMap<String, Vec<u64>>) {
     }
 }
 
+/// Every state event of video `id`, replayed from the log by node `s`
+/// (`since=0`), checked to be in order, each once.
+fn replayed(s: &Server, token: &str, id: &str) -> std::collections::HashMap<String, Vec<u64>> {
+    let mut replay = ws(
+        s,
+        &format!("/v1/videos/{id}/events"),
+        &format!("{token}&since=0"),
+    );
+    let seqs = states_until_ready(&mut replay, &[id.to_string()], Duration::from_secs(30));
+    assert_in_order(&seqs);
+    seqs
+}
+
 fn id_of(created: &crate::support::Response) -> String {
     assert_eq!(
         created.status,
@@ -283,17 +296,7 @@ fn a_node_killed_mid_encode_loses_its_video_to_another() {
     eprintln!("node death to takeover: {takeover:?} (lease {LEASE_TTL} s)");
     assert!(takeover < Duration::from_secs(15), "{takeover:?}");
     // Every state event once, in order, from the log.
-    let mut replay = ws(
-        &b,
-        &format!("/v1/videos/{id}/events"),
-        &format!("{token}&since=0"),
-    );
-    let seqs = states_until_ready(
-        &mut replay,
-        std::slice::from_ref(&id),
-        Duration::from_secs(30),
-    );
-    assert_in_order(&seqs);
+    let seqs = replayed(&b, &token, &id);
     assert_eq!(seqs[&id].first(), Some(&1));
     assert_eq!(
         runs(&cluster, &id).len(),
@@ -316,17 +319,7 @@ fn postgres_restarting_mid_run_loses_nothing() {
         v["state"] == "ready" || v["state"] == "failed"
     });
     assert_eq!(ready["state"], "ready", "{ready}");
-    let mut replay = ws(
-        &a,
-        &format!("/v1/videos/{id}/events"),
-        &format!("{token}&since=0"),
-    );
-    let seqs = states_until_ready(
-        &mut replay,
-        std::slice::from_ref(&id),
-        Duration::from_secs(30),
-    );
-    assert_in_order(&seqs);
+    replayed(&a, &token, &id);
     // Work resumes: a new upload after the restart goes through.
     let next = id_of(&a.upload(
         &token,
@@ -419,17 +412,7 @@ fn a_node_cut_from_the_database_stops_publishing_and_its_video_is_taken_over() {
         v["state"] == "ready" || v["state"] == "failed"
     });
     assert_eq!(ready["state"], "ready", "{ready}");
-    let mut replay = ws(
-        &b,
-        &format!("/v1/videos/{id}/events"),
-        &format!("{token}&since=0"),
-    );
-    let seqs = states_until_ready(
-        &mut replay,
-        std::slice::from_ref(&id),
-        Duration::from_secs(30),
-    );
-    assert_in_order(&seqs);
+    replayed(&b, &token, &id);
     // Give the cut-off node time to notice; it must not have published.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(

@@ -160,6 +160,32 @@ pub struct Change {
     pub fence: Option<i64>,
 }
 
+impl Change {
+    /// `video` as this change leaves it (what the catalog then stores).
+    pub fn applied_to(&self, video: &Video) -> Video {
+        let mut after = video.clone();
+        if let Some(s) = self.state {
+            after.state = s;
+        }
+        if let Some(s) = self.stage {
+            after.stage = s;
+        }
+        if let Some(e) = &self.error {
+            after.error = e.clone();
+        }
+        if let Some(o) = &self.outputs {
+            after.outputs = o.clone();
+        }
+        if let Some(s) = &self.source {
+            after.source = Some(s.clone());
+        }
+        if self.add_attempt {
+            after.attempts += 1;
+        }
+        after
+    }
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone)]
 pub struct Page {

@@ -167,25 +167,7 @@ impl PgCatalog {
                 return Err(CoreError::LeaseLost(id.to_string()));
             }
         }
-        let mut after = before.clone();
-        if let Some(s) = change.state {
-            after.state = s;
-        }
-        if let Some(s) = change.stage {
-            after.stage = s;
-        }
-        if let Some(e) = change.error {
-            after.error = e;
-        }
-        if let Some(o) = change.outputs {
-            after.outputs = o;
-        }
-        if let Some(s) = change.source {
-            after.source = Some(s);
-        }
-        if change.add_attempt {
-            after.attempts += 1;
-        }
+        let after = change.applied_to(&before);
         let attempts = i32::try_from(after.attempts).map_err(|_| range("attempts"))?;
         tx.execute(
             "UPDATE videos SET state = $2, stage = $3, error = $4::text::jsonb,

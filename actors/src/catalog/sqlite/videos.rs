@@ -133,25 +133,7 @@ impl SqliteCatalog {
                     return Err(CoreError::LeaseLost(id.clone()));
                 }
             }
-            let mut after = before.clone();
-            if let Some(s) = change.state {
-                after.state = s;
-            }
-            if let Some(s) = change.stage {
-                after.stage = s;
-            }
-            if let Some(e) = change.error {
-                after.error = e;
-            }
-            if let Some(o) = change.outputs {
-                after.outputs = o;
-            }
-            if let Some(s) = change.source {
-                after.source = Some(s);
-            }
-            if change.add_attempt {
-                after.attempts += 1;
-            }
+            let after = change.applied_to(&before);
             tx.execute(
                 &format!(
                     "UPDATE videos SET state = ?2, stage = ?3, error = ?4, source = ?5, outputs = ?6,
