@@ -148,6 +148,17 @@ pub(crate) fn upload(v: &Vidmill, token: &str, file: &Path, query: &str) -> Resu
 
 /// Polls the video every 20 ms until it is ready; returns its JSON.
 pub(crate) fn wait_ready(v: &Vidmill, token: &str, id: &str) -> Result<String, Error> {
+    wait_ready_every(v, token, id, Duration::from_millis(20))
+}
+
+/// [`wait_ready`], polling every `every` (a curl process each time: at
+/// 20 ms the polling alone takes a large part of a core).
+pub(crate) fn wait_ready_every(
+    v: &Vidmill,
+    token: &str,
+    id: &str,
+    every: Duration,
+) -> Result<String, Error> {
     let auth = format!("Authorization: Bearer {token}");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -163,7 +174,7 @@ pub(crate) fn wait_ready(v: &Vidmill, token: &str, id: &str) -> Result<String, E
         if video.contains("\"state\":\"failed\"") || Instant::now() > deadline {
             return Err(format!("processing failed: {video}").into());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 
