@@ -134,6 +134,28 @@ impl PgServer {
         self.dir.path().join("pg")
     }
 
+    /// A watcher that stops the server (immediate shutdown) and removes its
+    /// directory once this process is gone, however it ends: a server held
+    /// in a static is never dropped, and a test process killed by a signal
+    /// drops nothing, and each would leave a PostgreSQL running.
+    fn stop_when_this_process_ends(&self) {
+        let me = std::process::id();
+        let pid_file = self.home().join("data").join("postmaster.pid");
+        let dir = self.dir.path().display().to_string();
+        let script = format!(
+            "while kill -0 {me} 2>/dev/null; do sleep 1; done; \
+             pid=$(head -n 1 '{}' 2>/dev/null) && kill -QUIT \"$pid\" 2>/dev/null; \
+             sleep 2; rm -rf '{dir}'",
+            pid_file.display()
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let user = server_user();
@@ -189,6 +211,7 @@ impl PgServer {
                 .expect("run pg_ctl");
             if started.success() {
                 server.port = port;
+                server.stop_when_this_process_ends();
                 return server;
             }
         }
