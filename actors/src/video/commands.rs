@@ -6,7 +6,6 @@
 
 use ractor::{ActorProcessingErr, ActorRef};
 
-use super::run::ORPHAN_WAIT;
 use super::{Ingest, Phase, Stopping, VideoActor, VideoCommand, VideoMsg, VideoRun};
 use crate::admission::AdmissionMsg;
 use crate::catalog::{Change, NewVideo};
@@ -188,7 +187,7 @@ impl VideoActor {
 
     async fn retry(&self, run: &mut VideoRun, owner: &str) -> Result<Video, CoreError> {
         let video = self.owned(run, owner).await?;
-        if video.state != VideoState::Failed || run.phase != Phase::Idle {
+        if video.state != VideoState::Failed {
             return Err(CoreError::WrongState {
                 id: video.id,
                 state: video.state,
@@ -244,11 +243,7 @@ impl VideoActor {
         if !matches!(video.state, VideoState::Queued | VideoState::Processing) {
             return Ok(());
         }
-        // What ran before must be gone before the work directory is reused.
-        self.deps.workers.cancel(&run.id);
-        if !self.deps.workers.gone(&run.id, ORPHAN_WAIT).await {
-            tracing::warn!(video = %run.id, "an earlier worker did not stop; going on");
-        }
+        self.stop_earlier_worker(&run.id).await;
         let mut crashes = video.crashes;
         if let Some(reason) = run.after_crash.take() {
             crashes = self.deps.catalog.add_crash(&run.id).await?;

@@ -28,7 +28,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Longest wait for the worker of a crashed actor to go (pipelines stop
 /// within 2 s of a cancel).
-pub(super) const ORPHAN_WAIT: Duration = Duration::from_secs(10);
+const ORPHAN_WAIT: Duration = Duration::from_secs(10);
 
 impl VideoActor {
     /// Stores a change (fenced by the run's lease while one runs).
@@ -75,6 +75,16 @@ impl VideoActor {
         self.deps.clean_work_dir(&run.id).await;
         run.lost = false;
         self.release(run);
+    }
+
+    /// A worker of an earlier actor of this video (one that crashed, or
+    /// went down with a restarted supervisor) may still be going: it must
+    /// be gone before the work directory is reused.
+    pub(super) async fn stop_earlier_worker(&self, id: &str) {
+        self.deps.workers.cancel(id);
+        if !self.deps.workers.gone(id, ORPHAN_WAIT).await {
+            tracing::warn!(video = %id, "an earlier worker did not stop; going on");
+        }
     }
 
     fn schedule_heartbeat(&self, myself: &ActorRef<VideoMsg>) {
@@ -161,12 +171,7 @@ impl VideoActor {
             tracing::info!(video = %run.id, "taking over a video whose node stopped renewing its lease");
         }
         run.lease = Some(lease);
-        // A crashed actor's worker may still be going: it must be gone
-        // before the work directory is reused.
-        self.deps.workers.cancel(&run.id);
-        if !self.deps.workers.gone(&run.id, ORPHAN_WAIT).await {
-            tracing::warn!(video = %run.id, "an earlier worker did not stop; starting anyway");
-        }
+        self.stop_earlier_worker(&run.id).await;
         run.video = self.deps.catalog.get(&run.id).await?;
         if !run
             .video
