@@ -716,3 +716,29 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
     // Meanwhile, everyone else is served.
     assert_eq!(server.request("GET", "/healthz", &[], b"").status, 200);
 }
+
+#[test]
+fn a_worker_node_serves_only_health_and_metrics_under_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with_env(
+        dir.path(),
+        "",
+        &[
+            ("VIDMILL__SERVER__ROLE", "worker"),
+            ("VIDMILL__SERVER__NODE_ID", "worker-7"),
+        ],
+    );
+    let token = server.token("alice");
+    assert_eq!(server.get("/healthz", &token).status, 200);
+    assert_eq!(server.get("/readyz", &token).status, 200);
+    let metrics = server.get("/metrics", &token);
+    assert_eq!(metrics.status, 200);
+    assert!(
+        String::from_utf8_lossy(&metrics.body).contains("vidmill_node_info{node=\"worker-7\"} 1"),
+        "the node's id is in its metrics"
+    );
+    for path in ["/v1/videos", "/", "/openapi.json"] {
+        let r = server.get(path, &token);
+        assert_eq!((r.status, r.code().as_str()), (404, "not-found"), "{path}");
+    }
+}
