@@ -223,6 +223,82 @@ pub trait BlobStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<Presigned>, StoreError>> {
         Box::pin(async { Ok(None) })
     }
+
+    // Multipart uploads, for resumable uploads whose bytes reach different
+    // nodes (a cluster): each request's bytes become parts of one upload
+    // in the store, joined into the object when the last byte is in. A
+    // store that cannot (files: a cluster refuses them) says `Unavailable`.
+
+    /// Starts a multipart upload that will become object `key`; returns its
+    /// id.
+    fn start_parts<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<String, StoreError>> {
+        Box::pin(async { Err(no_parts()) })
+    }
+
+    /// Stores part `number` (from 1) of multipart upload `upload` of `key`;
+    /// returns its entity tag. Every part but the last must hold at least
+    /// [`MIN_PART_BYTES`].
+    fn put_part<'a>(
+        &'a self,
+        _key: &'a str,
+        _upload: &'a str,
+        _number: u32,
+        _bytes: Vec<u8>,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        Box::pin(async { Err(no_parts()) })
+    }
+
+    /// Joins `parts` (in order) into object `key`, atomically: the object
+    /// is absent or whole. Returns its length.
+    fn join_parts<'a>(
+        &'a self,
+        _key: &'a str,
+        _upload: &'a str,
+        _parts: &'a [StoredPart],
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async { Err(no_parts()) })
+    }
+
+    /// Abandons multipart upload `upload` and its parts; one that is
+    /// already gone (joined or aborted) is no error.
+    fn abort_parts<'a>(
+        &'a self,
+        _key: &'a str,
+        _upload: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Err(no_parts()) })
+    }
+
+    /// Writes a small object (at most a part) whole, replacing it.
+    fn put_bytes<'a>(
+        &'a self,
+        _key: &'a str,
+        _bytes: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Err(no_parts()) })
+    }
+
+    /// Reads a small object whole.
+    fn get_bytes<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
+        Box::pin(async { Err(no_parts()) })
+    }
+}
+
+/// The smallest part a multipart upload may have but for its last (S3's
+/// rule, which every S3 store shares).
+pub const MIN_PART_BYTES: u64 = 5 << 20;
+
+fn no_parts() -> StoreError {
+    StoreError::Unavailable("this store keeps no multipart uploads; a cluster needs S3".into())
+}
+
+/// One stored part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPart {
+    pub number: u32,
+    /// What the store answered for it; joining needs it.
+    pub etag: String,
+    pub size: u64,
 }
 
 /// What a presigned URL allows.

@@ -1,0 +1,106 @@
+//! The upload-parts port: where a cluster keeps what it knows of each
+//! resumable upload whose bytes wait in the object store (a multipart
+//! upload there), so that consecutive requests of one upload may reach
+//! different nodes. A request writes only while it holds the upload (a
+//! hold with a time to live, renewed by heartbeats, times by the
+//! database's clock), and records each part it stored fenced by the
+//! hold's token: two nodes never append to one upload at once, and a node
+//! that lost its hold records nothing. A request that finds the upload
+//! held asks the holder to let go (the holder learns it at its next
+//! renewal), as tus expects when a client resumes on a new connection
+//! while its old one still hangs.
+//!
+//! Only PostgreSQL implements it: one node keeps its partial uploads in
+//! local files (see `uploads`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::CoreError;
+use crate::model::VideoId;
+use crate::ports::StoredPart;
+
+/// A resumable upload whose bytes wait in the object store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUpload {
+    pub id: VideoId,
+    /// Declared total length.
+    pub length: u64,
+    /// The store's multipart upload (of the video's `source` object).
+    pub multipart: String,
+    /// Parts stored so far, in order.
+    pub parts: Vec<StoredPart>,
+    /// Bytes after the last part, too few for a part yet, kept whole in
+    /// the object [`StoredUpload::tail_key`].
+    pub tail: u64,
+    /// When bytes were last recorded (or the upload opened), milliseconds
+    /// since the epoch by the database's clock.
+    pub touched_ms: u64,
+}
+
+impl StoredUpload {
+    /// Bytes in the parts.
+    pub fn in_parts(&self) -> u64 {
+        self.parts.iter().map(|p| p.size).sum()
+    }
+
+    /// Bytes received: the parts and the tail.
+    pub fn offset(&self) -> u64 {
+        self.in_parts() + self.tail
+    }
+
+    /// The number the next part gets.
+    pub fn next_part(&self) -> u32 {
+        self.parts.last().map_or(1, |p| p.number + 1)
+    }
+
+    /// The object holding the tail. Named by the offset it ends at, so a
+    /// new tail never overwrites the one the record still names.
+    pub fn tail_key(&self) -> Option<String> {
+        (self.tail > 0).then(|| tail_key(&self.id, self.offset()))
+    }
+}
+
+/// The tail object of upload `id` that ends at byte `end`: under the
+/// video's prefix, so deleting the video removes it.
+pub fn tail_key(id: &str, end: u64) -> String {
+    crate::ports::object_key(id, &format!("upload-tail-{end}"))
+}
+
+#[async_trait]
+pub trait UploadParts: Send + Sync + std::fmt::Debug + 'static {
+    /// Records a new stored upload of `length` bytes for video `id` (which
+    /// exists, `uploading`), kept in multipart upload `multipart`.
+    async fn open_parts(&self, id: &str, length: u64, multipart: &str) -> Result<(), CoreError>;
+
+    /// The upload as last recorded; `None` when there is none (never
+    /// opened, closed, or its video deleted: the record goes with it).
+    async fn stored_upload(&self, id: &str) -> Result<Option<StoredUpload>, CoreError>;
+
+    /// Takes the right to write upload `id` for `ttl`, returning the hold's
+    /// token (larger than any earlier one). While another hold is live,
+    /// answers `None` and asks that holder to let go ([`Self::renew_hold`]
+    /// tells it). `NotFound` when there is no such upload.
+    async fn take_hold(&self, id: &str, ttl: Duration) -> Result<Option<i64>, CoreError>;
+
+    /// Extends hold `token` by `ttl`; `Ok(true)` when another request
+    /// wants the upload, `LeaseLost` when the hold is no longer this one.
+    async fn renew_hold(&self, id: &str, token: i64, ttl: Duration) -> Result<bool, CoreError>;
+
+    /// Records the upload's parts and tail as they now are, and touches
+    /// it; `LeaseLost` (recording nothing) unless hold `token` is live.
+    async fn record_parts(
+        &self,
+        id: &str,
+        token: i64,
+        parts: &[StoredPart],
+        tail: u64,
+    ) -> Result<(), CoreError>;
+
+    /// Gives hold `token` up; a hold that is gone already is no error.
+    async fn drop_hold(&self, id: &str, token: i64) -> Result<(), CoreError>;
+
+    /// Forgets upload `id` (its bytes became the source, or it went).
+    async fn close_parts(&self, id: &str) -> Result<(), CoreError>;
+}
