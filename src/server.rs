@@ -228,11 +228,23 @@ fn finish_complete_uploads(app: &App) {
             let Ok(_writing) = app.uploads.claim(&upload.id).await else {
                 continue;
             };
-            match crate::http::tus::complete(&app, &owner, &upload.id, &upload).await {
+            // Kept in the store, the upload is held as a request would
+            // hold it: another node may be finishing it too.
+            let held = match upload.file {
+                Some(_) => None,
+                None => match app.handle.write_upload(&owner, &upload.id).await {
+                    Ok(held) => Some(held),
+                    Err(_) => continue,
+                },
+            };
+            match crate::http::tus::complete(&app, &owner, &upload.id).await {
                 Ok(()) => tracing::info!(video = %upload.id, "finished an upload left complete"),
                 Err(e) => {
                     tracing::warn!(video = %upload.id, error = %e, "could not finish a complete upload")
                 }
+            }
+            if let Some(held) = held {
+                held.release().await;
             }
         }
     });

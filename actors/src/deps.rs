@@ -16,6 +16,7 @@ use crate::hub::{Announced, HubMsg, ProgressBoard};
 use crate::leases::JobLeases;
 use crate::model::Video;
 use crate::notifier::NotifierMsg;
+use crate::parts::UploadParts;
 use crate::ports::{BlobStore, MediaEngine};
 use crate::supervisor::SupervisorMsg;
 use crate::workers::Workers;
@@ -78,6 +79,8 @@ pub(crate) struct Deps {
     pub catalog: Arc<dyn Catalog>,
     pub leases: Arc<dyn JobLeases>,
     pub bus: Arc<dyn EventBus>,
+    /// Resumable uploads kept in the store (a cluster); `None`: local files.
+    pub parts: Option<Arc<dyn UploadParts>>,
     pub services: Services,
     /// The latest progress of each processing video (the hub writes it).
     pub board: ProgressBoard,

@@ -27,6 +27,10 @@ pub enum CoreError {
         received: u64,
         length: u64,
     },
+    /// Another request holds what this one needs (a resumable upload being
+    /// written on another connection) and did not let go in time.
+    #[error("{0}")]
+    Busy(String),
     /// Not enough disk (or memory) to take the work.
     #[error("insufficient storage: {0}")]
     InsufficientStorage(String),

@@ -55,7 +55,7 @@ pub use model::*;
 pub use parts::{StoredUpload, UploadParts};
 pub use ports::*;
 pub use state::{Stage, VideoState};
-pub use uploads::PartialUpload;
+pub use uploads::{Assembled, PartialUpload, PartsWriter};
 pub use video::Ingest;
 
 use deps::{Deps, Services};
@@ -83,6 +83,9 @@ pub struct Shared {
     pub catalog: Arc<dyn Catalog>,
     pub leases: Arc<dyn JobLeases>,
     pub bus: Arc<dyn EventBus>,
+    /// Where resumable uploads are recorded when their bytes wait in the
+    /// object store; `None` keeps them in local files (one node).
+    pub parts: Option<Arc<dyn UploadParts>>,
 }
 
 impl Shared {
@@ -93,6 +96,7 @@ impl Shared {
             catalog: catalog.clone(),
             leases: catalog,
             bus: Arc::new(LocalBus::default()),
+            parts: None,
         }
     }
 
@@ -106,6 +110,8 @@ impl Shared {
             catalog: catalog.clone(),
             leases: catalog,
             bus,
+            // TODO(merge): Some(catalog) once PgCatalog implements it.
+            parts: None,
         })
     }
 }
@@ -131,6 +137,7 @@ impl Core {
             catalog,
             leases,
             bus,
+            parts,
         } = shared;
         let (swept, swept_bytes) = sweep(catalog.as_ref(), &config).await?;
         let uploading: Vec<VideoId> = catalog
@@ -157,6 +164,7 @@ impl Core {
             catalog,
             leases,
             bus,
+            parts,
             services: Services::default(),
             board: Default::default(),
             workers: Default::default(),

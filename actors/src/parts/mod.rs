@@ -13,6 +13,8 @@
 //! Only PostgreSQL implements it: one node keeps its partial uploads in
 //! local files (see `uploads`).
 
+pub(crate) mod writer;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -63,9 +65,10 @@ impl StoredUpload {
 }
 
 /// The tail object of upload `id` that ends at byte `end`: under the
-/// video's prefix, so deleting the video removes it.
+/// video's prefix, so deleting the video removes it. The suffix keeps one
+/// tail's key from being the prefix of another's.
 pub fn tail_key(id: &str, end: u64) -> String {
-    crate::ports::object_key(id, &format!("upload-tail-{end}"))
+    crate::ports::object_key(id, &format!("upload-tail-{end}.bin"))
 }
 
 #[async_trait]

@@ -120,7 +120,7 @@ impl VideoActor {
             }
             Ingest::Resumable { owner } => {
                 self.uploading(run, &owner).await?;
-                let partial = self.deps.read_partial_blocking(&id).await?;
+                let partial = self.deps.partial(&id).await?;
                 if partial.offset != partial.length {
                     return Err(CoreError::Incomplete {
                         id,
@@ -128,14 +128,34 @@ impl VideoActor {
                         length: partial.length,
                     });
                 }
-                self.deps
-                    .store
-                    .put_file(&object_key(&id, "source"), &partial.path)
-                    .await
-                    .map_err(|e| CoreError::Storage(e.to_string()))?;
-                let queued = self.queue(run).await;
-                self.deps.remove_partial(&id).await;
-                queued?
+                match (&partial.file, self.deps.stored_uploads().cloned()) {
+                    (Some(file), _) => {
+                        self.deps
+                            .store
+                            .put_file(&object_key(&id, "source"), file)
+                            .await
+                            .map_err(|e| CoreError::Storage(e.to_string()))?;
+                        let queued = self.queue(run).await;
+                        self.deps.remove_partial(&id).await;
+                        queued?
+                    }
+                    (None, Some(parts)) => {
+                        let upload = parts
+                            .stored_upload(&id)
+                            .await?
+                            .ok_or_else(|| CoreError::NotFound(id.clone()))?;
+                        self.deps.join_stored(&upload).await?;
+                        let queued = self.queue(run).await?;
+                        // Its bytes are the source now: the record is done.
+                        if let Err(e) = parts.close_parts(&id).await {
+                            tracing::warn!(video = %id, error = %e, "could not close a stored upload");
+                        }
+                        queued
+                    }
+                    (None, None) => {
+                        return Err(CoreError::Internal(format!("upload {id} has no bytes")))
+                    }
+                }
             }
             Ingest::Moved { owner } => {
                 self.uploading(run, &owner).await?;

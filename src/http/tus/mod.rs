@@ -7,6 +7,7 @@
 //! is queued, anything else is refused with 415 and removed.
 
 pub(crate) mod headers;
+mod sink;
 mod writers;
 
 use std::collections::HashMap;
@@ -19,12 +20,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use vidmill_actors::{CoreError, PartialUpload};
 
 use self::headers::{byte_count, carries_bytes, check_version, metadata, EXTENSIONS, VERSION};
+use self::sink::Sink;
 pub use self::writers::{Uploads, Writing};
-use super::disk::{check_disk, write_error, DiskGuard};
+use super::disk::check_disk;
 use super::error::ApiError;
 use super::openapi as doc;
 use super::render;
@@ -427,33 +428,53 @@ async fn receive(
     writing: &mut Writing,
 ) -> Result<u64, ApiError> {
     let upload = partial(app, owner, id).await?;
-    if at != upload.offset {
+    let mut sink = Sink::open(app, owner, &upload).await?;
+    let received = append_to(app, id, at, headers, body, writing, &upload, &mut sink).await;
+    // The last byte is probed while the upload is still held, so that no
+    // other request finishes it meanwhile.
+    let done = match received {
+        Ok(offset) if offset == upload.length => complete(app, owner, id).await.map(|()| offset),
+        other => other,
+    };
+    sink.close().await;
+    done
+}
+
+/// The body of [`receive`]: the bytes into `sink`.
+#[allow(clippy::too_many_arguments)]
+async fn append_to(
+    app: &App,
+    id: &str,
+    at: u64,
+    headers: &HeaderMap,
+    body: Body,
+    writing: &mut Writing,
+    upload: &PartialUpload,
+    sink: &mut Sink<'_>,
+) -> Result<u64, ApiError> {
+    // The store's record, read under the hold, is the truth there.
+    let stored = sink.recorded().unwrap_or(upload.offset);
+    if at != stored {
         return Err(ApiError::OffsetMismatch(format!(
-            "the upload holds {} bytes; send from Upload-Offset: {}",
-            upload.offset, upload.offset
+            "the upload holds {stored} bytes; send from Upload-Offset: {stored}"
         )));
     }
-    let room = upload.length - upload.offset;
+    let room = upload.length - stored;
     if byte_count(headers, "content-length")?.is_some_and(|n| n > room) {
         return Err(ApiError::UploadTooLarge(upload.length));
     }
-    check_disk(app).await?;
-    let mut file = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(&upload.path)
-        .await
-        .map_err(|e| ApiError::Internal(format!("{}: {e}", upload.path.display())))?;
-    let mut offset = upload.offset;
+    let mut offset = stored;
     let mut stream = body.into_data_stream();
-    let mut disk = DiskGuard::new(app);
     let mut ended = Ok(());
     loop {
         let chunk = tokio::select! {
             chunk = stream.next() => chunk,
             () = writing.superseded() => {
-                ended = Err(ApiError::OffsetMismatch(
-                    "another request took over this upload".into(),
-                ));
+                ended = Err(taken_over());
+                break;
+            }
+            () = sink.superseded() => {
+                ended = Err(taken_over());
                 break;
             }
         };
@@ -469,42 +490,37 @@ async fn receive(
             ended = Err(ApiError::UploadTooLarge(upload.length));
             break;
         }
-        if let Err(e) = disk.writing(chunk.len()).await {
+        if let Err(e) = sink.write(&chunk).await {
             ended = Err(e);
-            break;
-        }
-        if let Err(e) = file.write_all(&chunk).await {
-            ended = Err(write_error(e));
             break;
         }
         offset += chunk.len() as u64;
         app.uploads.record(id, offset, upload.length);
     }
     // What was written is kept, whatever ended the body: it is the offset
-    // the client resumes from, so it must be on disk first.
-    file.flush()
-        .await
-        .and(file.sync_data().await)
-        .map_err(|e| ApiError::Internal(format!("sync upload: {e}")))?;
-    ended?;
-    if offset == upload.length {
-        complete(app, owner, id, &upload).await?;
+    // the client resumes from, so it must be durable first.
+    if let Some(recorded) = sink.settle().await? {
+        offset = recorded;
+        app.uploads.record(id, offset, upload.length);
     }
+    ended?;
     Ok(offset)
+}
+
+fn taken_over() -> ApiError {
+    ApiError::OffsetMismatch("another request took over this upload".into())
 }
 
 /// Probes a complete upload: media within the limits is queued, anything
 /// else removed (415, or 422 naming the limit).
 /// Any other failure leaves it complete and `uploading`, to be finished by
-/// the next HEAD or PATCH, or at the next start.
-pub async fn complete(
-    app: &App,
-    owner: &str,
-    id: &str,
-    upload: &PartialUpload,
-) -> Result<(), ApiError> {
+/// the next HEAD or PATCH (on any node), or at the next start.
+pub async fn complete(app: &App, owner: &str, id: &str) -> Result<(), ApiError> {
     let options = app.handle.get(owner, id).await?.options;
-    match probe_for(app, &upload.path, &options).await {
+    let assembled = app.handle.assemble_upload(owner, id).await?;
+    let probed = probe_for(app, &assembled.path, &options).await;
+    app.handle.put_away(assembled).await;
+    match probed {
         Ok(_) => {
             app.handle.finish_upload(owner, id).await?;
         }

@@ -1,0 +1,341 @@
+//! One request appending to a resumable upload kept in the object store.
+//! Its bytes are cut into parts of at least the store's minimum; each part
+//! is stored, then recorded under the request's hold. What is left when the
+//! request ends (too few bytes for a part, unless they are the last) is
+//! kept whole as the upload's tail, which the next request, on any node,
+//! reads back and sends ahead of its own bytes. The offset a client is told
+//! is always what the record says, so it holds whichever node answers next.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{tail_key, StoredUpload, UploadParts};
+use crate::error::CoreError;
+use crate::ports::{object_key, BlobStore, StoredPart, MIN_PART_BYTES};
+
+/// S3 allows 10,000 parts; a few are kept spare.
+const MAX_PARTS: u64 = 9_000;
+
+/// How often a request asks for the hold while another request has it.
+const HOLD_POLL: Duration = Duration::from_millis(100);
+
+/// What the heartbeat learnt of the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldNews {
+    Held,
+    /// Another request wants the upload: this one should end.
+    Wanted,
+    /// The hold is no longer this request's.
+    Lost,
+}
+
+/// The right to append to one stored upload, and the bytes on their way.
+pub struct PartsWriter {
+    parts: Arc<dyn UploadParts>,
+    store: Arc<dyn BlobStore>,
+    /// The upload as recorded.
+    upload: StoredUpload,
+    token: i64,
+    part_size: u64,
+    /// The recorded tail followed by the bytes since: the next part's start.
+    pending: Vec<u8>,
+    /// A store or record failed: what is recorded stands, nothing more is
+    /// written.
+    broken: bool,
+    news: watch::Receiver<HoldNews>,
+    heartbeat: JoinHandle<()>,
+    released: bool,
+}
+
+impl std::fmt::Debug for PartsWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartsWriter")
+            .field("upload", &self.upload.id)
+            .field("token", &self.token)
+            .field("offset", &self.offset())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The part size for an upload of `length` bytes: the store's minimum, or
+/// more when the upload would otherwise need too many parts.
+fn part_size(length: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let needed = length.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    needed.max(MIN_PART_BYTES)
+}
+
+fn storage(e: impl std::fmt::Display) -> CoreError {
+    CoreError::Storage(e.to_string())
+}
+
+impl PartsWriter {
+    /// Takes the hold on upload `id` for `ttl`, waiting up to `wait` for
+    /// another request to let go of it, and reads its tail back.
+    pub(crate) async fn hold(
+        parts: Arc<dyn UploadParts>,
+        store: Arc<dyn BlobStore>,
+        id: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Self, CoreError> {
+        let deadline = Instant::now() + wait;
+        let token = loop {
+            if let Some(token) = parts.take_hold(id, ttl).await? {
+                break token;
+            }
+            if Instant::now() >= deadline {
+                return Err(CoreError::Busy(
+                    "another request is still writing to this upload; ask for the offset (HEAD) and try again".into(),
+                ));
+            }
+            tokio::time::sleep(HOLD_POLL).await;
+        };
+        let (tell, news) = watch::channel(HoldNews::Held);
+        let heartbeat = tokio::spawn(beat(parts.clone(), id.to_string(), token, ttl, tell));
+        let mut writer = Self {
+            parts,
+            store,
+            upload: StoredUpload {
+                id: id.into(),
+                length: 0,
+                multipart: String::new(),
+                parts: Vec::new(),
+                tail: 0,
+                touched_ms: 0,
+            },
+            token,
+            part_size: MIN_PART_BYTES,
+            pending: Vec::new(),
+            broken: false,
+            news,
+            heartbeat,
+            released: false,
+        };
+        // Read under the hold: nothing changes it now but this request.
+        let loaded = writer.load().await;
+        if let Err(e) = loaded {
+            writer.release().await;
+            return Err(e);
+        }
+        Ok(writer)
+    }
+
+    async fn load(&mut self) -> Result<(), CoreError> {
+        let id = self.upload.id.clone();
+        self.upload = self
+            .parts
+            .stored_upload(&id)
+            .await?
+            .ok_or(CoreError::NotFound(id))?;
+        self.part_size = part_size(self.upload.length);
+        if let Some(key) = self.upload.tail_key() {
+            self.pending = self.store.get_bytes(&key).await.map_err(storage)?;
+            if self.pending.len() as u64 != self.upload.tail {
+                return Err(CoreError::Storage(format!(
+                    "the tail {key} of upload {} holds {} bytes, not the {} recorded",
+                    self.upload.id,
+                    self.pending.len(),
+                    self.upload.tail
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes received, counting those not stored yet.
+    pub fn offset(&self) -> u64 {
+        self.upload.in_parts() + self.pending.len() as u64
+    }
+
+    /// Bytes stored and recorded: where a client resumes.
+    pub fn recorded(&self) -> u64 {
+        self.upload.offset()
+    }
+
+    /// The declared length.
+    pub fn length(&self) -> u64 {
+        self.upload.length
+    }
+
+    /// Takes `bytes` (which the caller has checked fit the declared
+    /// length), storing a part whenever enough have come.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), CoreError> {
+        if self.broken {
+            return Err(CoreError::Storage("an earlier write failed".into()));
+        }
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() as u64 >= self.part_size {
+            self.store_part().await?;
+        }
+        Ok(())
+    }
+
+    /// Stores and records what is pending as the next part.
+    async fn store_part(&mut self) -> Result<(), CoreError> {
+        let stored = self.try_store_part().await;
+        self.broken |= stored.is_err();
+        stored
+    }
+
+    async fn try_store_part(&mut self) -> Result<(), CoreError> {
+        let id = self.upload.id.clone();
+        let source = object_key(&id, "source");
+        let number = self.upload.next_part();
+        let bytes = std::mem::take(&mut self.pending);
+        let size = bytes.len() as u64;
+        let etag = self
+            .store
+            .put_part(&source, &self.upload.multipart, number, bytes)
+            .await
+            .map_err(storage)?;
+        let mut parts = self.upload.parts.clone();
+        parts.push(StoredPart { number, etag, size });
+        self.parts.record_parts(&id, self.token, &parts, 0).await?;
+        let old_tail = self.upload.tail_key();
+        self.upload.parts = parts;
+        self.upload.tail = 0;
+        self.forget_tail(old_tail).await;
+        Ok(())
+    }
+
+    /// Removes a tail the record no longer names (best effort: the video's
+    /// deletion takes any left over).
+    async fn forget_tail(&self, key: Option<String>) {
+        if let Some(key) = key {
+            if let Err(e) = self.store.delete_prefix(&key).await {
+                tracing::debug!(key, error = %e, "could not remove an old upload tail");
+            }
+        }
+    }
+
+    /// Makes every byte received durable: the last ones as the final part,
+    /// others as the new tail. Returns the recorded offset, which is what
+    /// a client resumes from (after a failure, what was recorded before).
+    pub async fn settle(&mut self) -> Result<u64, CoreError> {
+        if self.broken {
+            return Ok(self.recorded());
+        }
+        let fresh = self.pending.len() as u64 > self.upload.tail;
+        if !fresh {
+            return Ok(self.recorded());
+        }
+        if self.offset() == self.upload.length {
+            self.store_part().await?;
+            return Ok(self.recorded());
+        }
+        let settled = self.store_tail().await;
+        self.broken |= settled.is_err();
+        settled?;
+        Ok(self.recorded())
+    }
+
+    async fn store_tail(&mut self) -> Result<(), CoreError> {
+        let id = self.upload.id.clone();
+        let tail = self.pending.len() as u64;
+        let key = tail_key(&id, self.offset());
+        self.store
+            .put_bytes(&key, self.pending.clone())
+            .await
+            .map_err(storage)?;
+        let recorded = self
+            .parts
+            .record_parts(&id, self.token, &self.upload.parts, tail)
+            .await;
+        if let Err(e) = recorded {
+            self.forget_tail(Some(key)).await;
+            return Err(e);
+        }
+        let old_tail = self.upload.tail_key();
+        self.upload.tail = tail;
+        self.forget_tail(old_tail).await;
+        Ok(())
+    }
+
+    /// Resolves when this request should stop: another wants the upload,
+    /// or the hold was lost.
+    pub async fn superseded(&mut self) {
+        while *self.news.borrow_and_update() == HoldNews::Held {
+            if self.news.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Whether the hold is known lost (nothing more will be recorded).
+    pub fn lost(&self) -> bool {
+        *self.news.borrow() == HoldNews::Lost
+    }
+
+    /// Gives the hold up, so the next request takes it at once.
+    pub async fn release(mut self) {
+        self.heartbeat.abort();
+        self.released = true;
+        if let Err(e) = self.parts.drop_hold(&self.upload.id, self.token).await {
+            tracing::debug!(upload = %self.upload.id, error = %e, "could not give up an upload hold");
+        }
+    }
+}
+
+impl Drop for PartsWriter {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        if self.released {
+            return;
+        }
+        // Dropped without `release` (its request was cancelled): give the
+        // hold up anyway, or the next request waits for it to lapse.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (parts, id, token) = (self.parts.clone(), self.upload.id.clone(), self.token);
+            runtime.spawn(async move {
+                let _ = parts.drop_hold(&id, token).await;
+            });
+        }
+    }
+}
+
+/// Renews the hold until it is lost, telling the writer what it learns. A
+/// database that does not answer is retried: the hold lapses by itself if
+/// it stays away, and the next record fails.
+async fn beat(
+    parts: Arc<dyn UploadParts>,
+    id: String,
+    token: i64,
+    ttl: Duration,
+    tell: watch::Sender<HoldNews>,
+) {
+    let every = (ttl / 3).min(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        match parts.renew_hold(&id, token, ttl).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let _ = tell.send(HoldNews::Wanted);
+            }
+            Err(CoreError::LeaseLost(_)) => {
+                let _ = tell.send(HoldNews::Lost);
+                return;
+            }
+            Err(e) => tracing::debug!(upload = %id, error = %e, "could not renew an upload hold"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_the_minimum_until_the_count_would_run_out() {
+        assert_eq!(part_size(1), MIN_PART_BYTES);
+        assert_eq!(part_size(MIN_PART_BYTES * MAX_PARTS), MIN_PART_BYTES);
+        let big = 100 << 30;
+        let size = part_size(big);
+        assert!(size > MIN_PART_BYTES);
+        assert!(big.div_ceil(size) <= MAX_PARTS, "{size}");
+        assert_eq!(size % (1 << 20), 0);
+    }
+}
