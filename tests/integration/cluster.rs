@@ -1,11 +1,11 @@
 //! The cluster (issue 11): vidmill nodes on 127.0.0.1:0 sharing one real
 //! PostgreSQL 15 (initdb into a temp dir) and one real Garage bucket.
-//! Uploads through different nodes, a WebSocket on a third node seeing
-//! every state event in order, a node SIGKILLed mid-encode (another
-//! finishes the video after the lease expires: one published run, no
-//! duplicated seq, no orphaned objects), PostgreSQL restarted mid-run
-//! (nothing lost), and a node cut off from the database (it stops
-//! publishing and its video is taken over).
+//! Uploads through different nodes (a tus upload's requests too), a
+//! WebSocket on a third node seeing every state event in order, a node
+//! SIGKILLed mid-encode (another finishes the video after the lease
+//! expires: one published run, no duplicated seq, no orphaned objects),
+//! PostgreSQL restarted mid-run (nothing lost), and a node cut off from
+//! the database (it stops publishing and its video is taken over).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -252,6 +252,152 @@ fn three_nodes_share_uploads_work_and_events() {
         "work spread over a and b"
     );
     assert_eq!(worked(&c), 0.0, "an api node processes nothing");
+}
+
+/// An H.264 MP4 of a few megabytes more than two parts (noise keeps
+/// x264 from squeezing it), made by ffmpeg as a camera or editor would.
+fn big_mp4(dir: &Path) -> Vec<u8> {
+    let path = dir.join("big.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=640x360:rate=30")
+        .args(["-t", "3", "-vf", "noise=alls=12:allf=t", "-c:v", "libx264"])
+        .args(["-preset", "ultrafast", "-crf", "14", "-pix_fmt", "yuv420p"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success());
+    std::fs::read(path).expect("read")
+}
+
+fn tus_headers(token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Authorization", format!("Bearer {token}")),
+        ("Tus-Resumable", "1.0.0".into()),
+    ]
+}
+
+fn tus_patch(
+    s: &Server,
+    token: &str,
+    id: &str,
+    at: usize,
+    bytes: &[u8],
+) -> crate::support::Response {
+    let mut h = tus_headers(token);
+    h.push(("Upload-Offset", at.to_string()));
+    h.push(("Content-Type", "application/offset+octet-stream".into()));
+    s.request("PATCH", &format!("/v1/uploads/{id}"), &h, bytes)
+}
+
+fn tus_offset(s: &Server, token: &str, id: &str) -> usize {
+    let h = s.request(
+        "HEAD",
+        &format!("/v1/uploads/{id}"),
+        &tus_headers(token),
+        b"",
+    );
+    assert_eq!(h.status, 200, "{h:?}");
+    h.header("upload-offset")
+        .and_then(|o| o.parse().ok())
+        .expect("Upload-Offset")
+}
+
+/// A tus upload whose requests go to different nodes, as behind a load
+/// balancer: its bytes wait in the bucket as a multipart upload, so any
+/// node takes the next request, HEAD on any node tells the same offset,
+/// and a request on one node takes over from one hanging on another.
+#[test]
+fn a_tus_upload_moves_between_nodes() {
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path());
+    let a = cluster.node("a", "all");
+    let b = cluster.node("b", "api");
+    let token = a.token("alice");
+    let media = big_mp4(dir.path());
+    assert!(
+        media.len() > 11 * MIB,
+        "{} bytes: two parts and more",
+        media.len()
+    );
+
+    let mut h = tus_headers(&token);
+    h.push(("Upload-Length", media.len().to_string()));
+    h.push(("Upload-Metadata", "filename YmlnLm1wNA==".into()));
+    let created = a.request("POST", "/v1/uploads", &h, b"");
+    assert_eq!(created.status, 201, "{created:?}");
+    let id = created
+        .header("location")
+        .and_then(|l| l.rsplit('/').next())
+        .expect("location")
+        .to_string();
+
+    // A part's worth on b, a little more on a (kept as the tail).
+    let first = tus_patch(&b, &token, &id, 0, &media[..6 * MIB]);
+    assert_eq!(first.status, 204, "{first:?}");
+    let second = tus_patch(&a, &token, &id, 6 * MIB, &media[6 * MIB..7 * MIB]);
+    assert_eq!(second.status, 204, "{second:?}");
+    assert_eq!(
+        tus_offset(&b, &token, &id),
+        7 * MIB,
+        "b knows what a stored"
+    );
+
+    // A request on a that sends 2 MiB of the rest, then hangs.
+    let rest = media.len() - 7 * MIB;
+    let mut hanging = TcpStream::connect(&a.addr).expect("connect");
+    hanging
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let head = format!(
+        "PATCH /v1/uploads/{id} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Tus-Resumable: 1.0.0\r\nUpload-Offset: {}\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {rest}\r\n\r\n",
+        a.addr,
+        7 * MIB
+    );
+    hanging.write_all(head.as_bytes()).expect("head");
+    hanging
+        .write_all(&media[7 * MIB..9 * MIB])
+        .expect("two MiB");
+    std::thread::sleep(Duration::from_millis(500));
+    let hung = std::thread::spawn(move || crate::support::read_response(hanging, false));
+
+    // The client gives up on it and resumes on b from the offset it last
+    // knew: b takes the upload over (a is told, and stores what it got),
+    // then refuses the stale offset; asked again, it tells the new one.
+    let stale = tus_patch(&b, &token, &id, 7 * MIB, &media[7 * MIB..]);
+    assert_eq!(stale.status, 409, "{stale:?}");
+    let taken = hung.join().expect("hung request");
+    assert_eq!(
+        taken.status, 409,
+        "the hanging request was taken over: {taken:?}"
+    );
+    let now = tus_offset(&b, &token, &id);
+    assert_eq!(now, 9 * MIB, "what a received is kept");
+    let last = tus_patch(&b, &token, &id, now, &media[now..]);
+    assert_eq!(last.status, 204, "{last:?}");
+
+    let ready = a.wait_for(&token, &id, |v| {
+        v["state"] == "ready" || v["state"] == "failed"
+    });
+    assert_eq!(ready["state"], "ready", "{ready}");
+    let keys = cluster.objects(&format!("videos/{id}/"));
+    assert!(
+        !keys.iter().any(|k| k.contains("upload-tail")),
+        "no tail outlives the upload: {keys:?}"
+    );
+    let source = runtime().block_on(async {
+        let store = crate::s3::store_on(&cluster.garage).await;
+        store
+            .get_bytes(&format!("videos/{id}/source"))
+            .await
+            .expect("source")
+    });
+    assert!(source == media, "the source is the bytes sent, in order");
+    let mp4 = b.get(&format!("/v1/videos/{id}/video.mp4"), &token);
+    assert_eq!(mp4.status, 200);
 }
 
 /// Waits until video `id` is converting, as node `s` reports it.
