@@ -76,13 +76,16 @@ pub struct Recovery {
     pub took: Duration,
 }
 
-/// What the nodes of a cluster share: the catalog, the job leases and the
-/// event bus. One node keeps all three in one SQLite file and in process.
+/// What the nodes of a cluster share: the catalog, the job leases, the
+/// event bus and the stored uploads. One node keeps the first three in one
+/// SQLite file and in process, and its partial uploads in local files.
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub catalog: Arc<dyn Catalog>,
     pub leases: Arc<dyn JobLeases>,
     pub bus: Arc<dyn EventBus>,
+    /// Resumable uploads kept in the object store; `None` on one node.
+    pub parts: Option<Arc<dyn UploadParts>>,
 }
 
 impl Shared {
@@ -93,6 +96,7 @@ impl Shared {
             catalog: catalog.clone(),
             leases: catalog,
             bus: Arc::new(LocalBus::default()),
+            parts: None,
         }
     }
 
@@ -104,8 +108,9 @@ impl Shared {
         let bus = Arc::new(PgBus::connect(url, node).await?);
         Ok(Self {
             catalog: catalog.clone(),
-            leases: catalog,
+            leases: catalog.clone(),
             bus,
+            parts: Some(catalog),
         })
     }
 }
@@ -131,6 +136,7 @@ impl Core {
             catalog,
             leases,
             bus,
+            parts: _,
         } = shared;
         let (swept, swept_bytes) = sweep(catalog.as_ref(), &config).await?;
         let uploading: Vec<VideoId> = catalog
