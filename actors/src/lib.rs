@@ -76,8 +76,9 @@ pub struct Recovery {
     pub took: Duration,
 }
 
-/// What the nodes of a cluster share: the catalog, the job leases and the
-/// event bus. One node keeps all three in one SQLite file and in process.
+/// What the nodes of a cluster share: the catalog, the job leases, the
+/// event bus and the stored uploads. One node keeps the first three in one
+/// SQLite file and in process, and its partial uploads in local files.
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub catalog: Arc<dyn Catalog>,
@@ -108,10 +109,9 @@ impl Shared {
         let bus = Arc::new(PgBus::connect(url, node).await?);
         Ok(Self {
             catalog: catalog.clone(),
-            leases: catalog,
+            leases: catalog.clone(),
             bus,
-            // TODO(merge): Some(catalog) once PgCatalog implements it.
-            parts: None,
+            parts: Some(catalog),
         })
     }
 }

@@ -933,6 +933,201 @@ mod postgres_only {
         );
     }
 
+    /// Two nodes on one fresh database, as their `UploadParts`, and an
+    /// uploading video on it.
+    async fn two_holders() -> (pg::TestDb, PgCatalog, PgCatalog, VideoId) {
+        let db = pg::TestDb::new().await;
+        let a = PgCatalog::connect(&db.url, "node-a").await.expect("node a");
+        let b = PgCatalog::connect(&db.url, "node-b").await.expect("node b");
+        let (v, _) = a
+            .insert(video("alice", VideoState::Uploading))
+            .await
+            .expect("insert");
+        (db, a, b, v.id)
+    }
+
+    fn part(number: u32) -> StoredPart {
+        StoredPart {
+            number,
+            etag: format!("\"etag-{number}\""),
+            size: MIN_PART_BYTES,
+        }
+    }
+
+    fn now_ms() -> u64 {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch");
+        u64::try_from(since.as_millis()).expect("ms")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stored_upload_is_recorded_under_its_hold_until_closed() {
+        let (_db, a, b, id) = two_holders().await;
+        assert_eq!(a.stored_upload(&id).await.expect("read"), None);
+        let before = now_ms();
+        a.open_parts(&id, 12 << 20, "mp-1").await.expect("open");
+        let opened = b.stored_upload(&id).await.expect("read").expect("open");
+        assert_eq!(
+            (opened.id.as_str(), opened.length, opened.multipart.as_str()),
+            (id.as_str(), 12 << 20, "mp-1")
+        );
+        assert_eq!((opened.parts.clone(), opened.tail), (vec![], 0));
+        // The database's clock is this machine's: a generous window.
+        assert!(
+            opened.touched_ms + 5_000 >= before && opened.touched_ms <= now_ms() + 5_000,
+            "{} vs {before}",
+            opened.touched_ms
+        );
+        let token = a.take_hold(&id, TTL).await.expect("take").expect("free");
+        let parts = vec![part(1), part(2)];
+        a.record_parts(&id, token, &parts, 7).await.expect("record");
+        let read = b.stored_upload(&id).await.expect("read").expect("open");
+        assert_eq!((read.parts.clone(), read.tail), (parts, 7));
+        assert_eq!(read.offset(), 2 * MIN_PART_BYTES + 7);
+        assert_eq!(read.next_part(), 3);
+        assert!(read.touched_ms >= opened.touched_ms);
+        assert!(!a.renew_hold(&id, token, TTL).await.expect("renew"));
+        b.close_parts(&id).await.expect("close");
+        assert_eq!(a.stored_upload(&id).await.expect("read"), None);
+        assert!(matches!(
+            a.record_parts(&id, token, &[part(1)], 0).await,
+            Err(CoreError::LeaseLost(ref lost)) if *lost == id
+        ));
+        assert!(matches!(
+            a.take_hold(&id, TTL).await,
+            Err(CoreError::NotFound(ref missing)) if *missing == id
+        ));
+        let nowhere = new_id();
+        assert!(matches!(
+            a.take_hold(&nowhere, TTL).await,
+            Err(CoreError::NotFound(ref missing)) if *missing == nowhere
+        ));
+        assert!(matches!(
+            a.open_parts(&nowhere, 1, "mp-x").await,
+            Err(CoreError::NotFound(ref missing)) if *missing == nowhere
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_upload_asks_its_holder_to_let_go() {
+        let (db, a, b, id) = two_holders().await;
+        a.open_parts(&id, 12 << 20, "mp-1").await.expect("open");
+        let first = a.take_hold(&id, TTL).await.expect("take").expect("free");
+        assert!(!a.renew_hold(&id, first, TTL).await.expect("renew"));
+        assert_eq!(b.take_hold(&id, TTL).await.expect("take"), None, "held");
+        assert!(
+            a.renew_hold(&id, first, TTL).await.expect("renew"),
+            "the holder learns it is wanted"
+        );
+        let holder: Option<String> = pg::client(&db.url)
+            .await
+            .query_one(
+                "SELECT holder_node FROM stored_uploads WHERE video_id = $1",
+                &[&id],
+            )
+            .await
+            .expect("holder")
+            .get(0);
+        assert_eq!(holder.as_deref(), Some("node-a"));
+        a.record_parts(&id, first, &[part(1)], 3)
+            .await
+            .expect("record");
+        a.drop_hold(&id, first).await.expect("drop");
+        a.drop_hold(&id, first)
+            .await
+            .expect("dropping again is no error");
+        let second = b.take_hold(&id, TTL).await.expect("take").expect("free");
+        assert!(second > first, "{second} after {first}");
+        assert!(
+            !b.renew_hold(&id, second, TTL).await.expect("renew"),
+            "a new hold is not wanted yet"
+        );
+        assert!(matches!(
+            a.renew_hold(&id, first, TTL).await,
+            Err(CoreError::LeaseLost(ref lost)) if *lost == id
+        ));
+        let before = b.stored_upload(&id).await.expect("read").expect("open");
+        assert!(matches!(
+            a.record_parts(&id, first, &[part(1), part(2)], 0).await,
+            Err(CoreError::LeaseLost(ref lost)) if *lost == id
+        ));
+        assert_eq!(
+            b.stored_upload(&id).await.expect("read"),
+            Some(before.clone()),
+            "a stale token records nothing"
+        );
+        assert_eq!((before.parts, before.tail), (vec![part(1)], 3));
+        // A stale drop leaves the new hold alone.
+        a.drop_hold(&id, first).await.expect("stale drop");
+        b.record_parts(&id, second, &[part(1), part(2)], 0)
+            .await
+            .expect("the holder records");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_hold_is_taken_over_and_records_nothing() {
+        let (_db, a, b, id) = two_holders().await;
+        a.open_parts(&id, 12 << 20, "mp-1").await.expect("open");
+        let old = a.take_hold(&id, SHORT).await.expect("take").expect("free");
+        let new = wait_for("the hold to expire", || {
+            let (b, id) = (b.clone(), id.clone());
+            async move { b.take_hold(&id, TTL).await.expect("take") }
+        })
+        .await;
+        assert!(new > old, "{new} after {old}");
+        assert!(matches!(
+            a.record_parts(&id, old, &[part(1)], 0).await,
+            Err(CoreError::LeaseLost(ref lost)) if *lost == id
+        ));
+        assert!(matches!(
+            a.renew_hold(&id, old, TTL).await,
+            Err(CoreError::LeaseLost(ref lost)) if *lost == id
+        ));
+        let read = b.stored_upload(&id).await.expect("read").expect("open");
+        assert_eq!((read.parts, read.tail), (vec![], 0));
+        assert_eq!(a.take_hold(&id, TTL).await.expect("take"), None, "held");
+        // A hold that lapsed records nothing, though no one took it over.
+        b.drop_hold(&id, new).await.expect("drop");
+        let brief = b.take_hold(&id, SHORT).await.expect("take").expect("free");
+        wait_for("the brief hold to lapse", || {
+            let (b, id) = (b.clone(), id.clone());
+            async move {
+                match b.record_parts(&id, brief, &[], 0).await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        assert!(matches!(e, CoreError::LeaseLost(_)), "{e}");
+                        Some(())
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_the_video_forgets_its_stored_upload() {
+        let (db, a, b, id) = two_holders().await;
+        a.open_parts(&id, 12 << 20, "mp-1").await.expect("open");
+        let token = a.take_hold(&id, TTL).await.expect("take").expect("free");
+        a.record_parts(&id, token, &[part(1)], 0)
+            .await
+            .expect("record");
+        assert!(b.delete(&id).await.expect("delete"));
+        assert_eq!(a.stored_upload(&id).await.expect("read"), None);
+        let rows: i64 = pg::client(&db.url)
+            .await
+            .query_one("SELECT COUNT(*) FROM stored_uploads", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(rows, 0);
+        assert!(matches!(
+            a.take_hold(&id, TTL).await,
+            Err(CoreError::NotFound(ref missing)) if *missing == id
+        ));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn artefacts_and_interrupted_runs_belong_to_their_node() {
         let be = postgres().await;

@@ -63,7 +63,8 @@ pub(super) async fn hold(
     .is_some())
 }
 
-fn ms(d: Duration) -> i64 {
+/// `d` in whole milliseconds, for `$n::bigint * interval '1 millisecond'`.
+pub(super) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 

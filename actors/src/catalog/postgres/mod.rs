@@ -1,13 +1,16 @@
 //! The cluster catalog: PostgreSQL 15, shared by every node. One
-//! deadpool pool serves the [`Catalog`] and the [`JobLeases`] (claims with
-//! `FOR UPDATE SKIP LOCKED`, lease tokens from a sequence); [`PgBus`]
-//! carries wake-ups over `LISTEN/NOTIFY` on a connection of its own. All
-//! times are the database's clock, so the nodes' clocks never matter.
+//! deadpool pool serves the [`Catalog`], the [`JobLeases`] (claims with
+//! `FOR UPDATE SKIP LOCKED`, lease tokens from a sequence) and the
+//! [`UploadParts`](crate::parts::UploadParts) (holds on stored uploads,
+//! tokens from the same sequence); [`PgBus`] carries wake-ups over
+//! `LISTEN/NOTIFY` on a connection of its own. All times are the
+//! database's clock, so the nodes' clocks never matter.
 
 mod bus;
 mod error;
 mod jobs;
 mod outbox;
+mod parts;
 mod schema;
 mod usage;
 mod videos;

@@ -99,6 +99,21 @@ const MIGRATIONS: &[&str] = &[
     // each row goes out from one node; a claim that is not settled (the
     // node died) lapses and any node may take the row.
     "ALTER TABLE outbox ADD COLUMN claimed_by TEXT, ADD COLUMN claimed_until TIMESTAMPTZ;",
+    // 3: resumable uploads whose bytes wait in the object store, with the
+    // hold a node writes one under (its token from `lease_tokens`) and
+    // whether another request wants it. The row goes with its video.
+    "CREATE TABLE stored_uploads (
+        video_id       TEXT PRIMARY KEY REFERENCES videos (id) ON DELETE CASCADE,
+        length         BIGINT NOT NULL,
+        multipart      TEXT NOT NULL,
+        parts          JSONB NOT NULL DEFAULT '[]',
+        tail           BIGINT NOT NULL DEFAULT 0,
+        touched_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+        holder_token   BIGINT,
+        held_until     TIMESTAMPTZ,
+        holder_node    TEXT,
+        wanted         BOOLEAN NOT NULL DEFAULT false
+    );",
 ];
 
 /// The schema version this code writes.
