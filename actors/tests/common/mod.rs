@@ -67,7 +67,13 @@ impl BlobStore for DirStore {
 
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let _ = std::fs::remove_dir_all(self.path(prefix.trim_end_matches('/')));
+            // A whole object's key is a prefix too (of itself).
+            let path = self.path(prefix.trim_end_matches('/'));
+            if path.is_file() {
+                let _ = std::fs::remove_file(&path);
+            } else {
+                let _ = std::fs::remove_dir_all(&path);
+            }
             Ok(())
         })
     }
