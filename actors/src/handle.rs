@@ -203,6 +203,16 @@ impl Handle {
         self.deps.board.get(id)
     }
 
+    /// The progress the node processing `id` last renewed its lease with:
+    /// for a node that has not heard it on the bus (it started after the
+    /// run's last report, or its listener was reconnecting).
+    pub async fn leased_progress(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::leases::LeasedProgress>, CoreError> {
+        self.deps.leases.progress(id).await
+    }
+
     /// Events of one video (`Some(id)`) or all of `owner`'s: a snapshot, the
     /// state events after `since` (one video only), then live events.
     pub async fn subscribe(

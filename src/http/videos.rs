@@ -105,11 +105,24 @@ pub async fn get(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let video = app.handle.get(&who.sub, &id).await?;
     let positions = queue_positions(&app, video.state == VideoState::Queued).await;
-    Ok(Json(render::video(
-        &app,
-        &video,
-        positions.get(&video.id).copied(),
-    )))
+    let mut body = render::video(&app, &video, positions.get(&video.id).copied());
+    if video.state == VideoState::Uploading {
+        // What is stored, whichever node received it (in a cluster, the
+        // bytes may have gone to another).
+        if let Ok(p) = app.handle.partial_upload(&who.sub, &id).await {
+            body["progress"]["percent"] = (p.offset as f64 * 100.0 / p.length.max(1) as f64).into();
+        }
+    }
+    if video.state == VideoState::Processing && app.handle.progress(&id).is_none() {
+        // Not heard on the bus yet: what the processing node last renewed
+        // its lease with.
+        if let Ok(Some(p)) = app.handle.leased_progress(&id).await {
+            body["progress"]["percent"] = p.percent.into();
+            body["progress"]["speed"] = p.speed.into();
+            body["progress"]["eta_seconds"] = p.eta_seconds.into();
+        }
+    }
+    Ok(Json(body))
 }
 
 /// Delete a video
