@@ -4,6 +4,7 @@
 mod file;
 mod file_read;
 mod s3;
+mod s3_parts;
 
 pub use file::FileStore;
 pub use s3::S3Store;

@@ -1,7 +1,8 @@
 //! The S3 store: objects in a bucket of AWS or any S3-compatible service
 //! (Garage, MinIO, …). Large files go up in parts (a part failing aborts
 //! the upload, so nothing half-written is left); reads are ranged GETs
-//! streamed chunk by chunk.
+//! streamed chunk by chunk. Multipart uploads that outlive a request (a
+//! cluster's resumable uploads) are in `s3_parts`.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -13,7 +14,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use aws_sdk_s3::Client;
 use tokio::io::AsyncWriteExt;
 use vidmill_actors::{
-    BlobObject, BlobStore, BoxFuture, ByteChunks, PresignMethod, Presigned, StoreError,
+    BlobObject, BlobStore, BoxFuture, ByteChunks, PresignMethod, Presigned, StoreError, StoredPart,
 };
 
 use crate::config::S3;
@@ -36,13 +37,13 @@ async fn read_part(file: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
-    client: Client,
-    bucket: String,
+    pub(super) client: Client,
+    pub(super) bucket: String,
 }
 
 /// The type an object is served with (a redirected download comes
 /// straight from the bucket).
-fn content_type(key: &str) -> &'static str {
+pub(super) fn content_type(key: &str) -> &'static str {
     if key.ends_with(".mp4") {
         "video/mp4"
     } else if key.ends_with(".zip") {
@@ -55,7 +56,7 @@ fn content_type(key: &str) -> &'static str {
 }
 
 /// Whether an S3 error means the object is not there.
-fn missing<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+pub(super) fn missing<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     if let SdkError::ServiceError(s) = e {
         if s.raw().status().as_u16() == 404 {
             return true;
@@ -64,7 +65,7 @@ fn missing<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
     matches!(e.code(), Some("NoSuchKey" | "NotFound"))
 }
 
-fn failed<E: std::error::Error + 'static>(what: &str, key: &str, e: E) -> StoreError {
+pub(super) fn failed<E: std::error::Error + 'static>(what: &str, key: &str, e: E) -> StoreError {
     StoreError::Unavailable(format!("S3 {what} {key}: {}", DisplayErrorContext(e)))
 }
 
@@ -401,6 +402,54 @@ impl BlobStore for S3Store {
                 .map_err(|e| failed("reach bucket", &self.bucket, e))
         })
     }
+
+    // Multipart uploads across requests: see `s3_parts`.
+
+    fn start_parts<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<String, StoreError>> {
+        Box::pin(self.begin_multipart(key))
+    }
+
+    fn put_part<'a>(
+        &'a self,
+        key: &'a str,
+        upload: &'a str,
+        number: u32,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        Box::pin(self.send_part(key, upload, number, bytes))
+    }
+
+    /// A second join of an upload joined already answers its length (the
+    /// object is there with the parts' length), so a node may join again
+    /// after one that died right after joining.
+    fn join_parts<'a>(
+        &'a self,
+        key: &'a str,
+        upload: &'a str,
+        parts: &'a [StoredPart],
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.complete_multipart(key, upload, parts))
+    }
+
+    fn abort_parts<'a>(
+        &'a self,
+        key: &'a str,
+        upload: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.abort_multipart(key, upload))
+    }
+
+    fn put_bytes<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.put_object_bytes(key, bytes))
+    }
+
+    fn get_bytes<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
+        Box::pin(self.get_object_bytes(key))
+    }
 }
 
 impl S3Store {
@@ -426,7 +475,7 @@ impl S3Store {
         Ok(keys)
     }
 
-    async fn head(&self, key: &str) -> Result<S3Object, StoreError> {
+    pub(super) async fn head(&self, key: &str) -> Result<S3Object, StoreError> {
         match self
             .client
             .head_object()
@@ -452,10 +501,10 @@ impl S3Store {
 
 /// An object's size and date, read with one HEAD.
 #[derive(Debug)]
-struct S3Object {
+pub(super) struct S3Object {
     store: S3Store,
     key: String,
-    size: u64,
+    pub(super) size: u64,
     modified: SystemTime,
 }
 

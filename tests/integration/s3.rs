@@ -1,6 +1,7 @@
 //! The S3 store against a real S3 server: Garage on loopback with a bucket
 //! and key made for each test. The store itself (multipart puts, ranged
-//! reads, copies, prefix deletes), and the whole server on it.
+//! reads, copies, prefix deletes, multipart uploads kept across calls,
+//! small whole objects), and the whole server on it.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,7 +9,7 @@ use std::process::Command;
 pub use crate::garage::Garage;
 use vidmill::config::S3;
 use vidmill::store::S3Store;
-use vidmill_actors::BlobStore;
+use vidmill_actors::{BlobStore, StoreError, StoredPart, MIN_PART_BYTES};
 
 use crate::support::{webm, Server};
 
@@ -86,7 +87,7 @@ fn the_s3_store_keeps_reads_copies_and_deletes_objects() {
         assert_eq!(std::fs::read(copy).expect("read"), b"poster");
         assert!(matches!(
             store.len("videos/b/source").await,
-            Err(vidmill_actors::StoreError::NotFound(_))
+            Err(StoreError::NotFound(_))
         ));
         store
             .rename("videos/a/poster.jpg", "videos/a/renamed.jpg")
@@ -103,6 +104,150 @@ fn the_s3_store_keeps_reads_copies_and_deletes_objects() {
         store.delete_prefix("videos/a/").await.expect("delete");
         assert!(store.len("videos/a/source").await.is_err());
         assert!(store.len("videos/a/poster.jpg").await.is_err());
+    });
+}
+
+/// Stores `bytes` as part `number` of `upload`, as a caller records it.
+async fn put_part(
+    store: &S3Store,
+    key: &str,
+    upload: &str,
+    number: u32,
+    bytes: &[u8],
+) -> StoredPart {
+    let etag = store
+        .put_part(key, upload, number, bytes.to_vec())
+        .await
+        .expect("part");
+    assert!(!etag.is_empty(), "part {number} has an ETag");
+    StoredPart {
+        number,
+        etag,
+        size: bytes.len() as u64,
+    }
+}
+
+#[test]
+fn parts_stored_by_separate_calls_join_into_the_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garage = Garage::start(&dir.path().join("garage"));
+    runtime().block_on(async {
+        let store = store_on(&garage).await;
+        let key = "videos/p/source";
+        let full = MIN_PART_BYTES as usize;
+        let first: Vec<u8> = (0..full).map(|i| (i % 251) as u8).collect();
+        let second: Vec<u8> = (0..full).map(|i| (i % 241) as u8 ^ 0x5a).collect();
+        let last: Vec<u8> = (0..1000).map(|i| (i % 7) as u8 + 1).collect();
+        let upload = store.start_parts(key).await.expect("start");
+        let mut parts = Vec::new();
+        for (number, bytes) in [(1, &first), (2, &second), (3, &last)] {
+            parts.push(put_part(&store, key, &upload, number, bytes).await);
+        }
+        assert!(
+            matches!(store.len(key).await, Err(StoreError::NotFound(_))),
+            "no object before the join"
+        );
+        let expected = [first, second, last].concat();
+        let len = store.join_parts(key, &upload, &parts).await.expect("join");
+        assert_eq!(len, expected.len() as u64);
+        assert_eq!(store.len(key).await.expect("len"), len);
+        let got = store.get_bytes(key).await.expect("get");
+        assert!(got == expected, "the parts in order");
+        let at = full as u64 - 2;
+        assert_eq!(
+            read_range(&store, key, at, 4).await,
+            &expected[at as usize..at as usize + 4],
+            "across the first boundary"
+        );
+        // A node that died right after joining: the next joins again.
+        assert_eq!(
+            store
+                .join_parts(key, &upload, &parts)
+                .await
+                .expect("join again"),
+            len
+        );
+        store
+            .abort_parts(key, &upload)
+            .await
+            .expect("joined is gone");
+        assert_eq!(store.get_bytes(key).await.expect("get"), expected);
+    });
+}
+
+#[test]
+fn an_aborted_upload_takes_no_parts_and_aborting_again_is_no_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garage = Garage::start(&dir.path().join("garage"));
+    runtime().block_on(async {
+        let store = store_on(&garage).await;
+        let key = "videos/q/source";
+        let upload = store.start_parts(key).await.expect("start");
+        let part = put_part(&store, key, &upload, 1, b"early bytes").await;
+        store.abort_parts(key, &upload).await.expect("abort");
+        let late = store.put_part(key, &upload, 2, vec![1; 100]).await;
+        assert!(matches!(late, Err(StoreError::NotFound(_))), "{late:?}");
+        store.abort_parts(key, &upload).await.expect("abort twice");
+        let joined = store.join_parts(key, &upload, &[part]).await;
+        assert!(matches!(joined, Err(StoreError::NotFound(_))), "{joined:?}");
+        assert!(matches!(store.len(key).await, Err(StoreError::NotFound(_))));
+        assert_eq!(
+            store.list("videos/q/").await.expect("list"),
+            Vec::<String>::new()
+        );
+    });
+}
+
+#[test]
+fn a_small_part_before_the_last_fails_the_join() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garage = Garage::start(&dir.path().join("garage"));
+    runtime().block_on(async {
+        let store = store_on(&garage).await;
+        let key = "videos/r/source";
+        let upload = store.start_parts(key).await.expect("start");
+        let parts = [
+            put_part(&store, key, &upload, 1, &vec![3; 1 << 20]).await,
+            put_part(&store, key, &upload, 2, &[4; 10]).await,
+        ];
+        let joined = store.join_parts(key, &upload, &parts).await;
+        assert!(
+            matches!(&joined, Err(StoreError::Unavailable(m)) if m.contains("part 1")),
+            "{joined:?}"
+        );
+        assert!(
+            matches!(store.len(key).await, Err(StoreError::NotFound(_))),
+            "no object"
+        );
+        let none = store.join_parts(key, &upload, &[]).await;
+        assert!(matches!(none, Err(StoreError::Unavailable(_))), "{none:?}");
+        store.abort_parts(key, &upload).await.expect("abort");
+    });
+}
+
+#[test]
+fn small_objects_are_written_and_read_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garage = Garage::start(&dir.path().join("garage"));
+    runtime().block_on(async {
+        let store = store_on(&garage).await;
+        let key = "videos/s/upload-tail-12";
+        store.put_bytes(key, b"first".to_vec()).await.expect("put");
+        store
+            .put_bytes(key, b"the tail".to_vec())
+            .await
+            .expect("replace");
+        assert_eq!(store.get_bytes(key).await.expect("get"), b"the tail");
+        store
+            .put_bytes("videos/s/empty", Vec::new())
+            .await
+            .expect("put empty");
+        assert_eq!(store.get_bytes("videos/s/empty").await.expect("get"), b"");
+        let gone = store.get_bytes("videos/s/upload-tail-99").await;
+        assert_eq!(
+            gone,
+            Err(StoreError::NotFound("videos/s/upload-tail-99".into()))
+        );
     });
 }
 
