@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::s3::Garage;
 use crate::support::Server;
+use vidmill_actors::BlobStore;
 
 #[path = "../../actors/tests/common/pg.rs"]
 mod pg;
@@ -284,10 +285,15 @@ fn tus_patch(
     at: usize,
     bytes: &[u8],
 ) -> crate::support::Response {
-    let mut h = tus_headers(token);
-    h.push(("Upload-Offset", at.to_string()));
-    h.push(("Content-Type", "application/offset+octet-stream".into()));
-    s.request("PATCH", &format!("/v1/uploads/{id}"), &h, bytes)
+    // Sent from another thread: a refusal comes before the body is through.
+    let head = format!(
+        "PATCH /v1/uploads/{id} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: {at}\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+        s.addr,
+        bytes.len()
+    );
+    s.request_while_sending(head, bytes.to_vec())
 }
 
 fn tus_offset(s: &Server, token: &str, id: &str) -> usize {
