@@ -34,8 +34,10 @@ pub enum CoreError {
     /// Not enough disk (or memory) to take the work.
     #[error("insufficient storage: {0}")]
     InsufficientStorage(String),
+    /// The catalog's database failed (either backend; the message says
+    /// how).
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(String),
     #[error("database schema: {0}")]
     Schema(String),
     #[error("storage error: {0}")]
@@ -65,6 +67,14 @@ impl CoreError {
     /// Worth trying again shortly.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_) | Self::InsufficientStorage(_))
+    }
+}
+
+/// The SQLite catalog's `?`: its errors become [`CoreError::Database`],
+/// so that no backend's type shows in the core's error.
+impl From<rusqlite::Error> for CoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Database(e.to_string())
     }
 }
 

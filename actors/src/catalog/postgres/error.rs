@@ -21,7 +21,7 @@ fn is_unavailable(code: &SqlState) -> bool {
 pub(super) fn db(e: tokio_postgres::Error) -> CoreError {
     match e.code() {
         Some(code) if is_unavailable(code) => CoreError::Unavailable(format!("database: {e}")),
-        Some(_) => CoreError::Internal(format!("database: {e}")),
+        Some(_) => CoreError::Database(e.to_string()),
         // No SQLSTATE: the connection failed, was closed or timed out.
         None => CoreError::Unavailable(format!("database: {e}")),
     }
