@@ -972,7 +972,10 @@ mod postgres_only {
             (opened.id.as_str(), opened.length, opened.multipart.as_str()),
             (id.as_str(), 12 << 20, "mp-1")
         );
-        assert_eq!((opened.parts.clone(), opened.tail), (vec![], 0));
+        assert_eq!(
+            (opened.parts.clone(), opened.tail.clone()),
+            (vec![], vec![])
+        );
         // The database's clock is this machine's: a generous window.
         assert!(
             opened.touched_ms + 5_000 >= before && opened.touched_ms <= now_ms() + 5_000,
@@ -981,17 +984,19 @@ mod postgres_only {
         );
         let token = a.take_hold(&id, TTL).await.expect("take").expect("free");
         let parts = vec![part(1), part(2)];
-        a.record_parts(&id, token, &parts, 7).await.expect("record");
+        a.record_parts(&id, token, &parts, &[7, 2])
+            .await
+            .expect("record");
         let read = b.stored_upload(&id).await.expect("read").expect("open");
-        assert_eq!((read.parts.clone(), read.tail), (parts, 7));
-        assert_eq!(read.offset(), 2 * MIN_PART_BYTES + 7);
+        assert_eq!((read.parts.clone(), read.tail.clone()), (parts, vec![7, 2]));
+        assert_eq!(read.offset(), 2 * MIN_PART_BYTES + 9);
         assert_eq!(read.next_part(), 3);
         assert!(read.touched_ms >= opened.touched_ms);
         assert!(!a.renew_hold(&id, token, TTL).await.expect("renew"));
         b.close_parts(&id).await.expect("close");
         assert_eq!(a.stored_upload(&id).await.expect("read"), None);
         assert!(matches!(
-            a.record_parts(&id, token, &[part(1)], 0).await,
+            a.record_parts(&id, token, &[part(1)], &[]).await,
             Err(CoreError::LeaseLost(ref lost)) if *lost == id
         ));
         assert!(matches!(
@@ -1030,7 +1035,7 @@ mod postgres_only {
             .expect("holder")
             .get(0);
         assert_eq!(holder.as_deref(), Some("node-a"));
-        a.record_parts(&id, first, &[part(1)], 3)
+        a.record_parts(&id, first, &[part(1)], &[3])
             .await
             .expect("record");
         a.drop_hold(&id, first).await.expect("drop");
@@ -1049,7 +1054,7 @@ mod postgres_only {
         ));
         let before = b.stored_upload(&id).await.expect("read").expect("open");
         assert!(matches!(
-            a.record_parts(&id, first, &[part(1), part(2)], 0).await,
+            a.record_parts(&id, first, &[part(1), part(2)], &[]).await,
             Err(CoreError::LeaseLost(ref lost)) if *lost == id
         ));
         assert_eq!(
@@ -1057,10 +1062,10 @@ mod postgres_only {
             Some(before.clone()),
             "a stale token records nothing"
         );
-        assert_eq!((before.parts, before.tail), (vec![part(1)], 3));
+        assert_eq!((before.parts, before.tail), (vec![part(1)], vec![3]));
         // A stale drop leaves the new hold alone.
         a.drop_hold(&id, first).await.expect("stale drop");
-        b.record_parts(&id, second, &[part(1), part(2)], 0)
+        b.record_parts(&id, second, &[part(1), part(2)], &[])
             .await
             .expect("the holder records");
     }
@@ -1077,7 +1082,7 @@ mod postgres_only {
         .await;
         assert!(new > old, "{new} after {old}");
         assert!(matches!(
-            a.record_parts(&id, old, &[part(1)], 0).await,
+            a.record_parts(&id, old, &[part(1)], &[]).await,
             Err(CoreError::LeaseLost(ref lost)) if *lost == id
         ));
         assert!(matches!(
@@ -1085,7 +1090,7 @@ mod postgres_only {
             Err(CoreError::LeaseLost(ref lost)) if *lost == id
         ));
         let read = b.stored_upload(&id).await.expect("read").expect("open");
-        assert_eq!((read.parts, read.tail), (vec![], 0));
+        assert_eq!((read.parts, read.tail), (vec![], vec![]));
         assert_eq!(a.take_hold(&id, TTL).await.expect("take"), None, "held");
         // A hold that lapsed records nothing, though no one took it over.
         b.drop_hold(&id, new).await.expect("drop");
@@ -1093,7 +1098,7 @@ mod postgres_only {
         wait_for("the brief hold to lapse", || {
             let (b, id) = (b.clone(), id.clone());
             async move {
-                match b.record_parts(&id, brief, &[], 0).await {
+                match b.record_parts(&id, brief, &[], &[]).await {
                     Ok(()) => None,
                     Err(e) => {
                         assert!(matches!(e, CoreError::LeaseLost(_)), "{e}");
@@ -1110,7 +1115,7 @@ mod postgres_only {
         let (db, a, b, id) = two_holders().await;
         a.open_parts(&id, 12 << 20, "mp-1").await.expect("open");
         let token = a.take_hold(&id, TTL).await.expect("take").expect("free");
-        a.record_parts(&id, token, &[part(1)], 0)
+        a.record_parts(&id, token, &[part(1)], &[])
             .await
             .expect("record");
         assert!(b.delete(&id).await.expect("delete"));

@@ -43,21 +43,23 @@ async fn append(handle: &Handle, upload: &PartialUpload, bytes: &[u8]) {
     }
 }
 
+/// Tail pieces of upload `id` in the store.
+fn tail_pieces(core: &TestCore, id: &str) -> usize {
+    std::fs::read_dir(core.store.path(&format!("videos/{id}")))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("upload-tail"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Whether what `upload` kept of its bytes is gone: its partial file, or
 /// its multipart upload and tail.
 fn nothing_kept(core: &TestCore, upload: &PartialUpload) -> bool {
     match &upload.file {
         Some(path) => !path.exists(),
-        None => {
-            let tails = std::fs::read_dir(core.store.path(&format!("videos/{}", upload.id)))
-                .map(|d| {
-                    d.flatten()
-                        .filter(|e| e.file_name().to_string_lossy().starts_with("upload-tail"))
-                        .count()
-                })
-                .unwrap_or(0);
-            core.store.open_multiparts() == 0 && tails == 0
-        }
+        None => core.store.open_multiparts() == 0 && tail_pieces(core, &upload.id) == 0,
     }
 }
 
@@ -248,13 +250,21 @@ async fn stored_uploads_cut_parts_across_requests() {
     assert!(partial.file.is_none(), "kept in the store");
     // 3 MiB (tail), 4 MiB (a 7 MiB part), 2 MiB (tail), then in one
     // request 1 MiB... and the rest, in chunks as a body arrives.
+    // Then 70 requests of 100 bytes: each adds a piece to the tail, until
+    // the tail has too many and one request folds them.
     let mut at = 0;
-    for size in [3 * MIB, 4 * MIB, 2 * MIB] {
+    let sizes = [3 * MIB, 4 * MIB, 2 * MIB].into_iter().chain([100; 70]);
+    for size in sizes {
         append(&core.handle, &partial, &bytes[at..at + size]).await;
         at += size;
         let now = core.handle.partial_upload("alice", &v.id).await.expect("p");
         assert_eq!(now.offset, at as u64, "every byte is counted");
     }
+    let pieces = tail_pieces(&core, &v.id);
+    assert!(
+        (1..=64).contains(&pieces),
+        "the tail was folded, not grown without end: {pieces} pieces"
+    );
     let mut writer = core
         .handle
         .write_upload("alice", &v.id)

@@ -33,9 +33,12 @@ pub struct StoredUpload {
     pub multipart: String,
     /// Parts stored so far, in order.
     pub parts: Vec<StoredPart>,
-    /// Bytes after the last part, too few for a part yet, kept whole in
-    /// the object [`StoredUpload::tail_key`].
-    pub tail: u64,
+    /// Bytes after the last part, too few for a part yet: the sizes of
+    /// the tail's pieces, in order, each an object of its own
+    /// ([`StoredUpload::tail_keys`]). A request adds its leftover as a new
+    /// piece rather than rewriting the tail, so small requests cost only
+    /// their own bytes; the pieces are read back once, into the next part.
+    pub tail: Vec<u64>,
     /// When bytes were last recorded (or the upload opened), milliseconds
     /// since the epoch by the database's clock.
     pub touched_ms: u64,
@@ -47,9 +50,14 @@ impl StoredUpload {
         self.parts.iter().map(|p| p.size).sum()
     }
 
+    /// Bytes in the tail's pieces.
+    pub fn in_tail(&self) -> u64 {
+        self.tail.iter().sum()
+    }
+
     /// Bytes received: the parts and the tail.
     pub fn offset(&self) -> u64 {
-        self.in_parts() + self.tail
+        self.in_parts() + self.in_tail()
     }
 
     /// The number the next part gets.
@@ -57,16 +65,23 @@ impl StoredUpload {
         self.parts.last().map_or(1, |p| p.number + 1)
     }
 
-    /// The object holding the tail. Named by the offset it ends at, so a
-    /// new tail never overwrites the one the record still names.
-    pub fn tail_key(&self) -> Option<String> {
-        (self.tail > 0).then(|| tail_key(&self.id, self.offset()))
+    /// The objects holding the tail's pieces, in order.
+    pub fn tail_keys(&self) -> Vec<String> {
+        let mut end = self.in_parts();
+        self.tail
+            .iter()
+            .map(|size| {
+                end += size;
+                tail_key(&self.id, end)
+            })
+            .collect()
     }
 }
 
-/// The tail object of upload `id` that ends at byte `end`: under the
-/// video's prefix, so deleting the video removes it. The suffix keeps one
-/// tail's key from being the prefix of another's.
+/// The tail piece of upload `id` that ends at byte `end`: under the
+/// video's prefix, so deleting the video removes it. Named by its end, so a
+/// new piece never overwrites one the record names; the suffix keeps one
+/// piece's key from being the prefix of another's.
 pub fn tail_key(id: &str, end: u64) -> String {
     crate::ports::object_key(id, &format!("upload-tail-{end}.bin"))
 }
@@ -91,14 +106,15 @@ pub trait UploadParts: Send + Sync + std::fmt::Debug + 'static {
     /// wants the upload, `LeaseLost` when the hold is no longer this one.
     async fn renew_hold(&self, id: &str, token: i64, ttl: Duration) -> Result<bool, CoreError>;
 
-    /// Records the upload's parts and tail as they now are, and touches
-    /// it; `LeaseLost` (recording nothing) unless hold `token` is live.
+    /// Records the upload's parts and tail pieces as they now are, and
+    /// touches it; `LeaseLost` (recording nothing) unless hold `token` is
+    /// live.
     async fn record_parts(
         &self,
         id: &str,
         token: i64,
         parts: &[StoredPart],
-        tail: u64,
+        tail: &[u64],
     ) -> Result<(), CoreError>;
 
     /// Gives hold `token` up; a hold that is gone already is no error.
@@ -106,4 +122,10 @@ pub trait UploadParts: Send + Sync + std::fmt::Debug + 'static {
 
     /// Forgets upload `id` (its bytes became the source, or it went).
     async fn close_parts(&self, id: &str) -> Result<(), CoreError>;
+}
+
+/// The prefix of every tail piece of upload `id`, recorded or not (a node
+/// that died between storing a piece and recording it leaves one).
+pub fn tail_prefix(id: &str) -> String {
+    crate::ports::object_key(id, "upload-tail-")
 }

@@ -2,9 +2,12 @@
 //! Its bytes are cut into parts of at least the store's minimum; each part
 //! is stored, then recorded under the request's hold. What is left when the
 //! request ends (too few bytes for a part, unless they are the last) is
-//! kept whole as the upload's tail, which the next request, on any node,
-//! reads back and sends ahead of its own bytes. The offset a client is told
-//! is always what the record says, so it holds whichever node answers next.
+//! added to the upload's tail as a piece of its own; when the tail and new
+//! bytes make a part, the pieces are read back, once, ahead of the new
+//! bytes. A request of one byte thus costs the store one byte, not a
+//! rewrite of the tail (the tail is folded into one piece when it has too
+//! many). The offset a client is told is always what the record says, so
+//! it holds whichever node answers next.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +21,11 @@ use crate::ports::{object_key, BlobStore, StoredPart, MIN_PART_BYTES};
 
 /// S3 allows 10,000 parts; a few are kept spare.
 const MAX_PARTS: u64 = 9_000;
+
+/// Pieces a tail may have before a request folds them into one: bounds
+/// the record and the reads that make the next part, while folding (a
+/// read of the whole tail) stays rare.
+const MAX_PIECES: usize = 64;
 
 /// How often a request asks for the hold while another request has it.
 const HOLD_POLL: Duration = Duration::from_millis(100);
@@ -40,8 +48,8 @@ pub struct PartsWriter {
     upload: StoredUpload,
     token: i64,
     part_size: u64,
-    /// The recorded tail followed by the bytes since: the next part's start.
-    pending: Vec<u8>,
+    /// This request's bytes not stored yet (they follow the recorded tail).
+    fresh: Vec<u8>,
     /// A store or record failed: what is recorded stands, nothing more is
     /// written.
     broken: bool,
@@ -104,12 +112,12 @@ impl PartsWriter {
                 length: 0,
                 multipart: String::new(),
                 parts: Vec::new(),
-                tail: 0,
+                tail: Vec::new(),
                 touched_ms: 0,
             },
             token,
             part_size: MIN_PART_BYTES,
-            pending: Vec::new(),
+            fresh: Vec::new(),
             broken: false,
             news,
             heartbeat,
@@ -132,23 +140,29 @@ impl PartsWriter {
             .await?
             .ok_or(CoreError::NotFound(id))?;
         self.part_size = part_size(self.upload.length);
-        if let Some(key) = self.upload.tail_key() {
-            self.pending = self.store.get_bytes(&key).await.map_err(storage)?;
-            if self.pending.len() as u64 != self.upload.tail {
+        Ok(())
+    }
+
+    /// The tail's pieces, read back and checked against the record.
+    async fn read_tail(&self) -> Result<Vec<u8>, CoreError> {
+        let mut tail = Vec::with_capacity(self.upload.in_tail() as usize);
+        for (key, size) in self.upload.tail_keys().iter().zip(&self.upload.tail) {
+            let piece = self.store.get_bytes(key).await.map_err(storage)?;
+            if piece.len() as u64 != *size {
                 return Err(CoreError::Storage(format!(
-                    "the tail {key} of upload {} holds {} bytes, not the {} recorded",
+                    "the tail piece {key} of upload {} holds {} bytes, not the {size} recorded",
                     self.upload.id,
-                    self.pending.len(),
-                    self.upload.tail
+                    piece.len()
                 )));
             }
+            tail.extend_from_slice(&piece);
         }
-        Ok(())
+        Ok(tail)
     }
 
     /// Bytes received, counting those not stored yet.
     pub fn offset(&self) -> u64 {
-        self.upload.in_parts() + self.pending.len() as u64
+        self.upload.offset() + self.fresh.len() as u64
     }
 
     /// Bytes stored and recorded: where a client resumes.
@@ -167,25 +181,27 @@ impl PartsWriter {
         if self.broken {
             return Err(CoreError::Storage("an earlier write failed".into()));
         }
-        self.pending.extend_from_slice(bytes);
-        if self.pending.len() as u64 >= self.part_size {
+        self.fresh.extend_from_slice(bytes);
+        if self.upload.in_tail() + self.fresh.len() as u64 >= self.part_size {
             self.store_part().await?;
         }
         Ok(())
     }
 
-    /// Stores and records what is pending as the next part.
+    /// Stores and records the tail and the fresh bytes as the next part;
+    /// after a failure nothing more is written (what was recorded stands).
     async fn store_part(&mut self) -> Result<(), CoreError> {
-        let stored = self.try_store_part().await;
-        self.broken |= stored.is_err();
-        stored
+        let result = self.try_store_part().await;
+        self.broken |= result.is_err();
+        result
     }
 
     async fn try_store_part(&mut self) -> Result<(), CoreError> {
         let id = self.upload.id.clone();
+        let mut bytes = self.read_tail().await?;
+        bytes.append(&mut self.fresh);
         let source = object_key(&id, "source");
         let number = self.upload.next_part();
-        let bytes = std::mem::take(&mut self.pending);
         let size = bytes.len() as u64;
         let etag = self
             .store
@@ -194,65 +210,77 @@ impl PartsWriter {
             .map_err(storage)?;
         let mut parts = self.upload.parts.clone();
         parts.push(StoredPart { number, etag, size });
-        self.parts.record_parts(&id, self.token, &parts, 0).await?;
-        let old_tail = self.upload.tail_key();
+        self.parts
+            .record_parts(&id, self.token, &parts, &[])
+            .await?;
+        let old_tail = self.upload.tail_keys();
         self.upload.parts = parts;
-        self.upload.tail = 0;
-        self.forget_tail(old_tail).await;
+        self.upload.tail.clear();
+        self.forget(old_tail).await;
         Ok(())
     }
 
-    /// Removes a tail the record no longer names (best effort: the video's
-    /// deletion takes any left over).
-    async fn forget_tail(&self, key: Option<String>) {
-        if let Some(key) = key {
+    /// Adds the fresh bytes to the tail as a piece, or, when the tail has
+    /// pieces enough, folds it and them into one.
+    async fn store_piece(&mut self) -> Result<(), CoreError> {
+        let result = self.try_store_piece().await;
+        self.broken |= result.is_err();
+        result
+    }
+
+    async fn try_store_piece(&mut self) -> Result<(), CoreError> {
+        let id = self.upload.id.clone();
+        let end = self.offset();
+        let fold = self.upload.tail.len() + 1 > MAX_PIECES;
+        let (bytes, tail, replaced) = if fold {
+            let mut bytes = self.read_tail().await?;
+            bytes.extend_from_slice(&self.fresh);
+            let size = bytes.len() as u64;
+            (bytes, vec![size], self.upload.tail_keys())
+        } else {
+            let mut tail = self.upload.tail.clone();
+            tail.push(self.fresh.len() as u64);
+            (self.fresh.clone(), tail, Vec::new())
+        };
+        let key = tail_key(&id, end);
+        self.store.put_bytes(&key, bytes).await.map_err(storage)?;
+        if let Err(e) = self
+            .parts
+            .record_parts(&id, self.token, &self.upload.parts, &tail)
+            .await
+        {
+            self.forget(vec![key]).await;
+            return Err(e);
+        }
+        self.upload.tail = tail;
+        self.fresh.clear();
+        self.forget(replaced).await;
+        Ok(())
+    }
+
+    /// Removes pieces the record no longer names (best effort: finishing
+    /// or deleting the upload takes any left over).
+    async fn forget(&self, keys: Vec<String>) {
+        for key in keys {
             if let Err(e) = self.store.delete_prefix(&key).await {
-                tracing::debug!(key, error = %e, "could not remove an old upload tail");
+                tracing::debug!(key, error = %e, "could not remove an old upload tail piece");
             }
         }
     }
 
     /// Makes every byte received durable: the last ones as the final part,
-    /// others as the new tail. Returns the recorded offset, which is what
+    /// others as a tail piece. Returns the recorded offset, which is what
     /// a client resumes from (after a failure, what was recorded before).
     pub async fn settle(&mut self) -> Result<u64, CoreError> {
-        if self.broken {
-            return Ok(self.recorded());
-        }
-        let fresh = self.pending.len() as u64 > self.upload.tail;
-        if !fresh {
+        if self.broken || self.fresh.is_empty() {
             return Ok(self.recorded());
         }
         if self.offset() == self.upload.length {
             self.store_part().await?;
-            return Ok(self.recorded());
+        } else {
+            self.store_piece().await?;
         }
-        let settled = self.store_tail().await;
-        self.broken |= settled.is_err();
-        settled?;
         Ok(self.recorded())
-    }
-
-    async fn store_tail(&mut self) -> Result<(), CoreError> {
-        let id = self.upload.id.clone();
-        let tail = self.pending.len() as u64;
-        let key = tail_key(&id, self.offset());
-        self.store
-            .put_bytes(&key, self.pending.clone())
-            .await
-            .map_err(storage)?;
-        let recorded = self
-            .parts
-            .record_parts(&id, self.token, &self.upload.parts, tail)
-            .await;
-        if let Err(e) = recorded {
-            self.forget_tail(Some(key)).await;
-            return Err(e);
-        }
-        let old_tail = self.upload.tail_key();
-        self.upload.tail = tail;
-        self.forget_tail(old_tail).await;
-        Ok(())
     }
 
     /// Resolves when this request should stop: another wants the upload,

@@ -69,7 +69,8 @@ impl Deps {
     /// that is already whole (joined by a request that then broke off) is
     /// taken as it is.
     pub(crate) async fn join_stored(&self, upload: &StoredUpload) -> Result<(), CoreError> {
-        if upload.offset() != upload.length {
+        // Every byte in a part: a tail is only ever kept short of the end.
+        if upload.in_parts() != upload.length {
             return Err(CoreError::Incomplete {
                 id: upload.id.clone(),
                 received: upload.offset(),

@@ -11,6 +11,7 @@ use crate::admission::AdmissionMsg;
 use crate::catalog::{Change, NewVideo};
 use crate::error::CoreError;
 use crate::model::{Video, VideoError};
+use crate::parts::tail_prefix;
 use crate::ports::object_key;
 use crate::state::VideoState;
 
@@ -146,10 +147,12 @@ impl VideoActor {
                             .ok_or_else(|| CoreError::NotFound(id.clone()))?;
                         self.deps.join_stored(&upload).await?;
                         let queued = self.queue(run).await?;
-                        // Its bytes are the source now: the record is done.
+                        // Its bytes are the source now: the record is done,
+                        // and so is any tail piece a dead node left.
                         if let Err(e) = parts.close_parts(&id).await {
                             tracing::warn!(video = %id, error = %e, "could not close a stored upload");
                         }
+                        let _ = self.deps.store.delete_prefix(&tail_prefix(&id)).await;
                         queued
                     }
                     (None, None) => {

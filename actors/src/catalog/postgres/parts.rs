@@ -57,7 +57,7 @@ impl UploadParts for PgCatalog {
         let client = self.client().await?;
         let Some(row) = client
             .query_opt(
-                "SELECT length, multipart, parts::text, tail,
+                "SELECT length, multipart, parts::text, tail::text,
                         floor(EXTRACT(EPOCH FROM touched_at) * 1000)::bigint
                  FROM stored_uploads WHERE video_id = $1",
                 &[&id],
@@ -70,12 +70,14 @@ impl UploadParts for PgCatalog {
         let parts: String = row.try_get(2).map_err(column)?;
         let parts: Vec<StoredPart> =
             serde_json::from_str(&parts).map_err(|e| decode("upload parts", e))?;
+        let tail: String = row.try_get(3).map_err(column)?;
+        let tail: Vec<u64> = serde_json::from_str(&tail).map_err(|e| decode("upload tail", e))?;
         Ok(Some(StoredUpload {
             id: id.to_string(),
             length: unsigned(row.try_get(0).map_err(column)?, "upload length")?,
             multipart: row.try_get(1).map_err(column)?,
             parts,
-            tail: unsigned(row.try_get(3).map_err(column)?, "upload tail")?,
+            tail,
             touched_ms: unsigned(row.try_get(4).map_err(column)?, "upload touched_at")?,
         }))
     }
@@ -146,17 +148,18 @@ impl UploadParts for PgCatalog {
         id: &str,
         token: i64,
         parts: &[StoredPart],
-        tail: u64,
+        tail: &[u64],
     ) -> Result<(), CoreError> {
         let parts = json(&parts)?;
-        let tail = signed(tail, "upload tail")?;
+        let tail = json(&tail)?;
         let client = self.client().await?;
         // One statement: a take-over that commits first makes it match
         // nothing (the row is re-checked after its lock is released).
         let recorded = client
             .execute(
                 "UPDATE stored_uploads
-                 SET parts = $3::text::jsonb, tail = $4, touched_at = clock_timestamp()
+                 SET parts = $3::text::jsonb, tail = $4::text::jsonb,
+                     touched_at = clock_timestamp()
                  WHERE video_id = $1 AND holder_token = $2 AND held_until > clock_timestamp()",
                 &[&id, &token, &parts, &tail],
             )

@@ -107,7 +107,7 @@ const MIGRATIONS: &[&str] = &[
         length         BIGINT NOT NULL,
         multipart      TEXT NOT NULL,
         parts          JSONB NOT NULL DEFAULT '[]',
-        tail           BIGINT NOT NULL DEFAULT 0,
+        tail           JSONB NOT NULL DEFAULT '[]',
         touched_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
         holder_token   BIGINT,
         held_until     TIMESTAMPTZ,
