@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::{tail_key, StoredUpload, UploadParts};
 use crate::error::CoreError;
-use crate::ports::{object_key, BlobStore, StoredPart, MIN_PART_BYTES};
+use crate::ports::{object_key, BlobStore, StoreError, StoredPart, MIN_PART_BYTES};
 
 /// S3 allows 10,000 parts; a few are kept spare.
 const MAX_PARTS: u64 = 9_000;
@@ -207,7 +207,11 @@ impl PartsWriter {
             .store
             .put_part(&source, &self.upload.multipart, number, bytes)
             .await
-            .map_err(storage)?;
+            .map_err(|e| match e {
+                // Aborted under us: the upload was deleted meanwhile.
+                StoreError::NotFound(_) => CoreError::NotFound(id.clone()),
+                other => storage(other),
+            })?;
         let mut parts = self.upload.parts.clone();
         parts.push(StoredPart { number, etag, size });
         self.parts

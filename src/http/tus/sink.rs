@@ -26,6 +26,8 @@ fn parts_error(e: CoreError) -> ApiError {
             ApiError::OffsetMismatch("another request took over this upload".into())
         }
         CoreError::Busy(why) => ApiError::OffsetMismatch(why),
+        // Deleted (or expired) while this request was writing.
+        CoreError::NotFound(_) => ApiError::UploadNotFound,
         other => other.into(),
     }
 }
@@ -53,10 +55,7 @@ impl<'a> Sink<'a> {
                 .write_upload(owner, &upload.id)
                 .await
                 .map(Self::Store)
-                .map_err(|e| match e {
-                    CoreError::NotFound(_) => ApiError::UploadNotFound,
-                    other => parts_error(other),
-                }),
+                .map_err(parts_error),
         }
     }
 
