@@ -47,8 +47,9 @@ pub async fn start(
         ));
     }
     let options = parse_options(query, app.config.media.frames_every)?;
-    // The size is known only at completion: here, room for any upload.
-    drop(app.quotas.reserve(&app.handle, &who.sub, 1, true).await?);
+    // The size is known only at completion: here, room for any upload,
+    // and a place among the open uploads, held until the video exists.
+    let opening = app.quotas.reserve(&app.handle, &who.sub, 1, true).await?;
     check_disk(app).await?;
     let filename = filename(query.get("filename").map(String::as_str))?;
     remember_contact(app, who).await;
@@ -56,6 +57,7 @@ pub async fn start(
         .handle
         .begin_direct_upload(&who.sub, &filename, options)
         .await?;
+    drop(opening);
     let valid = put_lifetime(app);
     let presigned = match app
         .store

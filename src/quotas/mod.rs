@@ -37,6 +37,9 @@ struct Inner {
     upload_bytes_per_day: u64,
     stored_bytes: u64,
     reserved: Reserved,
+    /// Open uploads being created (each counts 1) until the catalog has
+    /// them: `quota_open_uploads` holds across concurrent creations.
+    opening: Reserved,
 }
 
 /// How many bytes one upload of a user may hold, beside what is stored and
@@ -79,6 +82,7 @@ impl Quotas {
             upload_bytes_per_day: limits.quota_upload_bytes_per_day,
             stored_bytes: limits.quota_stored_bytes,
             reserved: Reserved::default(),
+            opening: Reserved::default(),
         }));
         sweep_while_alive(Arc::downgrade(&quotas.0));
         quotas
@@ -145,21 +149,24 @@ impl Quotas {
         bytes: u64,
         opening: bool,
     ) -> Result<Reservation, ApiError> {
+        let mut reservation = Reservation::empty(self.0.clone(), handle, user);
         if opening {
+            // Counted first, then the catalog read, as bytes are (see
+            // `reserve`): a creation that finished is in one or both.
+            let creating = reservation.open_one();
             let usage = handle.usage(user).await?;
-            if usage.open_uploads >= self.0.open_uploads {
+            let open = usage.open_uploads + creating - 1;
+            if open >= self.0.open_uploads {
                 return Err(ApiError::QuotaExceeded {
                     key: "limits.quota_open_uploads",
                     too_large: false,
                     why: format!(
-                        "you have {} unfinished uploads, the most allowed; finish or delete one \
-                         (DELETE /v1/uploads/{{id}})",
-                        usage.open_uploads
+                        "you have {open} unfinished uploads, the most allowed; finish or delete \
+                         one (DELETE /v1/uploads/{{id}})"
                     ),
                 });
             }
         }
-        let mut reservation = Reservation::empty(self.0.clone(), handle, user);
         match reservation.hold(bytes).await? {
             Ok(()) => Ok(reservation),
             Err(room) => Err(room.refusal(bytes)),

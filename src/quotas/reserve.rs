@@ -65,6 +65,8 @@ pub struct Reservation {
     handle: Handle,
     user: String,
     bytes: u64,
+    /// Holds a place among the user's open uploads.
+    opening: bool,
 }
 
 impl std::fmt::Debug for Reservation {
@@ -84,7 +86,15 @@ impl Reservation {
             handle: handle.clone(),
             user: user.to_string(),
             bytes: 0,
+            opening: false,
         }
+    }
+
+    /// Holds a place among the user's open uploads being created; answers
+    /// how many are being created now, this one included.
+    pub(super) fn open_one(&mut self) -> u64 {
+        self.opening = true;
+        self.inner.opening.shift(&self.user, 0, 1)
     }
 
     /// Holds at least `total` bytes (what the upload has received so far),
@@ -161,6 +171,9 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.give_back(0);
+        if self.opening {
+            self.inner.opening.shift(&self.user, 1, 0);
+        }
     }
 }
 

@@ -203,6 +203,36 @@ fn open_uploads_per_user_are_capped() {
     );
     assert_eq!(video_count(&server, &alice), 2, "no record for the refusal");
     assert_eq!(tus_create(&server, &server.token("bob"), 10).status, 201);
+
+    // Created at the same moment, carol's uploads still stop at two.
+    let carol = server.token("carol");
+    let go = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let created: Vec<u16> = (0..8)
+        .map(|_| {
+            let (addr, token, go) = (server.addr.clone(), carol.clone(), go.clone());
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(&addr).expect("connect");
+                go.wait();
+                write!(
+                    stream,
+                    "POST /v1/uploads HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                     Authorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\n\
+                     Upload-Length: 10\r\nContent-Length: 0\r\n\r\n"
+                )
+                .expect("send");
+                read_response(stream, false)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("thread").status)
+        .collect();
+    assert_eq!(
+        created.iter().filter(|s| **s == 201).count(),
+        2,
+        "{created:?}"
+    );
+    assert_eq!(video_count(&server, &carol), 2);
 }
 
 #[test]
