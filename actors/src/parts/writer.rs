@@ -54,6 +54,9 @@ pub struct PartsWriter {
     /// written.
     broken: bool,
     news: watch::Receiver<HoldNews>,
+    /// When the hold was last known live (taken, or renewed).
+    renewed: Arc<std::sync::Mutex<Instant>>,
+    ttl: Duration,
     heartbeat: JoinHandle<()>,
     released: bool,
 }
@@ -103,7 +106,14 @@ impl PartsWriter {
             tokio::time::sleep(HOLD_POLL).await;
         };
         let (tell, news) = watch::channel(HoldNews::Held);
-        let heartbeat = tokio::spawn(beat(parts.clone(), id.to_string(), token, ttl, tell));
+        let renewed = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let heartbeat = tokio::spawn(beat(
+            parts.clone(),
+            id.to_string(),
+            token,
+            ttl,
+            (tell, renewed.clone()),
+        ));
         let mut writer = Self {
             parts,
             store,
@@ -120,6 +130,8 @@ impl PartsWriter {
             fresh: Vec::new(),
             broken: false,
             news,
+            renewed,
+            ttl,
             heartbeat,
             released: false,
         };
@@ -196,7 +208,20 @@ impl PartsWriter {
         result
     }
 
+    /// Refuses to store while the hold may have lapsed: the heartbeat has
+    /// not renewed it for half its life (the database is out of reach).
+    /// Another request may hold the upload by now, and a part stored under
+    /// a number it also uses would replace its part.
+    fn still_held(&self) -> Result<(), CoreError> {
+        let renewed = self.renewed.lock().map_or(Instant::now(), |r| *r);
+        if self.lost() || renewed.elapsed() > self.ttl / 2 {
+            return Err(CoreError::LeaseLost(self.upload.id.clone()));
+        }
+        Ok(())
+    }
+
     async fn try_store_part(&mut self) -> Result<(), CoreError> {
+        self.still_held()?;
         let id = self.upload.id.clone();
         let mut bytes = self.read_tail().await?;
         bytes.append(&mut self.fresh);
@@ -233,6 +258,7 @@ impl PartsWriter {
     }
 
     async fn try_store_piece(&mut self) -> Result<(), CoreError> {
+        self.still_held()?;
         let id = self.upload.id.clone();
         let end = self.offset();
         let fold = self.upload.tail.len() + 1 > MAX_PIECES;
@@ -337,15 +363,22 @@ async fn beat(
     id: String,
     token: i64,
     ttl: Duration,
-    tell: watch::Sender<HoldNews>,
+    (tell, renewed): (watch::Sender<HoldNews>, Arc<std::sync::Mutex<Instant>>),
 ) {
-    let every = (ttl / 3).min(Duration::from_secs(1));
+    // Often enough that a missed beat or two leaves the writer's guard
+    // (half the life) intact.
+    let every = (ttl / 4).min(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
+        let asked = Instant::now();
         match parts.renew_hold(&id, token, ttl).await {
-            Ok(false) => {}
-            Ok(true) => {
-                let _ = tell.send(HoldNews::Wanted);
+            Ok(wanted) => {
+                if let Ok(mut r) = renewed.lock() {
+                    *r = asked;
+                }
+                if wanted {
+                    let _ = tell.send(HoldNews::Wanted);
+                }
             }
             Err(CoreError::LeaseLost(_)) => {
                 let _ = tell.send(HoldNews::Lost);
