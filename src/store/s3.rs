@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use tokio::io::AsyncWriteExt;
 use vidmill_actors::{
@@ -122,16 +122,7 @@ impl S3Store {
     }
 
     async fn put_parts(&self, key: &str, file: &Path, len: u64) -> Result<(), StoreError> {
-        let started = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type(key))
-            .send()
-            .await
-            .map_err(|e| failed("start upload", key, e))?;
-        let upload_id = started.upload_id().unwrap_or_default().to_string();
+        let upload_id = self.begin_multipart(key).await?;
         // The parts go up in a task of their own, so a caller that goes away
         // (a client hanging up) cannot leave a multipart upload half-done:
         // abandoned parts are invisible in listings and cost storage until
@@ -140,14 +131,7 @@ impl S3Store {
         tokio::spawn(async move {
             let sent = store.send_parts(&key, &file, len, &upload_id).await;
             if sent.is_err() {
-                let _ = store
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&store.bucket)
-                    .key(&key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
+                let _ = store.abort_multipart(&key, &upload_id).await;
             }
             sent
         })
@@ -167,44 +151,15 @@ impl S3Store {
         let mut number = 1;
         while offset < len {
             let size = PART.min(len - offset);
-            let body = ByteStream::from(
-                read_part(file, offset, size)
-                    .await
-                    .map_err(|e| failed("read", key, e))?,
-            );
-            let part = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(body)
-                .send()
+            let bytes = read_part(file, offset, size)
                 .await
-                .map_err(|e| failed("upload part of", key, e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(part.e_tag().map(String::from))
-                    .build(),
-            );
+                .map_err(|e| failed("read", key, e))?;
+            let etag = self.send_part(key, upload_id, number, bytes).await?;
+            parts.push(StoredPart { number, etag, size });
             offset += size;
             number += 1;
         }
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| failed("complete upload", key, e))?;
+        self.complete_multipart(key, upload_id, &parts).await?;
         Ok(())
     }
 }
