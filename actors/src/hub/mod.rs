@@ -145,6 +145,8 @@ pub enum HubMsg {
     Progress(Arc<ProgressEvent>),
     /// From other nodes, by way of the bus.
     Bus(BusEvent),
+    /// The video is gone (deleted): nothing more is kept of it.
+    Forget(VideoId),
     Count(RpcReplyPort<usize>),
 }
 
@@ -155,6 +157,7 @@ impl std::fmt::Debug for HubMsg {
             Self::State(a) => write!(f, "State({} #{})", a.event.video_id, a.event.seq),
             Self::Progress(p) => write!(f, "Progress({})", p.video_id),
             Self::Bus(e) => write!(f, "Bus({e:?})"),
+            Self::Forget(v) => write!(f, "Forget({v})"),
             Self::Count(_) => f.write_str("Count"),
         }
     }
@@ -174,6 +177,10 @@ pub struct HubState {
     /// The last state seq fanned out per unfinished video: what a wake-up
     /// from the bus is compared with.
     last_seq: HashMap<VideoId, u64>,
+    /// When the bus last brought anything (or the hub started), in
+    /// milliseconds since the epoch: a video created after it that the hub
+    /// does not know was announced while the bus was away.
+    heard_ms: u64,
     listener: Option<tokio::task::JoinHandle<()>>,
     next_id: u64,
     subscribers: HashMap<u64, Subscriber>,
@@ -264,12 +271,22 @@ impl HubState {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl ProgressHub {
     /// A wake-up, progress or resync from another node.
     fn heard_on_bus(&self, myself: &ActorRef<HubMsg>, state: &mut HubState, event: BusEvent) {
         let Some(remote) = &self.remote else { return };
         if remote.is_own(&event) {
             return;
+        }
+        let heard_before = state.heard_ms;
+        if !matches!(event, BusEvent::Resync) {
+            state.heard_ms = now_ms();
         }
         match event {
             BusEvent::State { video, seq } => {
@@ -295,6 +312,21 @@ impl ProgressHub {
                 for (video, after) in videos {
                     remote.catch_up(myself.clone(), video, after);
                 }
+                // An owner's stream also wants the videos created while
+                // the bus was away, which the hub has never heard of.
+                let owners: std::collections::BTreeSet<String> = state
+                    .subscribers
+                    .values()
+                    .filter_map(|sub| match &sub.scope {
+                        Scope::Owner(owner) => Some(owner.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let known: Arc<std::collections::HashSet<VideoId>> =
+                    Arc::new(state.last_seq.keys().cloned().collect());
+                for owner in owners {
+                    remote.catch_up_owner(myself.clone(), owner, heard_before, known.clone());
+                }
             }
         }
     }
@@ -312,6 +344,7 @@ impl Actor for ProgressHub {
     ) -> Result<HubState, ActorProcessingErr> {
         Ok(HubState {
             board: self.board.clone(),
+            heard_ms: now_ms(),
             listener: self.remote.as_ref().map(|r| r.listen(myself)),
             ..HubState::default()
         })
@@ -341,6 +374,10 @@ impl Actor for ProgressHub {
             HubMsg::State(event) => state.publish_state(event),
             HubMsg::Bus(event) => self.heard_on_bus(&myself, state, event),
             HubMsg::Progress(event) => state.publish_progress(event),
+            HubMsg::Forget(video) => {
+                state.last_seq.remove(&video);
+                state.board.clear(&video);
+            }
             HubMsg::Count(reply) => {
                 state.subscribers.retain(|_, s| !s.state.is_closed());
                 let _ = reply.send(state.subscribers.len());
@@ -424,6 +461,64 @@ mod tests {
             sub.next().await,
             Some(HubMessage::Progress(progress("v1", 30.0)))
         );
+    }
+
+    /// Videos another node created while the bus was away reach an
+    /// owner's stream at the resync; older videos are not replayed.
+    #[tokio::test]
+    async fn a_resync_brings_an_owner_the_videos_created_while_the_bus_was_away() {
+        use crate::catalog::{Catalog, NewVideo, SqliteCatalog};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog: Arc<dyn Catalog> =
+            Arc::new(SqliteCatalog::open(&dir.path().join("db.sqlite")).expect("catalog"));
+        let insert = |id: String| {
+            let catalog = catalog.clone();
+            async move {
+                catalog
+                    .insert(NewVideo {
+                        id,
+                        owner: "alice".into(),
+                        filename: "f".into(),
+                        options: crate::model::Options::default(),
+                        state: VideoState::Queued,
+                        source_bytes: 1,
+                    })
+                    .await
+                    .expect("insert");
+            }
+        };
+        // Created a minute before the hub started: its events are old.
+        let old = ulid::Ulid::from_parts(now_ms() - 60_000, 1).to_string();
+        insert(old.clone()).await;
+        let hub = ProgressHub {
+            board: ProgressBoard::default(),
+            remote: Some(Remote {
+                catalog: catalog.clone(),
+                bus: Arc::new(crate::bus::LocalBus::default()),
+                node: "b".into(),
+            }),
+        };
+        let (hub, _) = Actor::spawn(None, hub, ()).await.expect("hub");
+        let mut sub =
+            ractor::call!(hub, HubMsg::Subscribe, Scope::Owner("alice".into())).expect("subscribe");
+        // Another node creates a video; its wake-up never comes.
+        let new = crate::model::new_id();
+        insert(new.clone()).await;
+        hub.cast(HubMsg::Bus(BusEvent::Resync)).expect("resync");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+            .await
+            .expect("an event")
+            .expect("open");
+        match got {
+            HubMessage::State(a) => {
+                assert_eq!((a.event.video_id.as_str(), a.event.seq), (new.as_str(), 1));
+                assert!(a.remote);
+            }
+            other => panic!("{other:?}"),
+        }
+        let more = tokio::time::timeout(std::time::Duration::from_millis(300), sub.next()).await;
+        assert!(more.is_err(), "the old video is not replayed: {more:?}");
+        hub.stop(None);
     }
 
     #[tokio::test]

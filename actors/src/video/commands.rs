@@ -247,6 +247,10 @@ impl VideoActor {
         self.deps.remove_partial(&id).await;
         self.deps.catalog.delete(&id).await?;
         self.deps.board.clear(&id);
+        // A video deleted before it finished is still followed by the hub.
+        if let Ok(hub) = self.deps.services.hub() {
+            let _ = hub.cast(crate::hub::HubMsg::Forget(id.clone()));
+        }
         run.video = None;
         Ok(())
     }
