@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::{tail_key, StoredUpload, UploadParts};
 use crate::error::CoreError;
-use crate::ports::{object_key, BlobStore, StoredPart, MIN_PART_BYTES};
+use crate::ports::{object_key, BlobStore, StoreError, StoredPart, MIN_PART_BYTES};
 
 /// S3 allows 10,000 parts; a few are kept spare.
 const MAX_PARTS: u64 = 9_000;
@@ -76,8 +76,13 @@ fn part_size(length: u64) -> u64 {
     needed.max(MIN_PART_BYTES)
 }
 
-fn storage(e: impl std::fmt::Display) -> CoreError {
-    CoreError::Storage(e.to_string())
+/// A store's failure in the core's terms: a store that cannot be reached
+/// is unavailable (the client retries later); anything else is a fault.
+fn storage(e: StoreError) -> CoreError {
+    match e {
+        StoreError::Unavailable(m) => CoreError::Unavailable(m),
+        e @ StoreError::NotFound(_) => CoreError::Storage(e.to_string()),
+    }
 }
 
 impl PartsWriter {
@@ -207,7 +212,12 @@ impl PartsWriter {
             .store
             .put_part(&source, &self.upload.multipart, number, bytes)
             .await
-            .map_err(storage)?;
+            .map_err(|e| match e {
+                // The multipart upload is gone: the upload was deleted (on
+                // another node) or expired meanwhile.
+                StoreError::NotFound(_) => CoreError::NotFound(id.clone()),
+                other => storage(other),
+            })?;
         let mut parts = self.upload.parts.clone();
         parts.push(StoredPart { number, etag, size });
         self.parts

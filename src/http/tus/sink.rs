@@ -26,6 +26,8 @@ fn parts_error(e: CoreError) -> ApiError {
             ApiError::OffsetMismatch("another request took over this upload".into())
         }
         CoreError::Busy(why) => ApiError::OffsetMismatch(why),
+        // Deleted or expired while this request wrote to it.
+        CoreError::NotFound(_) => ApiError::UploadNotFound,
         other => other.into(),
     }
 }
