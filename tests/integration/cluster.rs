@@ -19,7 +19,7 @@ use crate::support::Server;
 use vidmill_actors::BlobStore;
 
 #[path = "../../actors/tests/common/pg.rs"]
-mod pg;
+pub(crate) mod pg;
 
 /// Seconds a lease lives without a heartbeat, short so takeovers are quick.
 const LEASE_TTL: &str = "3";

@@ -12,6 +12,7 @@
 mod abuse;
 mod cli;
 mod cluster;
+mod cluster_attack;
 mod connections;
 mod doctor;
 mod edges;

@@ -79,8 +79,13 @@ fn part_size(length: u64) -> u64 {
     needed.max(MIN_PART_BYTES)
 }
 
-fn storage(e: impl std::fmt::Display) -> CoreError {
-    CoreError::Storage(e.to_string())
+/// A store's failure in the core's terms: a store that cannot be reached
+/// is unavailable (the client retries later); anything else is a fault.
+fn storage(e: StoreError) -> CoreError {
+    match e {
+        StoreError::Unavailable(m) => CoreError::Unavailable(m),
+        e @ StoreError::NotFound(_) => CoreError::Storage(e.to_string()),
+    }
 }
 
 impl PartsWriter {
@@ -233,7 +238,8 @@ impl PartsWriter {
             .put_part(&source, &self.upload.multipart, number, bytes)
             .await
             .map_err(|e| match e {
-                // Aborted under us: the upload was deleted meanwhile.
+                // The multipart upload is gone: the upload was deleted (on
+                // another node) or expired meanwhile.
                 StoreError::NotFound(_) => CoreError::NotFound(id.clone()),
                 other => storage(other),
             })?;
