@@ -961,6 +961,10 @@ mod postgres_only {
         u64::try_from(since.as_millis()).expect("ms")
     }
 
+    fn piece(size: u64, hold: i64) -> vidmill_actors::parts::TailPiece {
+        vidmill_actors::parts::TailPiece { size, hold }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stored_upload_is_recorded_under_its_hold_until_closed() {
         let (_db, a, b, id) = two_holders().await;
@@ -984,13 +988,17 @@ mod postgres_only {
         );
         let token = a.take_hold(&id, TTL).await.expect("take").expect("free");
         let parts = vec![part(1), part(2)];
-        a.record_parts(&id, token, &parts, &[7, 2])
+        assert_eq!(opened.next_number, 1);
+        assert_eq!(a.reserve_part(&id, token).await.expect("reserve"), 1);
+        assert_eq!(a.reserve_part(&id, token).await.expect("reserve"), 2);
+        let tail = vec![piece(7, token), piece(2, token)];
+        a.record_parts(&id, token, &parts, &tail)
             .await
             .expect("record");
         let read = b.stored_upload(&id).await.expect("read").expect("open");
-        assert_eq!((read.parts.clone(), read.tail.clone()), (parts, vec![7, 2]));
+        assert_eq!((read.parts.clone(), read.tail.clone()), (parts, tail));
         assert_eq!(read.offset(), 2 * MIN_PART_BYTES + 9);
-        assert_eq!(read.next_part(), 3);
+        assert_eq!(read.next_number, 3);
         assert!(read.touched_ms >= opened.touched_ms);
         assert!(!a.renew_hold(&id, token, TTL).await.expect("renew"));
         b.close_parts(&id).await.expect("close");
@@ -1035,7 +1043,8 @@ mod postgres_only {
             .expect("holder")
             .get(0);
         assert_eq!(holder.as_deref(), Some("node-a"));
-        a.record_parts(&id, first, &[part(1)], &[3])
+        assert_eq!(a.reserve_part(&id, first).await.expect("reserve"), 1);
+        a.record_parts(&id, first, &[part(1)], &[piece(3, first)])
             .await
             .expect("record");
         a.drop_hold(&id, first).await.expect("drop");
@@ -1062,7 +1071,22 @@ mod postgres_only {
             Some(before.clone()),
             "a stale token records nothing"
         );
-        assert_eq!((before.parts, before.tail), (vec![part(1)], vec![3]));
+        assert_eq!(
+            (before.parts, before.tail),
+            (vec![part(1)], vec![piece(3, first)])
+        );
+        assert!(
+            matches!(
+                a.reserve_part(&id, first).await,
+                Err(CoreError::LeaseLost(_))
+            ),
+            "a stale hold gets no part number"
+        );
+        assert_eq!(
+            b.reserve_part(&id, second).await.expect("reserve"),
+            2,
+            "numbers go on from the last one handed out, never twice"
+        );
         // A stale drop leaves the new hold alone.
         a.drop_hold(&id, first).await.expect("stale drop");
         b.record_parts(&id, second, &[part(1), part(2)], &[])

@@ -342,17 +342,12 @@ fn probe_scratch(s: &Server) -> Vec<PathBuf> {
         .collect()
 }
 
-// FINDING: tail pieces are named by their end offset only
-// (`parts/mod.rs` `tail_key`), and a request that lost its hold still
-// stores its leftover bytes at settle (`parts/writer.rs`
-// `try_store_piece`: `put_bytes` is not fenced) and then, its record
-// refused, deletes "its" piece (`forget(vec![key])`). When the node that
-// took over recorded a piece with the same end, that delete removes the
-// new holder's recorded piece: the upload is bricked (every later request
-// fails reading the tail, 500). A node paused past its hold (SIGSTOP here;
-// a GC/VM/container freeze in life) and a client that resumes the same
-// range elsewhere (tus clients with a fixed chunk size do exactly that) are
-// all it takes.
+/// A node paused past its hold (SIGSTOP here; a GC, VM or container
+/// freeze in life) wakes up and stores its leftover bytes after a client
+/// resumed the same range on another node (tus clients with a fixed chunk
+/// size do exactly that). Found by this suite: tail pieces were named by
+/// their end alone, so the late node's piece replaced, then removed, the
+/// new holder's. Pieces are now named by their hold too.
 #[test]
 fn a_paused_nodes_late_leftover_does_not_destroy_the_new_holders_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -402,15 +397,12 @@ fn a_paused_nodes_late_leftover_does_not_destroy_the_new_holders_tail() {
     assert!(source(&cluster, &id).as_deref() == Some(&media[..]));
 }
 
-// FINDING: a part is uploaded (`UploadPart`, parts/writer.rs
-// `try_store_part`) with no check that the hold is still this request's;
-// only the record after it is fenced, and a heartbeat that cannot reach
-// the database only logs at debug (`beat`), so the writer never learns
-// its hold lapsed. A node cut from PostgreSQL keeps taking the client's
-// bytes and, once it has a part's worth, stores its part N over the part
-// N the node that took over already stored and recorded: the store's part
-// no longer matches the recorded ETag and size, so joining fails and the
-// upload can never be finished.
+/// A node cut from PostgreSQL keeps taking a client's bytes while another
+/// node takes the upload over and stores part 1. Found by this suite: the
+/// cut-off node then stored its own part 1 over it (only the record after
+/// a part was fenced), and the upload could never be joined. Part numbers
+/// are now handed out under the hold, once each, and a writer that could
+/// not renew its hold for half its life stores nothing more.
 #[test]
 fn a_node_cut_from_the_database_mid_patch_does_not_replace_the_new_holders_part() {
     let dir = tempfile::tempdir().expect("tempdir");

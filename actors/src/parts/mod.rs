@@ -18,6 +18,7 @@ pub(crate) mod writer;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
 use crate::model::VideoId;
@@ -33,12 +34,14 @@ pub struct StoredUpload {
     pub multipart: String,
     /// Parts stored so far, in order.
     pub parts: Vec<StoredPart>,
-    /// Bytes after the last part, too few for a part yet: the sizes of
-    /// the tail's pieces, in order, each an object of its own
+    /// Bytes after the last part, too few for a part yet: the tail's
+    /// pieces, in order, each an object of its own
     /// ([`StoredUpload::tail_keys`]). A request adds its leftover as a new
     /// piece rather than rewriting the tail, so small requests cost only
     /// their own bytes; the pieces are read back once, into the next part.
-    pub tail: Vec<u64>,
+    pub tail: Vec<TailPiece>,
+    /// The number the next part takes ([`UploadParts::reserve_part`]).
+    pub next_number: u32,
     /// When bytes were last recorded (or the upload opened), milliseconds
     /// since the epoch by the database's clock.
     pub touched_ms: u64,
@@ -52,7 +55,7 @@ impl StoredUpload {
 
     /// Bytes in the tail's pieces.
     pub fn in_tail(&self) -> u64 {
-        self.tail.iter().sum()
+        self.tail.iter().map(|p| p.size).sum()
     }
 
     /// Bytes received: the parts and the tail.
@@ -60,30 +63,36 @@ impl StoredUpload {
         self.in_parts() + self.in_tail()
     }
 
-    /// The number the next part gets.
-    pub fn next_part(&self) -> u32 {
-        self.parts.last().map_or(1, |p| p.number + 1)
-    }
-
     /// The objects holding the tail's pieces, in order.
     pub fn tail_keys(&self) -> Vec<String> {
         let mut end = self.in_parts();
         self.tail
             .iter()
-            .map(|size| {
-                end += size;
-                tail_key(&self.id, end)
+            .map(|piece| {
+                end += piece.size;
+                tail_key(&self.id, end, piece.hold)
             })
             .collect()
     }
 }
 
-/// The tail piece of upload `id` that ends at byte `end`: under the
-/// video's prefix, so deleting the video removes it. Named by its end, so a
-/// new piece never overwrites one the record names; the suffix keeps one
-/// piece's key from being the prefix of another's.
-pub fn tail_key(id: &str, end: u64) -> String {
-    crate::ports::object_key(id, &format!("upload-tail-{end}.bin"))
+/// One piece of a stored upload's tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailPiece {
+    pub size: u64,
+    /// The token of the hold that stored it: part of its key, so that a
+    /// request that lost its hold can never write (or remove) the piece
+    /// another request stored for the same bytes.
+    pub hold: i64,
+}
+
+/// The tail piece of upload `id` that ends at byte `end`, stored under
+/// hold `hold`: under the video's prefix, so deleting the video removes
+/// it. Named by its end and its hold, so a piece never overwrites one the
+/// record names, nor one another hold stored for the same bytes; the
+/// suffix keeps one piece's key from being the prefix of another's.
+pub fn tail_key(id: &str, end: u64, hold: i64) -> String {
+    crate::ports::object_key(id, &format!("upload-tail-{end}-{hold}.bin"))
 }
 
 #[async_trait]
@@ -106,6 +115,13 @@ pub trait UploadParts: Send + Sync + std::fmt::Debug + 'static {
     /// wants the upload, `LeaseLost` when the hold is no longer this one.
     async fn renew_hold(&self, id: &str, token: i64, ttl: Duration) -> Result<bool, CoreError>;
 
+    /// Takes the number the next part is stored under, for hold `token`:
+    /// numbers are handed out once, so a request that lost its hold while
+    /// its part was on the way can never replace a part another request
+    /// stored (its own becomes an unlisted part, dropped at the join).
+    /// `LeaseLost` unless hold `token` is live.
+    async fn reserve_part(&self, id: &str, token: i64) -> Result<u32, CoreError>;
+
     /// Records the upload's parts and tail pieces as they now are, and
     /// touches it; `LeaseLost` (recording nothing) unless hold `token` is
     /// live.
@@ -114,7 +130,7 @@ pub trait UploadParts: Send + Sync + std::fmt::Debug + 'static {
         id: &str,
         token: i64,
         parts: &[StoredPart],
-        tail: &[u64],
+        tail: &[TailPiece],
     ) -> Result<(), CoreError>;
 
     /// Gives hold `token` up; a hold that is gone already is no error.

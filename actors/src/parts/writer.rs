@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{tail_key, StoredUpload, UploadParts};
+use super::{tail_key, StoredUpload, TailPiece, UploadParts};
 use crate::error::CoreError;
 use crate::ports::{object_key, BlobStore, StoreError, StoredPart, MIN_PART_BYTES};
 
@@ -128,6 +128,7 @@ impl PartsWriter {
                 multipart: String::new(),
                 parts: Vec::new(),
                 tail: Vec::new(),
+                next_number: 1,
                 touched_ms: 0,
             },
             token,
@@ -163,9 +164,10 @@ impl PartsWriter {
     /// The tail's pieces, read back and checked against the record.
     async fn read_tail(&self) -> Result<Vec<u8>, CoreError> {
         let mut tail = Vec::with_capacity(self.upload.in_tail() as usize);
-        for (key, size) in self.upload.tail_keys().iter().zip(&self.upload.tail) {
+        for (key, recorded) in self.upload.tail_keys().iter().zip(&self.upload.tail) {
+            let size = recorded.size;
             let piece = self.store.get_bytes(key).await.map_err(storage)?;
-            if piece.len() as u64 != *size {
+            if piece.len() as u64 != size {
                 return Err(CoreError::Storage(format!(
                     "the tail piece {key} of upload {} holds {} bytes, not the {size} recorded",
                     self.upload.id,
@@ -231,7 +233,9 @@ impl PartsWriter {
         let mut bytes = self.read_tail().await?;
         bytes.append(&mut self.fresh);
         let source = object_key(&id, "source");
-        let number = self.upload.next_part();
+        // Reserved under the hold before anything is stored: a request that
+        // loses its hold mid-part stores under a number nobody else gets.
+        let number = self.parts.reserve_part(&id, self.token).await?;
         let size = bytes.len() as u64;
         let etag = self
             .store
@@ -268,17 +272,27 @@ impl PartsWriter {
         let id = self.upload.id.clone();
         let end = self.offset();
         let fold = self.upload.tail.len() + 1 > MAX_PIECES;
+        let hold = self.token;
         let (bytes, tail, replaced) = if fold {
             let mut bytes = self.read_tail().await?;
             bytes.extend_from_slice(&self.fresh);
             let size = bytes.len() as u64;
-            (bytes, vec![size], self.upload.tail_keys())
+            (
+                bytes,
+                vec![TailPiece { size, hold }],
+                self.upload.tail_keys(),
+            )
         } else {
             let mut tail = self.upload.tail.clone();
-            tail.push(self.fresh.len() as u64);
+            tail.push(TailPiece {
+                size: self.fresh.len() as u64,
+                hold,
+            });
             (self.fresh.clone(), tail, Vec::new())
         };
-        let key = tail_key(&id, end);
+        // This hold's own key: whatever happens to this request, the piece
+        // it writes (or removes) is no one else's.
+        let key = tail_key(&id, end, hold);
         self.store.put_bytes(&key, bytes).await.map_err(storage)?;
         if let Err(e) = self
             .parts

@@ -19,7 +19,7 @@ use super::jobs::ms;
 use super::videos::json;
 use super::PgCatalog;
 use crate::error::CoreError;
-use crate::parts::{StoredUpload, UploadParts};
+use crate::parts::{StoredUpload, TailPiece, UploadParts};
 use crate::ports::StoredPart;
 
 fn signed(n: u64, what: &str) -> Result<i64, CoreError> {
@@ -58,7 +58,7 @@ impl UploadParts for PgCatalog {
         let Some(row) = client
             .query_opt(
                 "SELECT length, multipart, parts::text, tail::text,
-                        floor(EXTRACT(EPOCH FROM touched_at) * 1000)::bigint
+                        floor(EXTRACT(EPOCH FROM touched_at) * 1000)::bigint, next_part
                  FROM stored_uploads WHERE video_id = $1",
                 &[&id],
             )
@@ -71,13 +71,16 @@ impl UploadParts for PgCatalog {
         let parts: Vec<StoredPart> =
             serde_json::from_str(&parts).map_err(|e| decode("upload parts", e))?;
         let tail: String = row.try_get(3).map_err(column)?;
-        let tail: Vec<u64> = serde_json::from_str(&tail).map_err(|e| decode("upload tail", e))?;
+        let tail: Vec<TailPiece> =
+            serde_json::from_str(&tail).map_err(|e| decode("upload tail", e))?;
+        let next_number: i32 = row.try_get(5).map_err(column)?;
         Ok(Some(StoredUpload {
             id: id.to_string(),
             length: unsigned(row.try_get(0).map_err(column)?, "upload length")?,
             multipart: row.try_get(1).map_err(column)?,
             parts,
             tail,
+            next_number: u32::try_from(next_number).map_err(|_| range("upload next part"))?,
             touched_ms: unsigned(row.try_get(4).map_err(column)?, "upload touched_at")?,
         }))
     }
@@ -143,12 +146,30 @@ impl UploadParts for PgCatalog {
         }
     }
 
+    async fn reserve_part(&self, id: &str, token: i64) -> Result<u32, CoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE stored_uploads SET next_part = next_part + 1
+                 WHERE video_id = $1 AND holder_token = $2 AND held_until > clock_timestamp()
+                 RETURNING next_part - 1",
+                &[&id, &token],
+            )
+            .await
+            .map_err(db)?;
+        let Some(row) = row else {
+            return Err(CoreError::LeaseLost(id.to_string()));
+        };
+        let number: i32 = row.try_get(0).map_err(column)?;
+        u32::try_from(number).map_err(|_| range("upload part number"))
+    }
+
     async fn record_parts(
         &self,
         id: &str,
         token: i64,
         parts: &[StoredPart],
-        tail: &[u64],
+        tail: &[TailPiece],
     ) -> Result<(), CoreError> {
         let parts = json(&parts)?;
         let tail = json(&tail)?;

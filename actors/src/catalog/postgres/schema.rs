@@ -99,7 +99,8 @@ const MIGRATIONS: &[&str] = &[
     // each row goes out from one node; a claim that is not settled (the
     // node died) lapses and any node may take the row.
     "ALTER TABLE outbox ADD COLUMN claimed_by TEXT, ADD COLUMN claimed_until TIMESTAMPTZ;",
-    // 3: resumable uploads whose bytes wait in the object store, with the
+    // 3: resumable uploads whose bytes wait in the object store (their
+    // parts, tail pieces and the next part number to hand out), with the
     // hold a node writes one under (its token from `lease_tokens`) and
     // whether another request wants it. The row goes with its video.
     "CREATE TABLE stored_uploads (
@@ -108,6 +109,7 @@ const MIGRATIONS: &[&str] = &[
         multipart      TEXT NOT NULL,
         parts          JSONB NOT NULL DEFAULT '[]',
         tail           JSONB NOT NULL DEFAULT '[]',
+        next_part      INTEGER NOT NULL DEFAULT 1,
         touched_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
         holder_token   BIGINT,
         held_until     TIMESTAMPTZ,
