@@ -238,13 +238,15 @@ impl VideoActor {
     pub(super) async fn remove(&self, run: &mut VideoRun) -> Result<(), CoreError> {
         self.release(run);
         let id = run.id.clone();
+        // An upload's bytes first: a multipart upload aborted before the
+        // objects go cannot be joined into a source that outlives them.
+        self.deps.remove_partial(&id).await;
         self.deps
             .store
             .delete_prefix(&format!("videos/{id}/"))
             .await
             .map_err(|e| CoreError::Storage(e.to_string()))?;
         self.deps.clean_work_dir(&id).await;
-        self.deps.remove_partial(&id).await;
         self.deps.catalog.delete(&id).await?;
         self.deps.board.clear(&id);
         // A video deleted before it finished is still followed by the hub.
