@@ -22,16 +22,18 @@ use vidmill_actors::BlobStore;
 pub(crate) mod pg;
 
 /// Seconds a lease lives without a heartbeat, short so takeovers are quick.
-const LEASE_TTL: &str = "3";
+pub(crate) const LEASE_TTL: &str = "3";
 
-struct Cluster {
-    dir: PathBuf,
-    pg: Arc<pg::PgServer>,
-    garage: Garage,
+/// A private PostgreSQL and Garage bucket for nodes to share; the attack
+/// suite (`cluster_attack.rs`) adds its own inspections of both.
+pub(crate) struct Cluster {
+    pub(crate) dir: PathBuf,
+    pub(crate) pg: Arc<pg::PgServer>,
+    pub(crate) garage: Garage,
 }
 
 impl Cluster {
-    fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         // A server of the test's own: one test restarts it.
         let pg = pg::PgServer::private();
         let garage = Garage::start(&dir.join("garage"));
@@ -42,22 +44,36 @@ impl Cluster {
         }
     }
 
-    /// Node `name` with `role`, reaching the database at `url`.
-    fn node_at(&self, name: &str, role: &str, url: &str) -> Server {
+    /// Node `name` with `role`, reaching the database at `url`, with
+    /// `env` added.
+    pub(crate) fn node_with(
+        &self,
+        name: &str,
+        role: &str,
+        url: &str,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut all = vec![
+            ("VIDMILL__STORAGE__TYPE", "s3"),
+            ("VIDMILL__DATABASE__URL", url),
+            ("VIDMILL__DATABASE__LEASE_TTL_SECONDS", LEASE_TTL),
+            ("VIDMILL__SERVER__NODE_ID", name),
+            ("VIDMILL__SERVER__ROLE", role),
+        ];
+        all.extend_from_slice(env);
         Server::start_with_env(
             &self.dir.join(name),
             &format!("[media]\ncpu_budget = 1\n{}", self.garage.server_toml()),
-            &[
-                ("VIDMILL__STORAGE__TYPE", "s3"),
-                ("VIDMILL__DATABASE__URL", url),
-                ("VIDMILL__DATABASE__LEASE_TTL_SECONDS", LEASE_TTL),
-                ("VIDMILL__SERVER__NODE_ID", name),
-                ("VIDMILL__SERVER__ROLE", role),
-            ],
+            &all,
         )
     }
 
-    fn node(&self, name: &str, role: &str) -> Server {
+    /// Node `name` with `role`, reaching the database at `url`.
+    pub(crate) fn node_at(&self, name: &str, role: &str, url: &str) -> Server {
+        self.node_with(name, role, url, &[])
+    }
+
+    pub(crate) fn node(&self, name: &str, role: &str) -> Server {
         self.node_at(name, role, &self.pg.url("postgres"))
     }
 
@@ -67,7 +83,7 @@ impl Cluster {
     }
 
     /// Keys in the bucket under `prefix`.
-    fn objects(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn objects(&self, prefix: &str) -> Vec<String> {
         let rt = runtime();
         rt.block_on(async {
             let store = crate::s3::store_on(&self.garage).await;
@@ -76,7 +92,7 @@ impl Cluster {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -256,22 +272,29 @@ fn three_nodes_share_uploads_work_and_events() {
 }
 
 /// An H.264 MP4 of a few megabytes more than two parts (noise keeps
-/// x264 from squeezing it), made by ffmpeg as a camera or editor would.
-fn big_mp4(dir: &Path) -> Vec<u8> {
-    let path = dir.join("big.mp4");
-    let made = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("testsrc2=size=640x360:rate=30")
-        .args(["-t", "3", "-vf", "noise=alls=12:allf=t", "-c:v", "libx264"])
-        .args(["-preset", "ultrafast", "-crf", "14", "-pix_fmt", "yuv420p"])
-        .arg(&path)
-        .status()
-        .expect("ffmpeg");
-    assert!(made.success());
-    std::fs::read(path).expect("read")
+/// x264 from squeezing it), made once by ffmpeg as a camera or editor
+/// would.
+pub(crate) fn big_mp4() -> Vec<u8> {
+    static MEDIA: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    MEDIA
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("big.mp4");
+            let made = std::process::Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+                .arg("testsrc2=size=640x360:rate=30")
+                .args(["-t", "3", "-vf", "noise=alls=12:allf=t", "-c:v", "libx264"])
+                .args(["-preset", "ultrafast", "-crf", "14", "-pix_fmt", "yuv420p"])
+                .arg(&path)
+                .status()
+                .expect("ffmpeg");
+            assert!(made.success());
+            std::fs::read(path).expect("read")
+        })
+        .clone()
 }
 
-fn tus_headers(token: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn tus_headers(token: &str) -> Vec<(&'static str, String)> {
     vec![
         ("Authorization", format!("Bearer {token}")),
         ("Tus-Resumable", "1.0.0".into()),
@@ -321,7 +344,7 @@ fn a_tus_upload_moves_between_nodes() {
     let a = cluster.node("a", "all");
     let b = cluster.node("b", "api");
     let token = a.token("alice");
-    let media = big_mp4(dir.path());
+    let media = big_mp4();
     assert!(
         media.len() > 11 * MIB,
         "{} bytes: two parts and more",
@@ -485,14 +508,14 @@ fn postgres_restarting_mid_run_loses_nothing() {
 }
 
 /// A TCP proxy to the database that can cut every connection through it.
-struct Cuttable {
-    addr: String,
+pub(crate) struct Cuttable {
+    pub(crate) addr: String,
     cut: Arc<AtomicBool>,
     streams: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Cuttable {
-    fn to(target: String) -> Self {
+    pub(crate) fn to(target: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let cut = Arc::new(AtomicBool::new(false));
@@ -522,7 +545,7 @@ impl Cuttable {
     }
 
     /// Drops every connection and refuses new ones.
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         if let Ok(all) = self.streams.lock() {
             for s in all.iter() {

@@ -10,62 +10,21 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crate::s3::Garage;
 use crate::support::{read_response, Response, Server};
 use vidmill_actors::BlobStore;
 
-use crate::cluster::pg;
+use crate::cluster::{big_mp4, runtime, tus_headers, Cluster, Cuttable};
 
 const MIB: usize = 1 << 20;
-/// Seconds a hold lives without a renewal.
-const LEASE_TTL: &str = "3";
 
-struct Cluster {
-    dir: PathBuf,
-    pg: Arc<pg::PgServer>,
-    garage: Garage,
-}
-
+/// What this suite inspects besides what the cluster test does.
 impl Cluster {
-    fn start(dir: &Path) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-            pg: pg::PgServer::private(),
-            garage: Garage::start(&dir.join("garage")),
-        }
-    }
-
-    fn node_with(&self, name: &str, role: &str, env: &[(&str, &str)]) -> Server {
-        let url = self.pg.url("postgres");
-        let mut all = vec![
-            ("VIDMILL__STORAGE__TYPE", "s3"),
-            ("VIDMILL__DATABASE__URL", url.as_str()),
-            ("VIDMILL__DATABASE__LEASE_TTL_SECONDS", LEASE_TTL),
-            ("VIDMILL__SERVER__NODE_ID", name),
-            ("VIDMILL__SERVER__ROLE", role),
-        ];
-        all.extend_from_slice(env);
-        Server::start_with_env(
-            &self.dir.join(name),
-            &format!("[media]\ncpu_budget = 1\n{}", self.garage.server_toml()),
-            &all,
-        )
-    }
-
-    fn node(&self, name: &str, role: &str) -> Server {
-        self.node_with(name, role, &[])
-    }
-
-    /// Keys in the bucket under `prefix`.
-    fn objects(&self, prefix: &str) -> Vec<String> {
-        runtime().block_on(async {
-            let store = crate::s3::store_on(&self.garage).await;
-            store.list(prefix).await.expect("list")
-        })
+    fn node_env(&self, name: &str, role: &str, env: &[(&str, &str)]) -> Server {
+        self.node_with(name, role, &self.pg.url("postgres"), env)
     }
 
     /// The tail pieces of upload `id` in the bucket.
@@ -203,13 +162,6 @@ impl Cluster {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn signal(s: &Server, sig: &str) {
     let ok = std::process::Command::new("kill")
         .arg(format!("-{sig}"))
@@ -217,29 +169,6 @@ fn signal(s: &Server, sig: &str) {
         .status()
         .expect("kill");
     assert!(ok.success());
-}
-
-/// An H.264 MP4 of a few megabytes more than two parts, made once.
-fn big_mp4() -> Vec<u8> {
-    static MEDIA: OnceLock<Vec<u8>> = OnceLock::new();
-    MEDIA
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("big.mp4");
-            let made = std::process::Command::new("ffmpeg")
-                .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-                .arg("testsrc2=size=640x360:rate=30")
-                .args(["-t", "3", "-vf", "noise=alls=12:allf=t", "-c:v", "libx264"])
-                .args(["-preset", "ultrafast", "-crf", "14", "-pix_fmt", "yuv420p"])
-                .arg(&path)
-                .status()
-                .expect("ffmpeg");
-            assert!(made.success());
-            let media = std::fs::read(path).expect("read");
-            assert!(media.len() > 11 * MIB, "{} bytes", media.len());
-            media
-        })
-        .clone()
 }
 
 /// Bytes no prober takes for media.
@@ -253,13 +182,6 @@ fn noise(len: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-fn tus_headers(token: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("Authorization", format!("Bearer {token}")),
-        ("Tus-Resumable", "1.0.0".into()),
-    ]
 }
 
 fn create(s: &Server, token: &str, length: usize) -> String {
@@ -409,7 +331,7 @@ fn a_node_cut_from_the_database_mid_patch_does_not_replace_the_new_holders_part(
     let cluster = Cluster::start(dir.path());
     let proxy = Cuttable::to(format!("127.0.0.1:{}", cluster.pg.port));
     let db_via_proxy = format!("postgres://postgres@{}/postgres", proxy.addr);
-    let a = cluster.node_with("a", "api", &[("VIDMILL__DATABASE__URL", &db_via_proxy)]);
+    let a = cluster.node_at("a", "api", &db_via_proxy);
     let b = cluster.node("b", "all");
     let token = b.token("alice");
     let media = big_mp4();
@@ -451,68 +373,6 @@ fn a_node_cut_from_the_database_mid_patch_does_not_replace_the_new_holders_part(
     assert_eq!(last.status, 204, "the upload can be finished: {last:?}");
     assert_eq!(ready(&b, &token, &id)["state"], "ready");
     assert!(source(&cluster, &id).as_deref() == Some(&media[..]));
-}
-
-/// A TCP proxy to the database that can cut every connection through it.
-struct Cuttable {
-    addr: String,
-    cut: Arc<std::sync::atomic::AtomicBool>,
-    streams: Arc<std::sync::Mutex<Vec<TcpStream>>>,
-}
-
-impl Cuttable {
-    fn to(target: String) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let streams: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
-        let (c, s) = (cut.clone(), streams.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                if c.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else {
-                    continue;
-                };
-                if let Ok(mut all) = s.lock() {
-                    all.extend(client.try_clone().ok());
-                    all.extend(server.try_clone().ok());
-                }
-                pipe(
-                    client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
-                );
-                pipe(server, client);
-            }
-        });
-        Self { addr, cut, streams }
-    }
-
-    /// Drops every connection and refuses new ones.
-    fn cut(&self) {
-        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Ok(all) = self.streams.lock() {
-            for s in all.iter() {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
-        }
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    use std::io::Read;
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16384];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(std::net::Shutdown::Both);
-    });
 }
 
 /// Two PATCHes at the same offset, at once, on two nodes: never both
@@ -826,7 +686,7 @@ fn a_complete_upload_that_is_not_media_leaves_nothing() {
 fn a_big_patch_at_full_speed_stays_in_bounded_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(dir.path());
-    let a = cluster.node_with(
+    let a = cluster.node_env(
         "a",
         "api",
         &[("VIDMILL__LIMITS__MAX_UPLOAD_BYTES", "100000000")],
