@@ -17,7 +17,7 @@ DEBIAN_PACKAGES := pkg-config ca-certificates libgstreamer1.0-dev libgstreamer-p
 # its programs are needed: any server it starts is not used.
 PG_INITDB := /usr/lib/postgresql/15/bin/initdb
 
-.PHONY: deps build run test lint test-clients test-hostile chromium garage bench-pipelines bench-serve bench-load bench-cluster fuzz clean
+.PHONY: deps build run test lint test-clients test-hostile chromium garage bench-pipelines bench-serve bench-load bench-fanout bench-cluster fuzz clean
 
 # The stock clients the integration tests drive vidmill with: tus-js-client
 # and playwright-core under Node (npm, as package-lock.json pins them) and
@@ -100,6 +100,11 @@ bench-pipelines: deps
 bench-load: deps
 	$(CARGO) build --release --bin vidmill
 	$(CARGO) run --release -p vidmill-bench --bin bench-load
+
+# Its fan-out phase alone: 10,000 subscribers of one owner (about 30 s).
+bench-fanout: deps
+	$(CARGO) build --release --bin vidmill
+	$(CARGO) run --release -p vidmill-bench --bin bench-load -- --fan-out
 
 # One node against two on PostgreSQL and S3, PostgreSQL against SQLite, and
 # a node's death to takeover (PostgreSQL and Garage on loopback; about 3 min).

@@ -30,8 +30,9 @@ pub struct App {
     pub uploads: crate::http::tus::Uploads,
     /// Per-user quotas and request rates.
     pub quotas: crate::quotas::Quotas,
-    /// State events rendered once for all of a video's subscribers.
-    pub rendered_states: crate::http::rendered::RenderedStates,
+    /// Events rendered once, as WebSocket frames, for all of a video's
+    /// subscribers.
+    pub rendered: crate::http::rendered::RenderedEvents,
 }
 
 /// How long a ready video's record is reused for output requests; a

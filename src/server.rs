@@ -64,6 +64,12 @@ pub async fn run(
             },
             _ = &mut shutdown => break,
         };
+        // Every write vidmill makes is a whole answer or a whole event
+        // frame: Nagle's algorithm would only hold the next one back until
+        // the client acknowledges the last (up to its delayed-ACK timer).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
         connections.serve(stream, peer, permit);
     }
     drop(listener);
@@ -154,7 +160,7 @@ async fn build(config: Config, addr: SocketAddr) -> Result<App, String> {
         public_url,
         metrics: crate::metrics::Metrics::new(&node),
         recent: app::RecentVideos::default(),
-        rendered_states: Default::default(),
+        rendered: Default::default(),
         uploads: Default::default(),
     };
     attached.attach(&app);

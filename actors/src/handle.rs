@@ -13,8 +13,8 @@ use crate::admission::{AdmissionMsg, AdmissionStats};
 use crate::catalog::Page;
 use crate::deps::Deps;
 use crate::error::CoreError;
-use crate::hub::{Announced, HubMessage, HubMsg, Scope, Subscription};
-use crate::model::{new_id, Options, ProgressEvent, Video, VideoId};
+use crate::hub::{Announced, HubMessage, HubMsg, Outlet, Scope, Subscription};
+use crate::model::{new_id, Options, ProgressEvent, StateEvent, Video, VideoId};
 use crate::root::RootMsg;
 use crate::state::VideoState;
 use crate::supervisor::SupervisorMsg;
@@ -39,9 +39,7 @@ pub struct Feed {
     pub snapshot: Vec<Video>,
     replay: VecDeque<Arc<Announced>>,
     live: Subscription,
-    /// Highest state seq delivered per video, to drop live duplicates of
-    /// what the snapshot or replay already showed.
-    seen: HashMap<VideoId, u64>,
+    seen: Seen,
 }
 
 impl Feed {
@@ -49,33 +47,79 @@ impl Feed {
     /// ([`Feed::close_reason`] says why).
     pub async fn next(&mut self) -> Option<HubMessage> {
         if let Some(announced) = self.replay.pop_front() {
-            let e = &announced.event;
-            self.seen.insert(e.video_id.clone(), e.seq);
+            self.seen.state(&announced.event);
             return Some(HubMessage::State(announced));
         }
         loop {
             let message = self.live.next().await?;
-            match &message {
-                HubMessage::State(a) => {
-                    let e = &a.event;
-                    let seen = self.seen.entry(e.video_id.clone()).or_default();
-                    if e.seq <= *seen {
-                        continue;
-                    }
-                    *seen = e.seq;
-                }
-                HubMessage::Progress(p) => {
-                    if self.seen.get(&p.video_id).is_some_and(|s| p.seq < *s) {
-                        continue;
-                    }
-                }
+            let new = match &message {
+                HubMessage::State(a) => self.seen.live_state(&a.event),
+                HubMessage::Progress(p) => self.seen.progress(p),
+            };
+            if new {
+                return Some(message);
             }
-            return Some(message);
         }
     }
 
     pub fn close_reason(&self) -> Option<String> {
         self.live.close_reason()
+    }
+}
+
+/// What a subscription reads from the catalog once its live events are
+/// flowing: the subscribed videos as they are now, then (one video, with
+/// `since`) the state events after `since`, in order. Whoever delivers
+/// the live events puts these first and drops the live events they
+/// already show ([`Seen`]).
+#[derive(Debug)]
+pub struct Catchup {
+    /// The subscribed videos as they are now (unfinished ones for an owner).
+    pub snapshot: Vec<Video>,
+    /// The state events after `since`, showing the video as it is now.
+    pub replay: Vec<Arc<Announced>>,
+    /// What the snapshot stands for (the replay is marked as it is sent).
+    pub seen: Seen,
+}
+
+/// Highest state seq delivered per video the catch-up showed, to drop the
+/// live events it already showed. Other videos need no record: the hub
+/// sends each video's events once and in order.
+#[derive(Debug, Clone, Default)]
+pub struct Seen(HashMap<VideoId, u64>);
+
+impl Seen {
+    /// Whether live state event `e` is news; if so it counts as delivered.
+    pub fn live_state(&mut self, e: &StateEvent) -> bool {
+        match self.0.get_mut(&e.video_id) {
+            Some(seen) if e.seq <= *seen => false,
+            Some(seen) => {
+                *seen = e.seq;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Whether state event `e` of the catch-up is news; if so it counts as
+    /// delivered.
+    pub fn state(&mut self, e: &StateEvent) -> bool {
+        match self.0.get_mut(&e.video_id) {
+            Some(seen) if e.seq <= *seen => false,
+            Some(seen) => {
+                *seen = e.seq;
+                true
+            }
+            None => {
+                self.0.insert(e.video_id.clone(), e.seq);
+                true
+            }
+        }
+    }
+
+    /// Whether progress `p` is not from before a state already delivered.
+    pub fn progress(&self, p: &ProgressEvent) -> bool {
+        self.0.get(&p.video_id).is_none_or(|s| p.seq >= *s)
     }
 }
 
@@ -221,18 +265,61 @@ impl Handle {
         video: Option<&str>,
         since: Option<u64>,
     ) -> Result<Feed, CoreError> {
-        let scope = match video {
-            Some(id) => {
-                self.get(owner, id).await?;
-                Scope::Video(id.into())
-            }
-            None => Scope::Owner(owner.into()),
-        };
+        let scope = self.scope(owner, video).await?;
         // Subscribe first, read second: nothing falls between the two.
         let hub = self.deps.services.hub()?;
         let live = self
             .call(&hub, |reply| HubMsg::Subscribe(scope, reply))
             .await?;
+        let Catchup {
+            snapshot,
+            replay,
+            seen,
+        } = self.catch_up(owner, video, since).await?;
+        Ok(Feed {
+            snapshot,
+            replay: replay.into(),
+            live,
+            seen,
+        })
+    }
+
+    /// [`Handle::subscribe`] for an edge that delivers the events itself:
+    /// the live events go to `outlet` from before the catch-up returned
+    /// here is read, so the edge sends the catch-up first and holds back
+    /// the live events until it has.
+    pub async fn attach(
+        &self,
+        owner: &str,
+        video: Option<&str>,
+        since: Option<u64>,
+        outlet: Box<dyn Outlet>,
+    ) -> Result<Catchup, CoreError> {
+        let scope = self.scope(owner, video).await?;
+        let hub = self.deps.services.hub()?;
+        self.call(&hub, |reply| HubMsg::Attach(scope, outlet, reply))
+            .await?;
+        self.catch_up(owner, video, since).await
+    }
+
+    /// One video of `owner`'s (checked) or all of them.
+    async fn scope(&self, owner: &str, video: Option<&str>) -> Result<Scope, CoreError> {
+        Ok(match video {
+            Some(id) => {
+                self.get(owner, id).await?;
+                Scope::Video(id.into())
+            }
+            None => Scope::Owner(owner.into()),
+        })
+    }
+
+    /// What a subscription reads once its live events flow.
+    async fn catch_up(
+        &self,
+        owner: &str,
+        video: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<Catchup, CoreError> {
         let (snapshot, replay) = match video {
             Some(id) => {
                 let v = self.get(owner, id).await?;
@@ -282,11 +369,10 @@ impl Handle {
                 seen.insert(v.id.clone(), since.unwrap_or(0));
             }
         }
-        Ok(Feed {
+        Ok(Catchup {
             snapshot,
-            replay: replay.into(),
-            live,
-            seen,
+            replay,
+            seen: Seen(seen),
         })
     }
 

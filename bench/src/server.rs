@@ -42,8 +42,13 @@ impl Drop for Vidmill {
     }
 }
 
+/// The release build, or the binary `VIDMILL_BIN` names (to compare two
+/// builds with one benchmark).
 pub(crate) fn vidmill_bin() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vidmill")
+    std::env::var_os("VIDMILL_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vidmill"),
+        PathBuf::from,
+    )
 }
 
 /// Starts vidmill on a loopback port with its data under `dir`; `extra`

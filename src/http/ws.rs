@@ -4,16 +4,27 @@
 //! Progress may be coalesced, state events never dropped; a client that
 //! stops reading is closed with 1013, one that sends frames over 64 KiB
 //! with 1009; pings go out every 20 s.
+//!
+//! The upgrade is axum's checks and hyper's upgrade; after it the stream
+//! speaks the protocol itself (`frame`), so that the hub can write one
+//! event's frame to thousands of sockets directly (`stream`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::body::{Body, Bytes};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::response::Response;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
-use vidmill_actors::{Feed, HubMessage};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+use vidmill_actors::Catchup;
 
 use super::error::ApiError;
 use super::identity::{authenticate, bearer, client, query_token};
@@ -22,13 +33,20 @@ use super::render;
 use crate::app::App;
 use crate::slots::Slot;
 
+mod frame;
+mod stream;
+
+use stream::{End, Shared, StreamOutlet, Writer};
+
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A client that has not answered two pings is gone.
 const PONG_DEADLINE: Duration = Duration::from_secs(45);
 const MAX_FRAME: usize = 64 << 10;
-/// What a connection sets aside for reading and writing (see `accept`).
-const READ_BUFFER: usize = 4 << 10;
-const WRITE_BUFFER: usize = 0;
+/// What a stream reads the client's frames into at a time: clients send
+/// next to nothing (pongs), and a larger frame is read in pieces.
+const READ_CHUNK: usize = 512;
+/// How long a closing frame may take to go out.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Identity from the header or, for browsers, `?access_token=`, once the
 /// page the request comes from may open WebSockets here (`origin`).
@@ -109,14 +127,16 @@ pub async fn video_events(
     WsIdentity(owner): WsIdentity,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
-    let stream = app.quotas.websocket(&owner)?;
-    let feed = app
+    let slot = app.quotas.websocket(&owner)?;
+    let since = since(&query)?;
+    let stream = Stream::new(&app);
+    let catchup = app
         .handle
-        .subscribe(&owner, Some(&id), since(&query)?)
+        .attach(&owner, Some(&id), since, stream.outlet())
         .await?;
-    Ok(accept(app, owner, feed, upgrade, stream))
+    Ok(accept(stream, owner, catchup, upgrade, slot))
 }
 
 /// All own videos' events (WebSocket)
@@ -144,37 +164,100 @@ pub async fn video_events(
 pub async fn owner_events(
     State(app): State<App>,
     WsIdentity(owner): WsIdentity,
-    upgrade: WebSocketUpgrade,
+    upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
-    let stream = app.quotas.websocket(&owner)?;
-    let feed = app.handle.subscribe(&owner, None, None).await?;
-    Ok(accept(app, owner, feed, upgrade, stream))
+    let slot = app.quotas.websocket(&owner)?;
+    let stream = Stream::new(&app);
+    let catchup = app
+        .handle
+        .attach(&owner, None, None, stream.outlet())
+        .await?;
+    Ok(accept(stream, owner, catchup, upgrade, slot))
 }
 
-/// Upgrades to the event stream, which holds `stream` (its place in the
-/// owner's WebSocket quota) until it closes.
+/// A WebSocket upgrade request as axum checks it (the same refusals),
+/// keeping hyper's upgrade for the stream to take the socket itself.
+#[derive(Debug)]
+pub struct Upgrade {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        // axum checks the request; without hyper's upgrade to take, it
+        // ends on "not upgradable" only when every check before passed.
+        let on_upgrade = parts.extensions.remove::<OnUpgrade>();
+        let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+        match WebSocketUpgrade::from_request_parts(parts, state).await {
+            Err(WebSocketUpgradeRejection::ConnectionNotUpgradable(_)) => {}
+            Err(rejection) => return Err(rejection.into_response()),
+            // Cannot be without the upgrade; refused as axum would.
+            Ok(_) => {}
+        }
+        match (key, on_upgrade) {
+            (Some(key), Some(on_upgrade)) => Ok(Self { key, on_upgrade }),
+            _ => Err(StatusCode::UPGRADE_REQUIRED.into_response()),
+        }
+    }
+}
+
+/// An event stream before and after the upgrade; ending it (dropping it)
+/// lets the hub drop its outlet and closes the socket.
+#[derive(Debug)]
+struct Stream(std::sync::Arc<Shared>);
+
+impl Stream {
+    fn new(app: &App) -> Self {
+        Self(Shared::new(app.clone()))
+    }
+
+    fn outlet(&self) -> Box<dyn vidmill_actors::Outlet> {
+        Box::new(StreamOutlet(self.0.clone()))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
+}
+
+/// Answers the upgrade and runs the stream, which holds `slot` (its place
+/// in the owner's WebSocket quota) until it closes.
 fn accept(
-    app: App,
+    stream: Stream,
     owner: String,
-    feed: Feed,
-    upgrade: WebSocketUpgrade,
-    stream: Slot<String>,
+    catchup: Catchup,
+    upgrade: Upgrade,
+    slot: Slot<String>,
 ) -> Response {
-    upgrade
-        .max_frame_size(MAX_FRAME)
-        .max_message_size(MAX_FRAME)
-        // tungstenite sets aside 128 KiB to read and 128 KiB to write for
-        // every connection; clients send next to nothing, and an event is a
-        // few KiB: the buffers grow when they must.
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| async move {
-            app.metrics.ws_opened();
-            let reason = pump(&app, feed, socket).await;
-            tracing::debug!(owner, reason, "websocket closed");
-            app.metrics.ws_closed();
-            drop(stream);
-        })
+    let Upgrade { key, on_upgrade } = upgrade;
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => return tracing::debug!(owner, error = %e, "websocket upgrade failed"),
+        };
+        let app = stream.0.app().clone();
+        app.metrics.ws_opened();
+        let reason = run(&stream, upgraded, catchup).await;
+        tracing::debug!(owner, reason, "websocket closed");
+        app.metrics.ws_closed();
+        drop(stream);
+        drop(slot);
+    });
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
 }
 
 /// How long a client may keep the server's sends waiting, in total, before
@@ -214,108 +297,141 @@ impl SendBudget {
     }
 }
 
-async fn send(
-    socket: &mut WebSocket,
-    budget: &mut SendBudget,
-    message: Message,
-) -> Result<(), &'static str> {
-    let start = Instant::now();
-    let sent = tokio::time::timeout(budget.allowance(start), socket.send(message)).await;
-    let end = Instant::now();
-    budget.spent(end - start, end);
-    match sent {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err("client gone"),
-        Err(_) => Err("slow"),
-    }
-}
-
-fn text(value: &serde_json::Value) -> Message {
-    Message::Text(value.to_string().into())
-}
-
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.to_string().into(),
-    };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        socket.send(Message::Close(Some(frame))),
-    )
-    .await;
-}
-
-async fn pump(app: &App, mut feed: Feed, mut socket: WebSocket) -> &'static str {
-    let mut budget = SendBudget::new(Instant::now());
-    for v in std::mem::take(&mut feed.snapshot) {
-        let positions = app.handle.queue_positions().await.unwrap_or_default();
-        let snapshot = json!({"type": "snapshot", "video": render::video(app, &v, positions.get(&v.id).copied())});
-        match send(&mut socket, &mut budget, text(&snapshot)).await {
-            Ok(()) => {}
-            Err("slow") => {
-                close(&mut socket, 1013, "too slow: events were not read").await;
-                return "slow during snapshot";
-            }
-            Err(_) => return "client gone during snapshot",
+/// The socket's two halves (the TCP stream's own when it is one, so that
+/// reading and writing share no lock), and what the client sent before
+/// the upgrade was answered.
+fn halves(upgraded: Upgraded) -> (Box<dyn AsyncRead + Send + Unpin>, Writer, Bytes) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (read, write) = parts.io.into_inner().into_split();
+            (Box::new(read), Box::new(write), parts.read_buf)
+        }
+        Err(upgraded) => {
+            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+            (Box::new(read), Box::new(write), Bytes::new())
         }
     }
+}
+
+/// Sends the catch-up, then serves the stream until it ends; why it ended.
+async fn run(stream: &Stream, upgraded: Upgraded, catchup: Catchup) -> &'static str {
+    let shared = &stream.0;
+    let (mut read, writer, early) = halves(upgraded);
+    shared.upgraded(writer);
+    send_catchup(shared, catchup).await;
+    let mut reader = frame::Reader::new(MAX_FRAME);
+    let mut incoming = Vec::new();
+    if reader.feed(&early, &mut incoming).is_err() {
+        return close(shared, 1009, "frame too large or malformed", "bad frame").await;
+    }
+    drop(early);
+    let mut buf = [0u8; READ_CHUNK];
+    let mut budget = SendBudget::new(Instant::now());
+    // When frames started waiting for the socket, and how long they may.
+    let mut blocked: Option<(Instant, Instant)> = None;
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut last_pong = Instant::now();
     loop {
-        tokio::select! {
-            event = feed.next() => {
-                let message = match event {
-                    Some(HubMessage::State(a)) => {
-                        let e = &a.event;
-                        Message::Text(app.rendered_states.get_or_render(&e.video_id, e.seq, || {
-                            render::state_event(app, &a.video, e).to_string().into()
-                        }))
-                    }
-                    Some(HubMessage::Progress(p)) => text(&json!({
-                        "type": "progress", "video_id": p.video_id, "seq": p.seq, "state": p.state,
-                        "stage": p.stage, "percent": p.percent, "speed": p.speed, "eta_seconds": p.eta_seconds,
-                    })),
-                    None => {
-                        close(&mut socket, 1013, "too slow: events were not read").await;
-                        return "dropped by the hub";
-                    }
-                };
-                match send(&mut socket, &mut budget, message).await {
-                    Ok(()) => {}
-                    Err("slow") => {
-                        close(&mut socket, 1013, "too slow: events were not read").await;
-                        return "slow";
-                    }
-                    Err(e) => return e,
+        for message in incoming.drain(..) {
+            match message {
+                frame::Incoming::Ping(payload) => {
+                    shared.send_pong(frame::encode(frame::PONG, &payload));
+                }
+                frame::Incoming::Pong => last_pong = Instant::now(),
+                frame::Incoming::Close(_) => {
+                    return close(shared, 1000, "", "client closed").await;
                 }
             }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
-                Some(Ok(Message::Close(_))) | None => return "client closed",
-                Some(Ok(_)) => {}
-                Some(Err(_)) => {
-                    close(&mut socket, 1009, "frame too large or malformed").await;
-                    return "bad frame";
+        }
+        let (waiting, end) = shared.status();
+        match end {
+            Some(End::Dropped) => {
+                return close(
+                    shared,
+                    1013,
+                    "too slow: events were not read",
+                    "dropped by the hub",
+                )
+                .await
+            }
+            Some(End::Gone | End::Closed) => return "client gone",
+            None => {}
+        }
+        if waiting && blocked.is_none() {
+            let now = Instant::now();
+            blocked = Some((now, now + budget.allowance(now)));
+        }
+        let deadline = blocked.map(|(_, by)| tokio::time::Instant::from_std(by));
+        tokio::select! {
+            drained = std::future::poll_fn(|cx| shared.poll_drain(cx)), if waiting => match drained {
+                Ok(()) => {
+                    if let Some((since, _)) = blocked.take() {
+                        let now = Instant::now();
+                        budget.spent(now - since, now);
+                    }
+                }
+                Err(_) => return "client gone",
+            },
+            () = sleep_until(deadline), if deadline.is_some() => {
+                return close(shared, 1013, "too slow: events were not read", "slow").await;
+            }
+            () = shared.woken() => {}
+            got = read.read(&mut buf) => match got {
+                Ok(0) | Err(_) => return "client closed",
+                Ok(n) => {
+                    if reader.feed(&buf[..n], &mut incoming).is_err() {
+                        return close(shared, 1009, "frame too large or malformed", "bad frame").await;
+                    }
                 }
             },
             _ = ping.tick() => {
                 if last_pong.elapsed() > PONG_DEADLINE {
-                    close(&mut socket, 1001, "no pong").await;
-                    return "no pong";
+                    return close(shared, 1001, "no pong", "no pong").await;
                 }
-                match send(&mut socket, &mut budget, Message::Ping(Vec::new().into())).await {
-                    Ok(()) => {}
-                    Err("slow") => {
-                        close(&mut socket, 1013, "too slow: events were not read").await;
-                        return "slow";
-                    }
-                    Err(e) => return e,
-                }
+                shared.send(frame::encode(frame::PING, b""));
             }
         }
     }
+}
+
+/// The snapshot, then the replay; live events follow. What they were
+/// made from is not kept (a stream may stay open for days).
+async fn send_catchup(shared: &Shared, catchup: Catchup) {
+    let app = shared.app();
+    let Catchup {
+        snapshot,
+        replay,
+        seen,
+    } = catchup;
+    let positions = match snapshot.is_empty() {
+        true => HashMap::new(),
+        false => app.handle.queue_positions().await.unwrap_or_default(),
+    };
+    let frames = snapshot
+        .iter()
+        .map(|v| {
+            let video = render::video(app, v, positions.get(&v.id).copied());
+            frame::text(&json!({"type": "snapshot", "video": video}).to_string())
+        })
+        .collect();
+    shared.caught_up(frames, &replay, seen);
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends a close frame after what waits (for at most [`CLOSE_WAIT`]);
+/// returns `why`.
+async fn close(shared: &Shared, code: u16, reason: &str, why: &'static str) -> &'static str {
+    shared.send(frame::close(code, reason));
+    let _ =
+        tokio::time::timeout(CLOSE_WAIT, std::future::poll_fn(|cx| shared.poll_drain(cx))).await;
+    why
 }
 
 #[cfg(test)]

@@ -630,6 +630,68 @@ fn since_replays_every_state_event_after_a_reconnect() {
     let _ = ready;
 }
 
+/// Streams opened at every moment of a video's life, replaying from the
+/// start, and the owner's stream opened before it, each see every state
+/// event exactly once and in order: the replay hands over to the live
+/// events (written straight to the sockets) without a gap or a repeat.
+#[test]
+fn streams_opened_mid_processing_see_every_state_event_once_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), "");
+    let token = server.token("alice");
+    let seqs_of = |events: Vec<serde_json::Value>| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["type"] == "state")
+            .filter_map(|e| e["seq"].as_u64())
+            .collect()
+    };
+    let (mut owner, _) = tungstenite::connect(ws_url(&server, "/v1/events", &token)).expect("ws");
+    let id = server
+        .upload(
+            &token,
+            "filename=a.webm&frames_every=0.25",
+            &webm(dir.path(), 3.0),
+        )
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let ready = |e: &serde_json::Value| e["type"] == "state" && e["state"] == "ready";
+    let owner = std::thread::spawn(move || read_until(&mut owner, ready));
+    let mut readers = Vec::new();
+    let url = format!(
+        "{}&since=0",
+        ws_url(&server, &format!("/v1/videos/{id}/events"), &token)
+    );
+    // Within the user's 32 streams (the owner's is one).
+    while readers.len() < 30 {
+        let (mut socket, _) = tungstenite::connect(&url).expect("ws");
+        readers.push(std::thread::spawn(move || read_until(&mut socket, ready)));
+        if server.get(&format!("/v1/videos/{id}"), &token).json()["state"] == "ready" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let owner = owner.join().expect("owner stream");
+    let owner: Vec<serde_json::Value> = owner
+        .into_iter()
+        .filter(|e| e["video_id"] == id.as_str())
+        .collect();
+    let all = seqs_of(owner);
+    assert!(all.len() >= 4, "{all:?}");
+    assert_eq!(
+        all,
+        (1..=all.len() as u64).collect::<Vec<_>>(),
+        "the owner's stream"
+    );
+    eprintln!("{} state events, {} streams", all.len(), readers.len());
+    assert!(readers.len() > 3, "streams opened while it was processing");
+    for (i, r) in readers.into_iter().enumerate() {
+        assert_eq!(seqs_of(r.join().expect("stream")), all, "stream {i}");
+    }
+}
+
 #[test]
 fn sigterm_mid_processing_and_a_restart_finish_the_video() {
     let dir = tempfile::tempdir().expect("tempdir");

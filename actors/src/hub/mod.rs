@@ -9,8 +9,19 @@
 //! Every message is shared (`Arc`), never copied per subscriber, and a
 //! state event carries the video as it was stored, so no subscriber has to
 //! read it back.
+//!
+//! Each video's state events reach a subscriber once and in order: the
+//! hub drops what it already fanned out when the log is read again (a
+//! wake-up racing the local announcement, also after the end), so a
+//! subscriber only has to mind what its own catch-up already showed.
+//!
+//! Subscribers live in shards (`shard`), tasks that call each subscriber's
+//! [`Outlet`] in turn: one event reaches ten thousand subscribers on every
+//! core at once, without a wake-up per subscriber. An outlet is either a
+//! [`Subscription`]'s channel (the core's own readers, tests) or one the
+//! edge brings ([`HubMsg::Attach`]: the WebSocket writes to its socket).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -21,12 +32,38 @@ use crate::model::{ProgressEvent, StateEvent, Video, VideoId};
 use crate::state::VideoState;
 
 mod remote;
+mod shard;
 pub use remote::Remote;
+pub use shard::ShardGone;
+use shard::{Shard, ShardMsg};
 
 /// State events a subscriber may have unread before it is closed as too
 /// slow: far more than one video's whole life (about ten events), so only a
 /// reader that has stopped reading hits it.
 pub const STATE_QUEUE: usize = 256;
+
+/// Finished videos whose last seq the hub keeps. The log of a video that
+/// just became `ready` or `failed` may still be read again (another
+/// node's wake-up; on a cluster, this node's own, echoed by the bus), and
+/// those reads come within moments of the end: far fewer videos than this
+/// finish meanwhile.
+const FINISHED_KEPT: usize = 4096;
+
+/// Where the hub delivers one subscriber's events. A shard calls it for
+/// every event in the subscriber's scope, in the order the hub published
+/// them, one call at a time; a call must not wait (it runs in the middle
+/// of thousands of others). Returning `false` ends the subscription: the
+/// outlet is dropped, which is how it learns the hub is done with it
+/// (also when the hub stops).
+pub trait Outlet: Send {
+    /// A state event. An outlet that cannot keep it (too far behind, or
+    /// its reader gone) says `false`, never drops it silently.
+    fn state(&self, event: &Arc<Announced>) -> bool;
+    /// The latest progress of a video; it may replace one not yet read.
+    fn progress(&self, event: &Arc<ProgressEvent>) -> bool;
+    /// Whether its reader is still there (closed ones are swept out).
+    fn is_open(&self) -> bool;
+}
 
 /// What a subscription listens to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -123,24 +160,59 @@ impl Subscription {
     }
 }
 
-struct Subscriber {
-    scope: Scope,
+/// The sending end of a [`Subscription`].
+struct ChannelOutlet {
     state: mpsc::Sender<Arc<Announced>>,
     slot: Arc<ProgressSlot>,
 }
 
-impl Subscriber {
-    fn wants(&self, announced_remote: bool, video_id: &str, owner: &str) -> bool {
-        match &self.scope {
-            Scope::Video(id) => id == video_id,
-            Scope::Owner(o) => o == owner,
-            Scope::All => !announced_remote,
+impl Outlet for ChannelOutlet {
+    fn state(&self, announced: &Arc<Announced>) -> bool {
+        // Progress from before this change is stale now.
+        if let Ok(mut latest) = self.slot.latest.lock() {
+            latest.remove(&announced.event.video_id);
         }
+        match self.state.try_send(announced.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Ok(mut reason) = self.slot.closed.lock() {
+                    *reason = Some(format!("subscriber fell {STATE_QUEUE} state events behind"));
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn progress(&self, event: &Arc<ProgressEvent>) -> bool {
+        if self.state.is_closed() {
+            return false;
+        }
+        if let Ok(mut latest) = self.slot.latest.lock() {
+            latest.insert(event.video_id.clone(), event.clone());
+        }
+        self.slot.notify.notify_one();
+        true
+    }
+
+    fn is_open(&self) -> bool {
+        !self.state.is_closed()
+    }
+}
+
+impl Drop for ChannelOutlet {
+    fn drop(&mut self) {
+        // Dropping the sender ends the subscriber's stream; a reader
+        // waiting for progress hears it too.
+        self.slot.notify.notify_one();
     }
 }
 
 pub enum HubMsg {
     Subscribe(Scope, RpcReplyPort<Subscription>),
+    /// Delivers `scope`'s live events to an outlet of the caller's; the
+    /// reply comes once events published after it will reach the outlet.
+    Attach(Scope, Box<dyn Outlet>, RpcReplyPort<()>),
     State(Arc<Announced>),
     Progress(Arc<ProgressEvent>),
     /// From other nodes, by way of the bus.
@@ -154,6 +226,7 @@ impl std::fmt::Debug for HubMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Subscribe(s, _) => write!(f, "Subscribe({s:?})"),
+            Self::Attach(s, _, _) => write!(f, "Attach({s:?})"),
             Self::State(a) => write!(f, "State({} #{})", a.event.video_id, a.event.seq),
             Self::Progress(p) => write!(f, "Progress({})", p.video_id),
             Self::Bus(e) => write!(f, "Bus({e:?})"),
@@ -171,101 +244,149 @@ pub struct ProgressHub {
     pub remote: Option<Remote>,
 }
 
-#[derive(Default)]
 pub struct HubState {
     board: ProgressBoard,
     /// The last state seq fanned out per unfinished video: what a wake-up
     /// from the bus is compared with.
     last_seq: HashMap<VideoId, u64>,
+    /// The same for the videos that finished last.
+    finished: Finished,
     /// When the bus last brought anything (or the hub started), in
     /// milliseconds since the epoch: a video created after it that the hub
     /// does not know was announced while the bus was away.
     heard_ms: u64,
     listener: Option<tokio::task::JoinHandle<()>>,
-    next_id: u64,
-    subscribers: HashMap<u64, Subscriber>,
+    shards: Vec<Shard>,
+    /// The shard the next subscriber joins.
+    next_shard: usize,
 }
 
 impl std::fmt::Debug for HubState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HubState")
-            .field("subscribers", &self.subscribers.len())
+            .field("shards", &self.shards.len())
             .finish()
     }
 }
 
 impl HubState {
-    fn subscribe(&mut self, scope: Scope) -> Subscription {
-        let (tx, rx) = mpsc::channel(STATE_QUEUE);
-        let slot = Arc::new(ProgressSlot::default());
-        self.next_id += 1;
-        self.subscribers.insert(
-            self.next_id,
-            Subscriber {
-                scope,
-                state: tx,
-                slot: slot.clone(),
-            },
-        );
-        Subscription { state: rx, slot }
+    /// Empty, with `shards` shards (at least one).
+    fn new(board: ProgressBoard, shards: usize) -> Self {
+        Self {
+            board,
+            last_seq: HashMap::new(),
+            finished: Finished::default(),
+            heard_ms: now_ms(),
+            listener: None,
+            shards: (0..shards.max(1)).map(|_| Shard::spawn()).collect(),
+            next_shard: 0,
+        }
     }
 
-    fn publish_state(&mut self, announced: Arc<Announced>) {
+    async fn attach(&mut self, scope: Scope, outlet: Box<dyn Outlet>) -> Result<(), ShardGone> {
+        self.next_shard = (self.next_shard + 1) % self.shards.len();
+        self.shards[self.next_shard]
+            .send(ShardMsg::Attach(scope, outlet))
+            .await
+    }
+
+    async fn subscribe(&mut self, scope: Scope) -> Result<Subscription, ShardGone> {
+        let (tx, rx) = mpsc::channel(STATE_QUEUE);
+        let slot = Arc::new(ProgressSlot::default());
+        let outlet = ChannelOutlet {
+            state: tx,
+            slot: slot.clone(),
+        };
+        self.attach(scope, Box::new(outlet)).await?;
+        Ok(Subscription { state: rx, slot })
+    }
+
+    /// The last state seq fanned out for `video`, if the hub knows it.
+    fn last(&self, video: &str) -> Option<u64> {
+        self.last_seq
+            .get(video)
+            .copied()
+            .or_else(|| self.finished.get(video))
+    }
+
+    async fn publish_state(&mut self, announced: Arc<Announced>) -> Result<(), ShardGone> {
         let event = &announced.event;
         if self
-            .last_seq
-            .get(&event.video_id)
-            .is_some_and(|last| event.seq <= *last)
+            .last(&event.video_id)
+            .is_some_and(|last| event.seq <= last)
         {
             // Read twice (a wake-up raced the local announcement): sent once.
-            return;
+            return Ok(());
         }
         if event.state.is_terminal() {
             self.last_seq.remove(&event.video_id);
+            self.finished.insert(event.video_id.clone(), event.seq);
         } else {
             self.last_seq.insert(event.video_id.clone(), event.seq);
         }
         if event.state != VideoState::Processing {
             self.board.clear(&event.video_id);
         }
-        let mut gone = Vec::new();
-        for (id, sub) in &self.subscribers {
-            if !sub.wants(announced.remote, &event.video_id, &event.owner) {
-                continue;
-            }
-            // Progress from before this change is stale now.
-            if let Ok(mut latest) = sub.slot.latest.lock() {
-                latest.remove(&event.video_id);
-            }
-            match sub.state.try_send(announced.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    if let Ok(mut reason) = sub.slot.closed.lock() {
-                        *reason =
-                            Some(format!("subscriber fell {STATE_QUEUE} state events behind"));
-                    }
-                    gone.push(*id);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
-            }
+        for shard in &self.shards {
+            shard.send(ShardMsg::State(announced.clone())).await?;
         }
-        for id in gone {
-            // Dropping the sender ends the subscriber's stream.
-            if let Some(sub) = self.subscribers.remove(&id) {
-                sub.slot.notify.notify_one();
-            }
-        }
+        Ok(())
     }
 
-    fn publish_progress(&mut self, event: Arc<ProgressEvent>) {
+    async fn publish_progress(&mut self, event: Arc<ProgressEvent>) -> Result<(), ShardGone> {
         self.board.set(event.clone());
-        self.subscribers.retain(|_, sub| !sub.state.is_closed());
-        for sub in self.subscribers.values() {
-            if sub.wants(false, &event.video_id, &event.owner) {
-                if let Ok(mut latest) = sub.slot.latest.lock() {
-                    latest.insert(event.video_id.clone(), event.clone());
+        for shard in &self.shards {
+            shard.send(ShardMsg::Progress(event.clone())).await?;
+        }
+        Ok(())
+    }
+
+    /// Open subscribers, in every shard.
+    async fn count(&self) -> Result<usize, ShardGone> {
+        let mut n = 0;
+        for shard in &self.shards {
+            n += shard.ask(ShardMsg::Count).await?;
+        }
+        Ok(n)
+    }
+
+    /// Videos subscribed to one by one, in every shard.
+    async fn watched_owners(&self) -> Result<Vec<String>, ShardGone> {
+        let mut owners = Vec::new();
+        for shard in &self.shards {
+            owners.extend(shard.ask(ShardMsg::Owners).await?);
+        }
+        Ok(owners)
+    }
+
+    async fn watched_videos(&self) -> Result<Vec<VideoId>, ShardGone> {
+        let mut videos = Vec::new();
+        for shard in &self.shards {
+            videos.extend(shard.ask(ShardMsg::Videos).await?);
+        }
+        Ok(videos)
+    }
+}
+
+/// The last seq of the [`FINISHED_KEPT`] videos that finished last.
+#[derive(Debug, Default)]
+struct Finished {
+    seq: HashMap<VideoId, u64>,
+    order: VecDeque<VideoId>,
+}
+
+impl Finished {
+    fn get(&self, video: &str) -> Option<u64> {
+        self.seq.get(video).copied()
+    }
+
+    fn insert(&mut self, video: VideoId, seq: u64) {
+        if self.seq.insert(video.clone(), seq).is_none() {
+            self.order.push_back(video);
+            if self.order.len() > FINISHED_KEPT {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.seq.remove(&oldest);
                 }
-                sub.slot.notify.notify_one();
             }
         }
     }
@@ -279,10 +400,17 @@ fn now_ms() -> u64 {
 
 impl ProgressHub {
     /// A wake-up, progress or resync from another node.
-    fn heard_on_bus(&self, myself: &ActorRef<HubMsg>, state: &mut HubState, event: BusEvent) {
-        let Some(remote) = &self.remote else { return };
+    async fn heard_on_bus(
+        &self,
+        myself: &ActorRef<HubMsg>,
+        state: &mut HubState,
+        event: BusEvent,
+    ) -> Result<(), ShardGone> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
         if remote.is_own(&event) {
-            return;
+            return Ok(());
         }
         let heard_before = state.heard_ms;
         if !matches!(event, BusEvent::Resync) {
@@ -290,23 +418,22 @@ impl ProgressHub {
         }
         match event {
             BusEvent::State { video, seq } => {
-                let last = state.last_seq.get(&video).copied().unwrap_or(0);
+                let last = state.last(&video).unwrap_or(0);
                 if seq > last {
                     remote.catch_up(myself.clone(), video, last);
                 }
             }
-            BusEvent::Progress { event, .. } => state.publish_progress(Arc::new(event)),
+            BusEvent::Progress { event, .. } => state.publish_progress(Arc::new(event)).await?,
             BusEvent::Resync => {
                 let mut videos: Vec<(VideoId, u64)> = state
                     .last_seq
                     .iter()
                     .map(|(v, s)| (v.clone(), *s))
                     .collect();
-                for sub in state.subscribers.values() {
-                    if let Scope::Video(id) = &sub.scope {
-                        if !state.last_seq.contains_key(id) {
-                            videos.push((id.clone(), 0));
-                        }
+                for id in state.watched_videos().await? {
+                    if !state.last_seq.contains_key(&id) && !videos.iter().any(|(v, _)| *v == id) {
+                        let after = state.finished.get(&id).unwrap_or(0);
+                        videos.push((id, after));
                     }
                 }
                 for (video, after) in videos {
@@ -314,14 +441,8 @@ impl ProgressHub {
                 }
                 // An owner's stream also wants the videos created while
                 // the bus was away, which the hub has never heard of.
-                let owners: std::collections::BTreeSet<String> = state
-                    .subscribers
-                    .values()
-                    .filter_map(|sub| match &sub.scope {
-                        Scope::Owner(owner) => Some(owner.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                let owners: std::collections::BTreeSet<String> =
+                    state.watched_owners().await?.into_iter().collect();
                 let known: Arc<std::collections::HashSet<VideoId>> =
                     Arc::new(state.last_seq.keys().cloned().collect());
                 for owner in owners {
@@ -329,6 +450,7 @@ impl ProgressHub {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -342,12 +464,10 @@ impl Actor for ProgressHub {
         myself: ActorRef<HubMsg>,
         _: (),
     ) -> Result<HubState, ActorProcessingErr> {
-        Ok(HubState {
-            board: self.board.clone(),
-            heard_ms: now_ms(),
-            listener: self.remote.as_ref().map(|r| r.listen(myself)),
-            ..HubState::default()
-        })
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut state = HubState::new(self.board.clone(), cores);
+        state.listener = self.remote.as_ref().map(|r| r.listen(myself));
+        Ok(state)
     }
 
     async fn post_stop(
@@ -367,20 +487,25 @@ impl Actor for ProgressHub {
         message: HubMsg,
         state: &mut HubState,
     ) -> Result<(), ActorProcessingErr> {
+        // A shard gone is the hub broken: it is restarted, and its
+        // subscribers' streams end.
         match message {
             HubMsg::Subscribe(scope, reply) => {
-                let _ = reply.send(state.subscribe(scope));
+                let _ = reply.send(state.subscribe(scope).await?);
             }
-            HubMsg::State(event) => state.publish_state(event),
-            HubMsg::Bus(event) => self.heard_on_bus(&myself, state, event),
-            HubMsg::Progress(event) => state.publish_progress(event),
+            HubMsg::Attach(scope, outlet, reply) => {
+                state.attach(scope, outlet).await?;
+                let _ = reply.send(());
+            }
+            HubMsg::State(event) => state.publish_state(event).await?,
+            HubMsg::Bus(event) => self.heard_on_bus(&myself, state, event).await?,
+            HubMsg::Progress(event) => state.publish_progress(event).await?,
             HubMsg::Forget(video) => {
                 state.last_seq.remove(&video);
                 state.board.clear(&video);
             }
             HubMsg::Count(reply) => {
-                state.subscribers.retain(|_, s| !s.state.is_closed());
-                let _ = reply.send(state.subscribers.len());
+                let _ = reply.send(state.count().await?);
             }
         }
         Ok(())
@@ -439,16 +564,33 @@ mod tests {
         })
     }
 
+    fn hub() -> HubState {
+        HubState::new(ProgressBoard::default(), 2)
+    }
+
     #[tokio::test]
     async fn progress_coalesces_but_state_events_all_arrive() {
-        let mut hub = HubState::default();
-        let mut sub = hub.subscribe(Scope::Owner("alice".into()));
+        let mut hub = hub();
+        let mut sub = hub
+            .subscribe(Scope::Owner("alice".into()))
+            .await
+            .expect("sub");
         for p in [10.0, 20.0, 30.0] {
-            hub.publish_progress(progress("v1", p));
+            hub.publish_progress(progress("v1", p))
+                .await
+                .expect("progress");
         }
-        hub.publish_state(state("v2", "alice", 1));
-        hub.publish_state(state("v2", "alice", 2));
-        hub.publish_state(state("v3", "bob", 1));
+        hub.publish_state(state("v2", "alice", 1))
+            .await
+            .expect("state");
+        hub.publish_state(state("v2", "alice", 2))
+            .await
+            .expect("state");
+        hub.publish_state(state("v3", "bob", 1))
+            .await
+            .expect("state");
+        // Every shard has handled what came before the count.
+        assert_eq!(hub.count().await.expect("count"), 1);
         assert_eq!(
             sub.next().await,
             Some(HubMessage::State(state("v2", "alice", 1)))
@@ -523,21 +665,148 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscriber_that_stops_reading_is_closed_with_a_reason() {
-        let mut hub = HubState::default();
-        let mut stuck = hub.subscribe(Scope::Video("v1".into()));
-        let mut other = hub.subscribe(Scope::Video("v1".into()));
+        let mut hub = hub();
+        let mut stuck = hub.subscribe(Scope::Video("v1".into())).await.expect("sub");
+        let mut other = hub.subscribe(Scope::Video("v1".into())).await.expect("sub");
         for seq in 0..STATE_QUEUE as u64 + 1 {
-            hub.publish_state(state("v1", "alice", seq));
+            hub.publish_state(state("v1", "alice", seq))
+                .await
+                .expect("state");
             if let Some(HubMessage::State(a)) = other.next().await {
                 assert_eq!(a.event.seq, seq);
             }
         }
-        assert_eq!(hub.subscribers.len(), 1, "only the stuck one was dropped");
+        assert_eq!(
+            hub.count().await.expect("count"),
+            1,
+            "only the stuck one was dropped"
+        );
         let mut drained = 0;
         while stuck.next().await.is_some() {
             drained += 1;
         }
         assert_eq!(drained, STATE_QUEUE);
         assert!(stuck.close_reason().is_some_and(|r| r.contains("behind")));
+    }
+
+    /// An outlet that writes down what it is given, and can stop.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        got: Arc<Mutex<Vec<(VideoId, u64)>>>,
+        refuse_after: Option<usize>,
+    }
+
+    impl Outlet for Recorder {
+        fn state(&self, a: &Arc<Announced>) -> bool {
+            let Ok(mut got) = self.got.lock() else {
+                return false;
+            };
+            if self.refuse_after.is_some_and(|n| got.len() >= n) {
+                return false;
+            }
+            got.push((a.event.video_id.clone(), a.event.seq));
+            true
+        }
+        fn progress(&self, _: &Arc<ProgressEvent>) -> bool {
+            true
+        }
+        fn is_open(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_of_every_shard_gets_its_events_in_order() {
+        let mut hub = HubState::new(ProgressBoard::default(), 3);
+        let mut outlets = Vec::new();
+        for i in 0..30 {
+            let outlet = Recorder {
+                refuse_after: (i == 7).then_some(2),
+                ..Recorder::default()
+            };
+            let scope = match i % 3 {
+                0 => Scope::Owner("alice".into()),
+                1 => Scope::Video("v1".into()),
+                _ => Scope::Video("v2".into()),
+            };
+            hub.attach(scope, Box::new(outlet.clone()))
+                .await
+                .expect("attach");
+            outlets.push(outlet);
+        }
+        for seq in 1..=5 {
+            for v in ["v1", "v2"] {
+                hub.publish_state(state(v, "alice", seq))
+                    .await
+                    .expect("state");
+            }
+        }
+        // Read twice (a remote wake-up): sent once.
+        hub.publish_state(state("v1", "alice", 3))
+            .await
+            .expect("state");
+        assert_eq!(hub.count().await.expect("count"), 29, "one stopped");
+        for (i, outlet) in outlets.iter().enumerate() {
+            let got = outlet.got.lock().expect("lock").clone();
+            let wanted: Vec<(VideoId, u64)> = (1..=5)
+                .flat_map(|seq| ["v1", "v2"].map(|v| (v.to_string(), seq)))
+                .filter(|(v, _)| match i % 3 {
+                    0 => true,
+                    1 => v == "v1",
+                    _ => v == "v2",
+                })
+                .take(if i == 7 { 2 } else { usize::MAX })
+                .collect();
+            assert_eq!(got, wanted, "subscriber {i}");
+        }
+        assert_eq!(
+            hub.watched_videos().await.expect("videos").len(),
+            19,
+            "the one-video subscribers still open"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_log_read_again_after_the_end_is_not_fanned_out_twice() {
+        let mut hub = hub();
+        let outlet = Recorder::default();
+        hub.attach(Scope::All, Box::new(outlet.clone()))
+            .await
+            .expect("attach");
+        let ready = |seq| {
+            let mut a = (*state("v1", "alice", seq)).clone();
+            a.event.state = VideoState::Ready;
+            Arc::new(a)
+        };
+        hub.publish_state(state("v1", "alice", 1)).await.expect("1");
+        hub.publish_state(state("v1", "alice", 2)).await.expect("2");
+        hub.publish_state(ready(3)).await.expect("3");
+        // Another node's wake-up read the whole log after the end.
+        for a in [state("v1", "alice", 1), state("v1", "alice", 2), ready(3)] {
+            hub.publish_state(a).await.expect("again");
+        }
+        hub.count().await.expect("count");
+        let got = outlet.got.lock().expect("lock").clone();
+        assert_eq!(got, [1, 2, 3].map(|seq| ("v1".to_string(), seq)));
+        assert_eq!(hub.last("v1"), Some(3));
+        for i in 0..FINISHED_KEPT {
+            hub.finished.insert(format!("other-{i}"), 1);
+        }
+        assert_eq!(hub.last("v1"), None, "only the last ones are kept");
+    }
+
+    #[tokio::test]
+    async fn stopping_the_hub_ends_every_stream() {
+        let mut hub = hub();
+        let mut a = hub.subscribe(Scope::All).await.expect("sub");
+        let mut b = hub.subscribe(Scope::All).await.expect("sub");
+        hub.publish_state(state("v1", "alice", 1))
+            .await
+            .expect("state");
+        drop(hub);
+        assert!(matches!(a.next().await, Some(HubMessage::State(_))));
+        assert_eq!(a.next().await, None);
+        assert!(matches!(b.next().await, Some(HubMessage::State(_))));
+        assert_eq!(b.next().await, None);
     }
 }

@@ -70,6 +70,32 @@ pub async fn upload(addr: &str, token: &str, body: &[u8], query: &str) -> Result
     }
 }
 
+/// Creates a tus upload of `length` bytes and sends none of them: a video
+/// in state `uploading`, whose first state event leaves as soon as the
+/// catalog has stored it (no probe, no worker). The new video's id.
+pub async fn create_upload(addr: &str, token: &str, length: u64) -> Result<String, Error> {
+    let (status, answer) = request(
+        addr,
+        head(
+            "POST",
+            "/v1/uploads",
+            token,
+            &format!(
+                "Tus-Resumable: 1.0.0\r\nUpload-Length: {length}\r\n\
+                 Upload-Metadata: filename ZmFub3V0LndlYm0=\r\n"
+            ),
+            0,
+        ),
+        b"",
+    )
+    .await?;
+    let text = String::from_utf8_lossy(&answer);
+    match status {
+        201 => Ok(field(&text, "id").ok_or("no id")?),
+        _ => Err(format!("tus creation answered {status}: {text}").into()),
+    }
+}
+
 /// Polls the video until it is in `state` (10 minutes at most).
 pub async fn wait_for(addr: &str, token: &str, id: &str, state: &str) -> Result<(), Error> {
     let deadline = Instant::now() + Duration::from_secs(600);
