@@ -543,9 +543,15 @@ fn many_one_byte_patches_keep_offsets_and_the_bucket_bounded() {
     let last = patch(&b, &token, &id, media.len() - 1, &media[media.len() - 1..]);
     assert_eq!(last.status, 204, "{last:?}");
     assert_eq!(offset_of(&last), media.len());
-    assert_eq!(ready(&a, &token, &id)["state"], "ready");
-    assert!(source(&cluster, &id).as_deref() == Some(&media[..]));
-    assert!(cluster.tail_objects(&id).is_empty());
+    assert_finished_whole(&cluster, &a, &token, &id, &media);
+}
+
+/// The upload became a ready video whose source is `media`, byte for
+/// byte, with no tail piece and no multipart upload left.
+fn assert_finished_whole(cluster: &Cluster, s: &Server, token: &str, id: &str, media: &[u8]) {
+    assert_eq!(ready(s, token, id)["state"], "ready");
+    assert!(source(cluster, id).as_deref() == Some(media));
+    assert!(cluster.tail_objects(id).is_empty());
     assert!(cluster.open_multiparts(&format!("videos/{id}/")).is_empty());
 }
 
@@ -649,10 +655,7 @@ fn a_node_killed_mid_patch_is_resumed_on_another() {
     assert!((5 * MIB..=7 * MIB).contains(&at), "{at}");
     let rest = patch(&b, &token, &id, at, &media[at..]);
     assert_eq!(rest.status, 204, "resumed once a's hold lapsed: {rest:?}");
-    assert_eq!(ready(&b, &token, &id)["state"], "ready");
-    assert!(source(&cluster, &id).as_deref() == Some(&media[..]));
-    assert!(cluster.tail_objects(&id).is_empty());
-    assert!(cluster.open_multiparts(&format!("videos/{id}/")).is_empty());
+    assert_finished_whole(&cluster, &b, &token, &id, &media);
 }
 
 /// A complete upload that is not media, sent over two nodes: 415 on the
