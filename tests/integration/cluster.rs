@@ -365,6 +365,12 @@ fn a_tus_upload_moves_between_nodes() {
     // A part's worth on b, a little more on a (kept as the tail).
     let first = tus_patch(&b, &token, &id, 0, &media[..6 * MIB]);
     assert_eq!(first.status, 204, "{first:?}");
+    // a, which received none of it, tells the percent stored.
+    let percent = a.get(&format!("/v1/videos/{id}"), &token).json()["progress"]["percent"]
+        .as_f64()
+        .expect("percent");
+    let expected = (6 * MIB) as f64 * 100.0 / media.len() as f64;
+    assert!((percent - expected).abs() < 0.01, "{percent} vs {expected}");
     let second = tus_patch(&a, &token, &id, 6 * MIB, &media[6 * MIB..7 * MIB]);
     assert_eq!(second.status, 204, "{second:?}");
     assert_eq!(
